@@ -1,0 +1,333 @@
+"""The one module that touches aiortc (and aioice) internals.
+
+Everything here leans on private attributes of aiortc 1.16 / aioice 0.13;
+an upgrade of either has to look here and nowhere else. What it provides:
+
+* :func:`pin_ice_hosts` limits ICE host candidates to configured addresses
+  (aioice otherwise offers every interface but loopback);
+* :func:`prefer_dtls_server` makes the answerer the DTLS server
+  (``a=setup:passive``), which WHIP encoders with RSA certificates need;
+* :class:`ReceiverTap` takes incoming RTP from an ``RTCRtpReceiver`` before
+  its jitter buffer and decoder, keeping aiortc's NACK, REMB and receiver
+  reports; no decoder thread ever runs;
+* :class:`SenderPort` turns an ``RTCRtpSender`` into a raw packet sink:
+  SRTP-protect and ``sendto`` synchronously, no encoder, no per-packet await,
+  with our own sender reports and RTCP feedback routed to the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpByePacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unwrap_rtx,
+)
+
+from relay.ports import CodecInfo
+
+log = logging.getLogger("cherry.relay.aiortc")
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_pinned_hosts: list[str] = []
+
+RtpCallback = Callable[[int, int, bool, bytes, float], None]
+
+
+def pin_ice_hosts(addresses: Sequence[str]) -> None:
+    """Offer only these host addresses in ICE (empty: aioice's default, all but loopback)."""
+    _pinned_hosts[:] = list(addresses)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if not _pinned_hosts:
+            return _original_get_host_addresses(use_ipv4, use_ipv6)
+        return [a for a in _pinned_hosts if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = get_host_addresses  # type: ignore[assignment]
+
+
+def prefer_dtls_server(pc: RTCPeerConnection) -> None:
+    """After applying a remote offer, answer ``a=setup:passive`` where the offer allows it."""
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport._role == "auto":
+            transport._set_role("server")
+
+
+def codec_info(codec: RTCRtpCodecParameters) -> CodecInfo:
+    fmtp = tuple(sorted((str(k), str(v)) for k, v in codec.parameters.items()))
+    return CodecInfo(codec.mimeType, codec.clockRate, codec.channels, fmtp)
+
+
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:
+    """The media codec (not RTX) the transceiver settled on, first by preference."""
+    for codec in transceiver._codecs:
+        if not is_rtx(codec):
+            return codec
+    return None
+
+
+def capabilities_for(kind: str, mime_types: Sequence[str]) -> list[RTCRtpCodecCapability]:
+    """aiortc capabilities matching ``mime_types`` in that order, plus RTX for video."""
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [c for mime in mime_types for c in caps if c.mimeType.lower() == mime.lower()]
+    if chosen and kind == "video":
+        chosen += [c for c in caps if is_rtx(c)]
+    return chosen
+
+
+def capabilities_matching(codec: CodecInfo) -> list[RTCRtpCodecCapability]:
+    """The capability (plus RTX) equal to a publication's codec, for a viewer's answer."""
+    caps = RTCRtpSender.getCapabilities(codec.kind).codecs
+    wanted = dict(codec.fmtp)
+    chosen = []
+    for cap in caps:
+        if cap.mimeType.lower() != codec.mime_type.lower():
+            continue
+        params = {str(k): str(v) for k, v in cap.parameters.items()}
+        if "profile-level-id" in wanted and params.get("profile-level-id") != wanted["profile-level-id"]:
+            continue
+        if "packetization-mode" in wanted and params.get("packetization-mode") != wanted["packetization-mode"]:
+            continue
+        chosen.append(cap)
+    if chosen and codec.kind == "video":
+        chosen += [c for c in caps if is_rtx(c)]
+    return chosen
+
+
+class ReceiverTap:
+    """Feeds a receiver's RTP to a callback instead of its jitter buffer and decoder."""
+
+    def __init__(self, receiver: RTCRtpReceiver, on_rtp: RtpCallback) -> None:
+        self._receiver = receiver
+        self._on_rtp = on_rtp
+        self.media_ssrc: int | None = None
+        self.packets = 0
+        original_receive = receiver.receive
+
+        async def receive(parameters: Any) -> None:
+            await original_receive(parameters)
+            # aiortc starts a decoder thread here; nothing will ever feed it.
+            receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+
+        receiver.receive = receive  # type: ignore[method-assign]
+        receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign]
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        r = self._receiver
+        codecs = r._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        estimator = r._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            rtcp_ssrc = r._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+            if rtcp_ssrc is not None and remb is not None:
+                await r._send_rtcp(
+                    RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
+                )
+        streams = r._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        stream = streams.get(packet.ssrc)
+        if stream is None:
+            stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if is_rtx(codec):
+            original_ssrc = r._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)  # type: ignore[attr-defined]
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
+                return  # unknown RTX source, or padding-only probe
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        nack = r._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+        if nack is not None and nack.add(packet):
+            await r._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+        if not packet.payload:
+            return
+        self.media_ssrc = packet.ssrc
+        self.packets += 1
+        self._on_rtp(
+            packet.sequence_number, packet.timestamp, bool(packet.marker), packet.payload, time.monotonic()
+        )
+
+    def request_keyframe(self) -> None:
+        """Send a PLI upstream for the tapped stream."""
+        if self.media_ssrc is None:
+            return
+        task = asyncio.ensure_future(self._receiver._send_rtcp_pli(self.media_ssrc))
+        task.add_done_callback(_log_task_failure)
+
+
+class SenderPort:
+    """An ``RTCRtpSender`` used as a raw packet sink (relay.ports.RtpSink).
+
+    aiortc's own RTP loop (which would poll a track or encode) and RTCP loop
+    (which would report counts it never saw) are replaced before negotiation.
+    """
+
+    def __init__(self, sender: RTCRtpSender, cname: str, report_interval: float) -> None:
+        self._sender = sender
+        self._cname = cname
+        self._report_interval = report_interval
+        self.ssrc: int = sender._ssrc
+        self.rtx_ssrc: int = sender._rtx_ssrc
+        self.payload_type = 0
+        self.rtx_payload_type: int | None = None
+        self.codec: RTCRtpCodecParameters | None = None
+        self.on_keyframe_request: Callable[[], None] = _noop
+        self.on_nack: Callable[[list[int]], None] = _noop_nack
+        self.sender_report: Callable[[], bytes | None] = _no_report
+        self.fraction_lost = 0
+        self.rtt: float | None = None
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._protect_rtcp: Callable[[bytes], bytes] | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._addr: Any = None
+        self._last_sr_ntp_mid: int | None = None
+        self._last_sr_time = 0.0
+        original_send = sender.send
+
+        async def send(parameters: Any) -> None:
+            primary = parameters.codecs[0]
+            self.codec = primary
+            self.payload_type = primary.payloadType
+            for codec in parameters.codecs:
+                if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
+                    self.rtx_payload_type = codec.payloadType
+            await original_send(parameters)
+
+        sender.send = send  # type: ignore[method-assign]
+        sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
+        sender._run_rtcp = self._run_rtcp  # type: ignore[method-assign]
+        sender._handle_rtcp_packet = self._handle_rtcp_packet  # type: ignore[method-assign]
+
+    # -- sending (hot path) ---------------------------------------------
+
+    def _resolve(self) -> bool:
+        dtls = self._sender.transport
+        if dtls.state != "connected":
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return False
+        self._protect = dtls._tx_srtp.protect
+        self._protect_rtcp = dtls._tx_srtp.protect_rtcp
+        self._udp = pair.protocol.transport
+        self._addr = pair.remote_addr
+        return True
+
+    def send(self, data: bytes) -> bool:
+        protect = self._protect
+        if protect is None:
+            if not self._resolve():
+                return False
+            protect = self._protect
+            assert protect is not None
+        udp = self._udp
+        if udp is None or udp.is_closing():
+            self._protect = None
+            return False
+        udp.sendto(protect(data), self._addr)
+        return True
+
+    def send_rtcp(self, data: bytes) -> bool:
+        if self._protect_rtcp is None and not self._resolve():
+            return False
+        udp = self._udp
+        if udp is None or udp.is_closing() or self._protect_rtcp is None:
+            return False
+        udp.sendto(self._protect_rtcp(data), self._addr)
+        return True
+
+    def backlog(self) -> int:
+        udp = self._udp
+        return udp.get_write_buffer_size() if udp is not None else 0
+
+    @property
+    def connected(self) -> bool:
+        return self._protect is not None or self._resolve()
+
+    # -- replaced aiortc loops ------------------------------------------
+
+    async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
+        s = self._sender
+        s._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
+        try:
+            await asyncio.Future()  # packets are pushed by the relay, nothing to pull
+        except asyncio.CancelledError:
+            pass
+        finally:
+            s._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+
+    async def _run_rtcp(self) -> None:
+        s = self._sender
+        s._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
+        try:
+            while True:
+                await asyncio.sleep(self._report_interval * (0.5 + random.random()))
+                report = self.sender_report()
+                if report is not None and self.send_rtcp(report):
+                    # middle 32 bits of the NTP time, to match RR's LSR for RTT
+                    self._last_sr_ntp_mid = int.from_bytes(report[10:14], "big")
+                    self._last_sr_time = time.monotonic()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("sender report loop failed")
+        finally:
+            self.send_rtcp(bytes(RtcpByePacket(sources=[self.ssrc])))
+            s._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self.on_nack(packet.lost)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            self.on_keyframe_request()
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc != self.ssrc:
+                    continue
+                self.fraction_lost = report.fraction_lost
+                if report.lsr and report.lsr == self._last_sr_ntp_mid:
+                    self.rtt = max(0.0, time.monotonic() - self._last_sr_time - report.dlsr / 65536)
+
+
+def _noop() -> None:
+    pass
+
+
+def _noop_nack(lost: list[int]) -> None:
+    pass
+
+
+def _no_report() -> bytes | None:
+    return None
+
+
+def _log_task_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("RTCP send failed: %r", task.exception())

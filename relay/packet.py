@@ -1,0 +1,41 @@
+"""The unit of forwarding and the per-publication packet cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class MediaPacket:
+    """One incoming RTP packet as forwarding sees it (header fields + encoded payload)."""
+
+    seq: int
+    timestamp: int
+    marker: bool
+    payload: bytes
+    keyframe: bool  # first packet of a keyframe (always True for audio)
+    arrival: float  # monotonic seconds
+
+
+class PacketCache:
+    """Ring of the last ``size`` packets by sequence number, for NACK answers."""
+
+    __slots__ = ("_mask", "_slots")
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size & (size - 1):
+            raise ValueError("packet cache size must be a power of two")
+        self._mask = size - 1
+        self._slots: list[MediaPacket | None] = [None] * size
+
+    def put(self, packet: MediaPacket) -> None:
+        self._slots[packet.seq & self._mask] = packet
+
+    def get(self, seq: int) -> MediaPacket | None:
+        packet = self._slots[seq & self._mask]
+        if packet is not None and packet.seq == seq:
+            return packet
+        return None
+
+    def clear(self) -> None:
+        self._slots = [None] * len(self._slots)

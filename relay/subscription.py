@@ -1,0 +1,223 @@
+"""Subscription: one outgoing track to one viewer, with header rewriting and drop policy."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from relay.packet import MediaPacket
+from relay.ports import RtpSink
+from relay.publication import Publication
+from relay.rtp import RTP_HEADER, ntp_now, rtx_payload, sender_report, seq_diff
+
+
+@dataclass(slots=True)
+class SubscriptionStats:
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    dropped_waiting_keyframe: int = 0
+    dropped_congestion: int = 0
+    dropped_not_connected: int = 0
+    retransmitted: int = 0
+    nacks_in: int = 0
+    keyframe_requests_in: int = 0
+    first_packet_at: float | None = None
+
+
+class Subscription:
+    """Forwards one publication's packets to one viewer stream.
+
+    The viewer sees a single continuous stream (its own SSRC, sequence and
+    timestamp space) whatever happens upstream: a host reconnect or, later, a
+    PK source switch re-anchors the offsets at the next keyframe instead of
+    renegotiating. A viewer that cannot keep up is dropped to the next keyframe
+    instead of queueing.
+    """
+
+    __slots__ = (
+        "kind",
+        "clock_rate",
+        "stats",
+        "_sink",
+        "_source",
+        "_queue_limit",
+        "_cname",
+        "_started",
+        "_waiting",
+        "_new_source",
+        "_seq_offset",
+        "_ts_offset",
+        "_anchor_in",
+        "_anchor_out",
+        "_last_out_seq",
+        "_last_out_ts",
+        "_last_out_at",
+        "_rtx_seq",
+        "_closed",
+    )
+
+    def __init__(
+        self, kind: str, clock_rate: int, sink: RtpSink, *, queue_limit: int, cname: str
+    ) -> None:
+        self.kind = kind
+        self.clock_rate = clock_rate
+        self.stats = SubscriptionStats()
+        self._sink = sink
+        self._source: Publication | None = None
+        self._queue_limit = queue_limit
+        self._cname = cname.encode()
+        self._started = False
+        self._waiting = True
+        self._new_source = True
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._anchor_in = 0
+        self._anchor_out = 0
+        # Start below 2^15 so the first wrap is far away (libsrtp dislikes early rollover).
+        self._last_out_seq = random.randrange(0, 0x7FFF)
+        self._last_out_ts = random.getrandbits(32)
+        self._last_out_at: float | None = None
+        self._rtx_seq = random.randrange(0, 0x7FFF)
+        self._closed = False
+
+    @property
+    def source(self) -> Publication | None:
+        return self._source
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        return self._waiting
+
+    def switch_source(self, publication: Publication | None) -> None:
+        """Follow another publication (host reconnect, PK); resumes at its next keyframe."""
+        if publication is self._source:
+            return
+        if self._source is not None:
+            self._source.detach(self)
+        self._source = publication
+        self._new_source = True
+        self._waiting = True
+        if publication is not None and not self._closed:
+            publication.attach(self)
+            if self._started:
+                publication.request_keyframe()
+
+    def start(self) -> None:
+        """The session can send now: begin at the next keyframe (asked for right away)."""
+        if self._started or self._closed:
+            return
+        self._started = True
+        self._waiting = True
+        if self._source is not None:
+            self._source.request_keyframe()
+
+    def forward(self, packet: MediaPacket) -> None:
+        """Hot path: rewrite one packet for this viewer and send it without awaiting."""
+        if self._waiting:
+            if not packet.keyframe or not self._started:
+                self.stats.dropped_waiting_keyframe += 1
+                return
+            self._anchor(packet)
+        elif seq_diff(packet.seq, self._anchor_in) < 0:
+            return  # reordered packet from before the current anchor
+        sink = self._sink
+        if sink.backlog() > self._queue_limit:
+            self._congested()
+            return
+        seq = (packet.seq + self._seq_offset) & 0xFFFF
+        ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        second = sink.payload_type | 0x80 if packet.marker else sink.payload_type
+        if not sink.send(RTP_HEADER.pack(0x80, second, seq, ts, sink.ssrc) + packet.payload):
+            self.stats.dropped_not_connected += 1
+            return
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(packet.payload)
+        if seq_diff(seq, self._last_out_seq) > 0:
+            self._last_out_seq = seq
+            self._last_out_ts = ts
+            self._last_out_at = packet.arrival
+
+    def _anchor(self, packet: MediaPacket) -> None:
+        """Continue the viewer's sequence (and, on a new source, timestamp) space at ``packet``."""
+        out_seq = (self._last_out_seq + 1) & 0xFFFF
+        self._seq_offset = (out_seq - packet.seq) & 0xFFFF
+        if self._new_source:
+            if self._last_out_at is None:
+                out_ts = self._last_out_ts
+            else:
+                elapsed = max(packet.arrival - self._last_out_at, 0.001)
+                out_ts = self._last_out_ts + int(elapsed * self.clock_rate)
+            self._ts_offset = (out_ts - packet.timestamp) & 0xFFFFFFFF
+            self._new_source = False
+        self._anchor_in = packet.seq
+        self._anchor_out = out_seq
+        self._waiting = False
+        if self.stats.first_packet_at is None:
+            self.stats.first_packet_at = packet.arrival
+
+    def _congested(self) -> None:
+        self.stats.dropped_congestion += 1
+        if self.kind == "video":
+            # Anything sent before the next keyframe would be undecodable anyway.
+            self._waiting = True
+            if self._source is not None:
+                self._source.request_keyframe()
+
+    def on_keyframe_request(self) -> None:
+        """PLI/FIR from the viewer: forwarded upstream, throttled by the publication."""
+        self.stats.keyframe_requests_in += 1
+        if self._source is not None:
+            self._source.request_keyframe()
+
+    def on_nack(self, lost: Iterable[int]) -> None:
+        """Answer a viewer's NACK from the publication's packet cache (RTX when negotiated)."""
+        self.stats.nacks_in += 1
+        source = self._source
+        if source is None or self._waiting:
+            return
+        sink = self._sink
+        for out_seq in lost:
+            if seq_diff(out_seq, self._anchor_out) < 0 or seq_diff(out_seq, self._last_out_seq) > 0:
+                continue  # not sent in the current epoch
+            packet = source.cache.get((out_seq - self._seq_offset) & 0xFFFF)
+            if packet is None:
+                continue
+            ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+            marker = 0x80 if packet.marker else 0
+            if sink.rtx_payload_type is None:
+                data = RTP_HEADER.pack(0x80, sink.payload_type | marker, out_seq, ts, sink.ssrc)
+                data += packet.payload
+            else:
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                data = RTP_HEADER.pack(
+                    0x80, sink.rtx_payload_type | marker, self._rtx_seq, ts, sink.rtx_ssrc
+                )
+                data += rtx_payload(out_seq, packet.payload)
+            if sink.send(data):
+                self.stats.retransmitted += 1
+
+    def sender_report(self, now: float | None = None) -> bytes | None:
+        """RTCP SR + SDES for this stream, so players can line audio up with video."""
+        if self._last_out_at is None or self.stats.packets_sent == 0:
+            return None
+        now = time.monotonic() if now is None else now
+        rtp_ts = self._last_out_ts + int((now - self._last_out_at) * self.clock_rate)
+        return sender_report(
+            self._sink.ssrc,
+            ntp_now(),
+            rtp_ts,
+            self.stats.packets_sent,
+            self.stats.bytes_sent,
+            self._cname,
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._source is not None:
+            self._source.detach(self)
+        self._source = None
