@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from relay.packet import MediaPacket, PacketCache
 from relay.ports import CodecInfo, KeyframeSource
 from relay.rtp import keyframe_detector
+from relay.stats import DelaySampler
 
 if TYPE_CHECKING:
     from relay.subscription import Subscription
@@ -38,6 +39,7 @@ class Publication:
         *,
         cache_size: int,
         keyframe_interval: float,
+        delay_sampler: DelaySampler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kind = kind
@@ -48,6 +50,7 @@ class Publication:
         self._is_keyframe = keyframe_detector(codec.mime_type)
         self._keyframe_interval = keyframe_interval
         self._clock = clock
+        self._delay_sampler = delay_sampler
         self._subscriptions: tuple[Subscription, ...] = ()
         self._keyframe_wanted = False
         self._last_request = -1e9
@@ -77,8 +80,12 @@ class Publication:
             stats.keyframes_in += 1
             self.last_keyframe_at = arrival
             self._keyframe_wanted = False
-        for subscription in self._subscriptions:
+        subscriptions = self._subscriptions
+        for subscription in subscriptions:
             subscription.forward(packet)
+        # Sample packet-in to last-packet-out delay on one packet in 16.
+        if self._delay_sampler is not None and not stats.packets_in & 15 and subscriptions:
+            self._delay_sampler.add(self._clock() - arrival)
         if self._keyframe_wanted:
             self._maybe_request(arrival)
 

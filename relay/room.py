@@ -60,7 +60,7 @@ class Room:
         if current is not None and current.participant_id != participant.participant_id:
             if current.identity != participant.identity:
                 raise HostAlreadyLive(f"room {self.name!r} already has a live host")
-            self._log("participant=%s replaces stale host session %s", participant.participant_id,
+            self._log("participant=%s replaces stale host session %s", participant.identity,
                       current.participant_id)
             self.release_host(current)
             current.close("replaced by a new session of the same host")
@@ -83,7 +83,7 @@ class Room:
                     subscription.switch_source(publication)
         if self.live_since is None:
             self.live_since = time.time()
-        self._log("participant=%s publishes %s %s", participant.participant_id,
+        self._log("participant=%s publishes %s %s", participant.identity,
                   publication.kind, publication.codec.mime_type)
 
     def release_host(self, participant: Participant) -> None:
@@ -98,7 +98,7 @@ class Room:
         for _, subscriptions in self.viewers.values():
             for subscription in subscriptions:
                 subscription.switch_source(None)
-        self._log("participant=%s host left; %d viewers wait", participant.participant_id,
+        self._log("participant=%s host left; %d viewers wait", participant.identity,
                   len(self.viewers))
         self._schedule_idle_check()
 

@@ -1,0 +1,1 @@
+"""Cherry Live Gateway: composition root (config, CLI, app factory)."""

@@ -1,0 +1,192 @@
+"""aiohttp application factory: wires config, relay and signaling together."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer
+
+from gateway.config import GatewayConfig
+from relay.aiortc_bridge import pin_ice_hosts
+from relay.room import RoomLimits, Rooms
+from relay.stats import DelaySampler
+from signaling.auth import ROLES, TokenService
+from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
+from signaling.errors import HttpError, error_middleware
+from signaling.negotiation import delete_handler, patch_handler
+from signaling.sessions import SessionRegistry, SessionSettings
+from signaling.whep import post_whep
+from signaling.whip import post_whip
+
+log = logging.getLogger("cherry.gateway")
+CONFIG = web.AppKey("config", GatewayConfig)
+STARTED_AT = web.AppKey("started_at", float)
+
+
+def build_context(config: GatewayConfig) -> SignalingContext:
+    secret = config.auth.secret or secrets.token_urlsafe(32)
+    ice_servers = tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers)
+    rtc = RTCConfiguration(iceServers=[
+        RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None)
+        for s in ice_servers
+    ])
+    media = config.media
+    return SignalingContext(
+        tokens=TokenService(secret, config.auth.issuer, config.auth.default_ttl, config.auth.leeway),
+        rooms=Rooms(RoomLimits(
+            max_rooms=config.limits.max_rooms,
+            max_viewers_per_room=config.limits.max_viewers_per_room,
+            empty_room_grace=config.rooms.empty_room_grace_s,
+            host_absent_timeout=config.rooms.host_absent_timeout_s,
+        )),
+        sessions=SessionRegistry(),
+        session_settings=SessionSettings(
+            rtc_configuration=rtc,
+            connect_timeout=config.rooms.connect_timeout_s,
+            cache_size=media.packet_cache_size,
+            keyframe_interval=media.keyframe_request_interval_ms / 1000,
+            queue_limit=media.viewer_queue_limit_bytes,
+            report_interval=media.sender_report_interval_ms / 1000,
+        ),
+        forwarding_delay=DelaySampler(),
+        video_codecs=tuple(media.video_codecs),
+        audio_codecs=tuple(media.audio_codecs),
+        ice_servers=ice_servers,
+        max_body_bytes=config.limits.max_body_bytes,
+        retry_after=config.limits.retry_after,
+        public_url=config.server.public_url,
+        dev=config.dev,
+    )
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:12]
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request["request_id"]
+    return response
+
+
+def cors_middleware(origins: list[str]):  # type: ignore[no-untyped-def]
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def cors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and (allow_any or origin in origins)
+        if request.method == "OPTIONS" and request.path.startswith(("/whip/", "/whep/")):
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Accept-Post"] = "application/sdp"
+            response.headers["Allow"] = "OPTIONS, POST, PATCH, DELETE"
+            if allowed:
+                response.headers["Access-Control-Allow-Methods"] = "OPTIONS, POST, PATCH, DELETE"
+                response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
+                response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin  # type: ignore[assignment]
+            response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag, Retry-After"
+        return response
+
+    return cors
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if context(request).draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    """Dev mode only: mint a token so the pages work without a token service."""
+    room = request.query.get("room", "")
+    role = request.query.get("role", "viewer")
+    if not room:
+        raise HttpError(400, "missing_room", "query parameter 'room' is required")
+    if role not in ROLES:
+        raise HttpError(400, "bad_role", f"role must be one of {', '.join(ROLES)}")
+    identity = request.query.get("identity") or None
+    ctx = context(request)
+    token = ctx.tokens.mint(room, role, identity)
+    grant = ctx.tokens.verify(token)
+    return web.json_response({"token": token, "room": room, "role": role,
+                              "identity": grant.identity, "expires_at": grant.expires_at})
+
+
+async def api_stats(request: web.Request) -> web.Response:
+    """Relay figures for operators and the benchmark (admin grant)."""
+    authorize(request, "*", "admin")
+    ctx = context(request)
+    p50, p99 = ctx.forwarding_delay.percentiles(0.5, 0.99)
+    rooms = []
+    for room in ctx.rooms:
+        subs = [s for _, ss in room.viewers.values() for s in ss]
+        rooms.append({
+            "room": room.name,
+            "live": room.live,
+            "host": room.host.identity if room.host else None,
+            "viewers": room.viewer_count,
+            "publications": {k: {"codec": p.codec.mime_type, "packets_in": p.stats.packets_in,
+                                 "keyframes_in": p.stats.keyframes_in,
+                                 "keyframe_requests": p.stats.keyframe_requests}
+                             for k, p in room.publications.items()},
+            "packets_out": sum(s.stats.packets_sent for s in subs),
+            "dropped_congestion": sum(s.stats.dropped_congestion for s in subs),
+            "retransmitted": sum(s.stats.retransmitted for s in subs),
+        })
+    return web.json_response({
+        "uptime_s": time.time() - request.app[STARTED_AT],
+        "sessions": len(ctx.sessions),
+        "forwarding_delay_ms": {"p50": p50 * 1000, "p99": p99 * 1000,
+                                "samples": ctx.forwarding_delay.count},
+        "requests": dict(ctx.counters),
+        "rooms": rooms,
+    })
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    pin_ice_hosts(config.ice.hosts)
+    app = web.Application(
+        middlewares=[request_id_middleware, cors_middleware(config.server.cors_origins), error_middleware],
+        client_max_size=config.limits.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[CONTEXT] = build_context(config)
+    app[STARTED_AT] = time.time()
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    for kind, post in (("whip", post_whip), ("whep", post_whep)):
+        r.add_post(f"/{kind}/{{room}}", post)
+        r.add_delete(f"/{kind}/{{room}}/{{session}}", delete_handler(kind))
+        r.add_patch(f"/{kind}/{{room}}/{{session}}", patch_handler(kind))
+        r.add_route("OPTIONS", f"/{kind}/{{room}}", _options)
+        r.add_route("OPTIONS", f"/{kind}/{{room}}/{{session}}", _options)
+    r.add_get("/api/stats", api_stats)
+    if config.dev:
+        r.add_get("/dev/token", dev_token)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _options(request: web.Request) -> web.Response:
+    return web.Response(status=204)  # answered by the CORS middleware
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CONTEXT]
+    log.info("gateway ready (dev=%s, ice hosts=%s)", ctx.dev, app[CONFIG].ice.hosts or "all")
+    yield
+    ctx.draining = True
+    ctx.rooms.close_all("gateway shutting down")
+    await ctx.sessions.close_all("gateway shutting down")

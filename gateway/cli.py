@@ -1,0 +1,89 @@
+"""``cherry-gateway serve`` and ``cherry-gateway token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.logs import setup_logging
+
+log = logging.getLogger("cherry.gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cherry-gateway", description="Cherry Live Gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML file (see configs/gateway.toml)")
+    serve.add_argument("--host", help="listen address")
+    serve.add_argument("--port", type=int, help="listen port")
+    serve.add_argument("--ice-host", action="append", dest="ice_hosts", metavar="ADDR",
+                       help="offer only this ICE host address (repeatable), e.g. 127.0.0.1 in tests")
+    serve.add_argument("--dev", action="store_true",
+                       help="development mode: per-run secret and GET /dev/token")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    token = sub.add_parser("token", help="print a signed access token")
+    token.add_argument("--room", required=True)
+    token.add_argument("--role", required=True, choices=["host", "guest", "viewer", "admin"])
+    token.add_argument("--identity")
+    token.add_argument("--ttl", type=int, help="seconds (default: auth.default_ttl)")
+    token.add_argument("--config", help="TOML file holding auth.secret")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        overrides["server.host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["server.port"] = args.port
+    if getattr(args, "ice_hosts", None):
+        overrides["ice.hosts"] = args.ice_hosts
+    if getattr(args, "dev", False):
+        overrides["dev"] = True
+    if getattr(args, "log_level", None):
+        overrides["log.level"] = args.log_level
+    return overrides
+
+
+def serve(config: GatewayConfig) -> None:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    setup_logging(config.log.level, config.log.json)
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # uvloop does not exist on every platform
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if config.dev:
+        log.warning("dev mode: per-run token secret, GET /dev/token is open to anyone")
+    web.run_app(create_app(config), host=config.server.host, port=config.server.port,
+                loop=loop, access_log=None, print=lambda *_: None, shutdown_timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, _overrides(args))
+    except ConfigError as exc:
+        print(f"cherry-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        serve(config)
+        return 0
+    from signaling.auth import TokenService
+
+    if not config.auth.secret:
+        print("cherry-gateway: auth.secret is not set (pass --config with a secret)", file=sys.stderr)
+        return 2
+    tokens = TokenService(config.auth.secret, config.auth.issuer, config.auth.default_ttl)
+    print(tokens.mint(args.room, args.role, args.identity, args.ttl))
+    return 0

@@ -1,0 +1,203 @@
+"""One typed, validated configuration tree.
+
+Order of precedence: embedded defaults, then a TOML file (unknown keys are
+errors), then CLI overrides, then :meth:`GatewayConfig.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Public base URL used in Location headers when behind a proxy; empty: relative paths.
+    public_url: str = ""
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+
+
+@dataclass(slots=True)
+class IceServerConfig:
+    urls: list[str] = field(default_factory=list)
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass(slots=True)
+class IceConfig:
+    # Host addresses offered as ICE candidates; empty means every interface but loopback.
+    hosts: list[str] = field(default_factory=list)
+    servers: list[IceServerConfig] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    # HS256 secret; required outside --dev (dev mode uses a per-run random one).
+    secret: str = ""
+    issuer: str = "cherry-gateway"
+    default_ttl: int = 3600
+    leeway: int = 5
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    max_rooms: int = 1000
+    max_viewers_per_room: int = 2000
+    max_body_bytes: int = 65536
+    # Seconds a client is told to wait (Retry-After) when a limit is hit.
+    retry_after: int = 5
+
+
+@dataclass(slots=True)
+class MediaConfig:
+    # Codec preference for ingest, best first.
+    video_codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
+    audio_codecs: list[str] = field(default_factory=lambda: ["opus"])
+    # Minimum gap between keyframe requests sent to one host track.
+    keyframe_request_interval_ms: int = 300
+    # Packets kept per publication to answer NACKs (power of two).
+    packet_cache_size: int = 1024
+    # User-space bytes queued to one viewer before its video drops to the next keyframe.
+    viewer_queue_limit_bytes: int = 262144
+    sender_report_interval_ms: int = 1000
+
+
+@dataclass(slots=True)
+class RoomsConfig:
+    # An empty room is closed after this many seconds.
+    empty_room_grace_s: float = 30.0
+    # Viewers of a room whose host left wait this long before the room closes.
+    host_absent_timeout_s: float = 300.0
+    # Seconds a session may take to connect (ICE + DTLS) before it is dropped.
+    connect_timeout_s: float = 20.0
+
+
+@dataclass(slots=True)
+class LogConfig:
+    level: str = "info"
+    json: bool = False
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    dev: bool = False
+
+    def validate(self) -> GatewayConfig:
+        def need(ok: bool, key: str, why: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}: {why}")
+
+        need(0 < self.server.port < 65536, "server.port", "must be 1-65535")
+        need(bool(self.server.host), "server.host", "must not be empty")
+        for i, server in enumerate(self.ice.servers):
+            need(bool(server.urls), f"ice.servers[{i}].urls", "must list at least one URL")
+            for url in server.urls:
+                need(url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns"),
+                     f"ice.servers[{i}].urls", f"{url!r} is not a stun:/turn: URL")
+        need(self.dev or len(self.auth.secret) >= 16, "auth.secret",
+             "must be at least 16 characters (or run with --dev)")
+        need(self.auth.default_ttl > 0, "auth.default_ttl", "must be positive")
+        need(self.limits.max_rooms > 0, "limits.max_rooms", "must be positive")
+        need(self.limits.max_viewers_per_room > 0, "limits.max_viewers_per_room", "must be positive")
+        need(self.limits.max_body_bytes >= 1024, "limits.max_body_bytes", "must be at least 1024")
+        need(self.limits.retry_after > 0, "limits.retry_after", "must be positive")
+        known_video = {"vp8", "h264"}
+        need(bool(self.media.video_codecs) and all(c.lower() in known_video for c in self.media.video_codecs),
+             "media.video_codecs", "must be a non-empty list of VP8, H264")
+        need(bool(self.media.audio_codecs) and all(c.lower() == "opus" for c in self.media.audio_codecs),
+             "media.audio_codecs", "must be [\"opus\"]")
+        size = self.media.packet_cache_size
+        need(size >= 64 and size & (size - 1) == 0, "media.packet_cache_size", "must be a power of two >= 64")
+        need(self.media.keyframe_request_interval_ms >= 0, "media.keyframe_request_interval_ms", "must be >= 0")
+        need(self.media.viewer_queue_limit_bytes > 0, "media.viewer_queue_limit_bytes", "must be positive")
+        need(self.media.sender_report_interval_ms >= 100, "media.sender_report_interval_ms", "must be >= 100")
+        need(self.rooms.empty_room_grace_s >= 0, "rooms.empty_room_grace_s", "must be >= 0")
+        need(self.rooms.host_absent_timeout_s >= 0, "rooms.host_absent_timeout_s", "must be >= 0")
+        need(self.rooms.connect_timeout_s > 0, "rooms.connect_timeout_s", "must be positive")
+        need(self.log.level.lower() in ("debug", "info", "warning", "error"), "log.level",
+             "must be debug, info, warning or error")
+        return self
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        return _build(hint, value, key)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - not used in the tree
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"{path}: unknown setting")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GatewayConfig:
+    """Defaults, then the TOML file, then dotted ``overrides`` (e.g. ``{"server.port": 9000}``)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config: GatewayConfig = _build(GatewayConfig, data, "")
+    return config.validate()

@@ -1,0 +1,205 @@
+"""Pure measurement logic for viewers: frame assembly from RTP, freezes, percentiles.
+
+No aiortc here, so it is cheap per packet and unit-testable with plain numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+FrameCallback = Callable[[float, bool], None]  # (arrival of the completing packet, keyframe)
+
+_SEQ_MOD = 1 << 16
+_TS_MOD = 1 << 32
+
+
+def _ts_not_newer(ts: int, reference: int) -> bool:
+    """RTP timestamp ``ts`` is at or before ``reference`` (serial number arithmetic)."""
+    return (ts - reference) % _TS_MOD == 0 or (ts - reference) % _TS_MOD >= _TS_MOD // 2
+
+
+def vp8_frame_start(payload: bytes) -> tuple[bool, bool]:
+    """(first packet of a frame, keyframe) from a VP8 RTP payload (RFC 7741)."""
+    if not payload:
+        return False, False
+    b0 = payload[0]
+    if not (b0 & 0x10) or (b0 & 0x07):  # S bit with partition index 0
+        return False, False
+    pos = 1
+    if b0 & 0x80:  # X: extension byte present
+        if len(payload) < 2:
+            return True, False
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture ID, 7 or 15 bits
+            pos += 2 if len(payload) > pos and payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/KEYIDX byte
+            pos += 1
+    if len(payload) <= pos:
+        return True, False
+    return True, not (payload[pos] & 0x01)  # P bit 0 means keyframe
+
+
+class _PendingFrame:
+    __slots__ = ("first_seq", "keyframe", "last_seq", "seqs")
+
+    def __init__(self) -> None:
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.seqs: set[int] = set()
+        self.keyframe = False
+
+
+class FrameAssembler:
+    """Groups RTP packets into video frames.
+
+    A frame is the packets sharing an RTP timestamp; it is complete once its
+    first packet (VP8 start bit, or for other codecs the packet right after the
+    previous marker), its marker packet and every sequence number between them
+    have arrived. Reordered and retransmitted packets are handled; frames older
+    than the last completed one are dropped, as a decoder would.
+    """
+
+    MAX_PENDING = 32
+
+    def __init__(self, on_frame: FrameCallback, vp8: bool = True) -> None:
+        self._on_frame = on_frame
+        self._vp8 = vp8
+        self._pending: dict[int, _PendingFrame] = {}
+        self._done_ts: int | None = None
+        self._last_marker_seq: int | None = None
+        self.completed = 0
+        self.abandoned = 0  # frames given up on: a newer frame completed first
+
+    def add(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
+        if self._done_ts is not None and _ts_not_newer(ts, self._done_ts):
+            return  # late duplicate or retransmission of a frame already done or abandoned
+        frame = self._pending.get(ts)
+        if frame is None:
+            if len(self._pending) >= self.MAX_PENDING:
+                del self._pending[next(iter(self._pending))]
+                self.abandoned += 1
+            frame = self._pending[ts] = _PendingFrame()
+        if seq in frame.seqs:
+            return
+        frame.seqs.add(seq)
+        if self._vp8:
+            start, keyframe = vp8_frame_start(payload)
+            if start:
+                frame.first_seq = seq
+                frame.keyframe = keyframe
+        elif self._last_marker_seq is not None and (seq - self._last_marker_seq) % _SEQ_MOD == 1:
+            frame.first_seq = seq
+            frame.keyframe = self.completed == 0  # unknown for other codecs; assume the first is
+        if marker:
+            frame.last_seq = seq
+            self._last_marker_seq = seq
+        first, last = frame.first_seq, frame.last_seq
+        if first is None or last is None or len(frame.seqs) != (last - first) % _SEQ_MOD + 1:
+            return
+        del self._pending[ts]
+        self._done_ts = ts
+        for old in [t for t in self._pending if _ts_not_newer(t, ts)]:
+            del self._pending[old]
+            self.abandoned += 1
+        self.completed += 1
+        self._on_frame(arrival, frame.keyframe)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Video smoothness over one watch window."""
+
+    watch_s: float
+    frames: int
+    freezes: int
+    freeze_s: float
+    max_gap_s: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.watch_s if self.watch_s > 0 else 0.0
+
+    @property
+    def stutter_ratio(self) -> float:
+        return self.freeze_s / self.watch_s if self.watch_s > 0 else 0.0
+
+
+class FreezeMeter:
+    """Counts freezes by the W3C webrtc-stats rule.
+
+    A freeze is an inter-frame gap > max(3 x mean, mean + 150 ms), the mean
+    being over the last 30 gaps (as libwebrtc computes freezeCount). Until a
+    few gaps are known, ``nominal_interval`` stands in for the mean, so a
+    viewer that gets nothing at all still shows as frozen.
+    """
+
+    HISTORY = 30
+    MIN_SAMPLES = 5
+
+    def __init__(self, nominal_interval: float = 1 / 30) -> None:
+        self._nominal = nominal_interval
+        self._gaps: deque[float] = deque(maxlen=self.HISTORY)
+        self._gap_sum = 0.0
+        self._last: float | None = None
+        self._window_start = 0.0
+        self._frames = 0
+        self._freezes = 0
+        self._freeze_s = 0.0
+        self._max_gap = 0.0
+
+    def _threshold(self) -> float:
+        mean = self._gap_sum / len(self._gaps) if len(self._gaps) >= self.MIN_SAMPLES else self._nominal
+        return max(3 * mean, mean + 0.150)
+
+    def _account(self, gap_start: float, gap_end: float) -> None:
+        # Only the part of a gap inside the window counts, but the whole gap decides.
+        gap = gap_end - gap_start
+        inside = gap_end - max(gap_start, self._window_start)
+        self._max_gap = max(self._max_gap, inside)
+        if gap > self._threshold() and inside > 0:
+            self._freezes += 1
+            self._freeze_s += inside
+
+    def frame(self, at: float) -> None:
+        last = self._last
+        if last is not None:
+            self._account(last, at)
+            gap = at - last
+            if len(self._gaps) == self.HISTORY:
+                self._gap_sum -= self._gaps[0]
+            self._gaps.append(gap)
+            self._gap_sum += gap
+        self._last = at
+        self._frames += 1
+
+    def start_window(self, at: float) -> None:
+        self._window_start = at
+        self._frames = 0
+        self._freezes = 0
+        self._freeze_s = 0.0
+        self._max_gap = 0.0
+
+    def window(self, at: float) -> WindowStats:
+        """Stats from the window start to ``at``, counting a trailing gap as a freeze if long enough."""
+        freezes, freeze_s, max_gap = self._freezes, self._freeze_s, self._max_gap
+        self._account(self._last if self._last is not None else self._window_start, at)
+        stats = WindowStats(at - self._window_start, self._frames, self._freezes, self._freeze_s, self._max_gap)
+        self._freezes, self._freeze_s, self._max_gap = freezes, freeze_s, max_gap
+        return stats
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)

@@ -1,0 +1,67 @@
+"""WHIP/WHEP HTTP exchanges (RFC 9725 shapes) shared by the load clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+
+class SignalingError(Exception):
+    """The server refused an exchange; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResource:
+    """The ``Location`` a WHIP/WHEP POST created, to PATCH or DELETE later."""
+
+    url: str
+    etag: str | None
+    answer_sdp: str
+
+
+async def fetch_dev_token(http: aiohttp.ClientSession, base_url: str, room: str, role: str) -> str:
+    """Ask a ``--dev`` server for a token; servers without auth may answer anything."""
+    url = URL(base_url) / "dev" / "token"
+    async with http.get(url.with_query(room=room, role=role)) as response:
+        if response.status != 200:
+            raise SignalingError(response.status, (await response.text())[:200])
+        body = await response.json()
+    token = body.get("token")
+    if not isinstance(token, str):
+        raise SignalingError(response.status, "no token in /dev/token answer")
+    return token
+
+
+async def post_offer(
+    http: aiohttp.ClientSession, url: str, offer_sdp: str, token: str | None
+) -> SessionResource:
+    """POST an SDP offer; expects ``201`` with an SDP answer and a ``Location``."""
+    headers = {"Content-Type": "application/sdp"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with http.post(url, data=offer_sdp.encode(), headers=headers) as response:
+        body = await response.text()
+        if response.status != 201:
+            raise SignalingError(response.status, body[:200])
+        location = response.headers.get("Location")
+        if not location:
+            raise SignalingError(response.status, "201 without Location")
+        # Location is usually a path; resolve it against the POST URL.
+        resource = URL(url).join(URL(location))
+        return SessionResource(str(resource), response.headers.get("ETag"), body)
+
+
+async def delete_resource(http: aiohttp.ClientSession, url: str, token: str | None) -> int:
+    """DELETE a session resource; returns the status, never raises on HTTP errors."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with http.delete(url, headers=headers) as response:
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return 0

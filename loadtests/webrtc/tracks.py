@@ -1,0 +1,80 @@
+"""Media tracks that replay a pre-encoded clip as ``av.Packet`` s in real time.
+
+aiortc's RTCRtpSender only packetizes ``av.Packet`` s (no encoder runs), so a
+synthetic host costs little CPU per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from loadtests.webrtc.media import EncodedClip
+
+# If the event loop was stalled for longer than this, restart the pacing clock
+# instead of bursting out every overdue frame (a live encoder would drop them).
+MAX_LAG = 0.5
+
+
+class PacketLoopTrack(MediaStreamTrack):
+    """Loops an :class:`EncodedClip` with monotonically increasing pts at real-time pace."""
+
+    def __init__(self, kind: str, clip: EncodedClip) -> None:
+        super().__init__()
+        self.kind = kind
+        self._clip = clip
+        self._keyframes = clip.keyframe_indexes
+        self._index = 0  # position in the clip
+        self._sent = 0  # frames handed to the sender (drives pts)
+        self._clock_start: float | None = None
+        self._clock_frames = 0  # frames sent since the clock (re)started
+        self._keyframe_requested = False
+        self.keyframe_requests = 0
+        self.keyframes_sent = 0
+
+    def request_keyframe(self) -> None:
+        """Make the next frame a keyframe (PLI/FIR from the remote peer)."""
+        self.keyframe_requests += 1
+        self._keyframe_requested = True
+
+    def _next_keyframe_index(self) -> int:
+        # The nearest keyframe at or after the current position, wrapping at the loop seam.
+        for index in self._keyframes:
+            if index >= self._index:
+                return index
+        return self._keyframes[0]
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._clock_start is None or now - self._due(self._clock_frames) > MAX_LAG:
+            self._clock_start = now
+            self._clock_frames = 0
+        delay = self._due(self._clock_frames) - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._keyframe_requested and self._keyframes:
+            self._keyframe_requested = False
+            self._index = self._next_keyframe_index()
+        frame = self._clip.frames[self._index]
+        if frame.keyframe:
+            self.keyframes_sent += 1
+        packet = av.Packet(frame.data)
+        packet.pts = self._sent * self._clip.pts_step
+        packet.time_base = self._clip.time_base
+        self._index = (self._index + 1) % len(self._clip.frames)
+        self._sent += 1
+        self._clock_frames += 1
+        return packet
+
+    def _due(self, frames: int) -> float:
+        assert self._clock_start is not None
+        return self._clock_start + frames * self._clip.frame_interval
+
+    @property
+    def frames_sent(self) -> int:
+        return self._sent

@@ -1,0 +1,1 @@
+"""Control plane adapters: WHIP, WHEP, auth and error mapping."""

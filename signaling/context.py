@@ -1,0 +1,112 @@
+"""What the signaling handlers need from the composition root."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from relay.room import Rooms
+from relay.stats import DelaySampler
+from signaling.auth import Grant, TokenService, bearer_token, AuthError, Forbidden
+from signaling.errors import HttpError
+from signaling.sessions import SessionRegistry, SessionSettings
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass(slots=True)
+class SignalingContext:
+    tokens: TokenService
+    rooms: Rooms
+    sessions: SessionRegistry
+    session_settings: SessionSettings
+    forwarding_delay: DelaySampler
+    video_codecs: tuple[str, ...]
+    audio_codecs: tuple[str, ...]
+    ice_servers: tuple[IceServer, ...] = ()
+    max_body_bytes: int = 65536
+    retry_after: int = 5
+    public_url: str = ""
+    dev: bool = False
+    draining: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+CONTEXT = web.AppKey("signaling_context", SignalingContext)
+
+
+def context(request: web.Request) -> SignalingContext:
+    return request.app[CONTEXT]
+
+
+def room_name(request: web.Request) -> str:
+    name = request.match_info["room"]
+    if not ROOM_NAME.match(name):
+        raise HttpError(400, "bad_room_name",
+                        "room names are 1-64 characters: letters, digits, '_', '-', '.'")
+    return name
+
+
+def authorize(request: web.Request, room: str, at_least: str) -> Grant:
+    """401 for a missing or bad token, 403 for a token without this grant."""
+    ctx = context(request)
+    try:
+        grant = ctx.tokens.verify(bearer_token(request.headers.get("Authorization")))
+        grant.at_least(room, at_least)
+    except AuthError as exc:
+        raise HttpError(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"}) from exc
+    except Forbidden as exc:
+        raise HttpError(403, "forbidden", str(exc)) from exc
+    return grant
+
+
+async def read_body(request: web.Request, content_type: str) -> str:
+    """The request body as text: 415 on the wrong type, 413 when too large, 400 if not UTF-8."""
+    if request.content_type != content_type:
+        raise HttpError(415, "unsupported_media_type",
+                        f"Content-Type must be {content_type}, got {request.content_type or 'none'}")
+    limit = context(request).max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, "bad_encoding", "body is not UTF-8") from exc
+
+
+def link_headers(ctx: SignalingContext) -> list[str]:
+    """RFC 9725 section 4.6: ICE servers as Link headers."""
+    links = []
+    for server in ctx.ice_servers:
+        for url in server.urls:
+            link = f'<{url}>; rel="ice-server"'
+            if server.username:
+                link += (f'; username="{server.username}"; credential="{server.credential}"'
+                         '; credential-type="password"')
+            links.append(link)
+    return links
+
+
+def check_draining(ctx: SignalingContext) -> None:
+    if ctx.draining:
+        raise HttpError(503, "draining", "gateway is draining; try another instance",
+                        {"Retry-After": str(ctx.retry_after)})
+
+
+def count(ctx: SignalingContext, key: str) -> None:
+    ctx.counters[key] = ctx.counters.get(key, 0) + 1
+
+
+__all__ = ["AuthError", "Forbidden"]

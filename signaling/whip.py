@@ -1,0 +1,111 @@
+"""WHIP ingest (RFC 9725): a host publishes one audio and one video track."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from relay.aiortc_bridge import (
+    ReceiverTap,
+    capabilities_for,
+    codec_info,
+    negotiated_codec,
+    prefer_dtls_server,
+)
+from relay.errors import CapacityExceeded, HostAlreadyLive, RoomClosed
+from relay.publication import Publication
+from signaling.context import (
+    authorize,
+    check_draining,
+    context,
+    count,
+    read_body,
+    room_name,
+)
+from signaling.errors import HttpError
+from signaling.negotiation import answer_response, apply_offer
+from signaling.sdp import parse_offer, require_codec
+from signaling.sessions import IngestSession
+
+log = logging.getLogger("cherry.signaling.whip")
+
+
+async def post_whip(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    room_id = room_name(request)
+    offer_sdp = await read_body(request, "application/sdp")
+    grant = authorize(request, room_id, "guest")
+    check_draining(ctx)
+    offered = parse_offer(offer_sdp, sending=True)
+    try:
+        room = ctx.rooms.get_or_create(room_id)
+    except CapacityExceeded as exc:
+        count(ctx, "whip_503")
+        raise HttpError(503, "capacity", str(exc), {"Retry-After": str(ctx.retry_after)}) from exc
+
+    # A returning host is held to the codecs its viewers already negotiated.
+    preferences = {"video": list(ctx.video_codecs), "audio": list(ctx.audio_codecs)}
+    for kind, codec in room.codecs.items():
+        if room.viewers:
+            preferences[kind] = [codec.mime_type]
+    for media in offered:
+        require_codec(media, preferences[media.kind])
+
+    session = IngestSession(room, grant.identity, grant.role, ctx.session_settings, ctx.sessions)
+    try:
+        room.claim_host(session)
+    except (HostAlreadyLive, RoomClosed) as exc:
+        session.close("refused")
+        count(ctx, "whip_409")
+        raise HttpError(409, "host_already_live", str(exc)) from exc
+
+    try:
+        pc = session.pc
+        for media in offered:
+            transceiver = pc.addTransceiver(media.kind, direction="recvonly")
+            transceiver.setCodecPreferences(capabilities_for(media.kind, preferences[media.kind]))
+        await apply_offer(pc, RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        prefer_dtls_server(pc)
+        settings = ctx.session_settings
+        for transceiver in pc.getTransceivers():
+            codec = negotiated_codec(transceiver)
+            if codec is None or transceiver.mid is None:
+                continue
+            holder: list[ReceiverTap] = []
+            publication = Publication(
+                transceiver.kind,
+                codec_info(codec),
+                _LazyKeyframeSource(holder),
+                cache_size=settings.cache_size,
+                keyframe_interval=settings.keyframe_interval,
+                delay_sampler=ctx.forwarding_delay,
+            )
+            tap = ReceiverTap(transceiver.receiver, publication.on_rtp)
+            holder.append(tap)
+            session.publications.append(publication)
+            session.taps.append(tap)
+        response = await answer_response(request, session, "whip")
+        for publication in session.publications:
+            room.publish(session, publication)
+    except BaseException:
+        session.close("negotiation failed")
+        raise
+    count(ctx, "whip_201")
+    log.info("%s publishing %s", session.tag,
+             ", ".join(p.codec.mime_type for p in session.publications))
+    return response
+
+
+class _LazyKeyframeSource:
+    """Routes a publication's keyframe requests to its tap, created just after it."""
+
+    __slots__ = ("_holder",)
+
+    def __init__(self, holder: list[ReceiverTap]) -> None:
+        self._holder = holder
+
+    def request_keyframe(self) -> None:
+        if self._holder:
+            self._holder[0].request_keyframe()

@@ -1,0 +1,59 @@
+"""Runs the real gateway CLI with codec creation counted, for the no-transcoding tests.
+
+Every way aiortc or PyAV can make an encoder or decoder is wrapped; the counts
+are served at GET /test/codecs so a test can assert they stay zero while the
+gateway forwards.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import aiortc.codecs
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+import av
+from aiohttp import web
+
+COUNTS = {"encoders": 0, "decoders": 0, "codec_contexts": 0}
+
+
+def _counting(name: str, original: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        COUNTS[name] += 1
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+get_encoder = _counting("encoders", aiortc.codecs.get_encoder)
+get_decoder = _counting("decoders", aiortc.codecs.get_decoder)
+aiortc.codecs.get_encoder = get_encoder
+aiortc.codecs.get_decoder = get_decoder
+aiortc.rtcrtpsender.get_encoder = get_encoder  # type: ignore[attr-defined]
+aiortc.rtcrtpreceiver.get_decoder = get_decoder  # type: ignore[attr-defined]
+av.CodecContext.create = _counting("codec_contexts", av.CodecContext.create)  # type: ignore[method-assign]
+
+
+async def codecs(request: web.Request) -> web.Response:
+    return web.json_response(COUNTS)
+
+
+def main() -> int:
+    import gateway.app
+    import gateway.cli
+
+    original_create_app = gateway.app.create_app
+
+    def create_app(config: Any) -> web.Application:
+        app = original_create_app(config)
+        app.router.add_get("/test/codecs", codecs)
+        return app
+
+    gateway.app.create_app = create_app
+    return gateway.cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Real aiortc peers for integration tests: a small synthetic host and decoding viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+
+LOOPBACK = RTCConfiguration(iceServers=[])
+VIDEO_CLOCK = 90000
+
+
+class MovingBarTrack(MediaStreamTrack):
+    """Small moving picture (so a frozen or black stream is detectable), real-time paced."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 320, height: int = 240, fps: int = 30, luma: int = 200) -> None:
+        super().__init__()
+        self._fps = fps
+        self._start: float | None = None
+        self._count = 0
+        self._frames = []
+        chroma = bytes([128]) * (width * height // 4)
+        for i in range(fps):  # one second of distinct frames, looped
+            bar = (i * width) // fps
+            row = bytes([16]) * bar + bytes([luma]) * min(16, width - bar) + bytes([16]) * max(0, width - bar - 16)
+            self._frames.append((bytes(row[:width]) * height, chroma))
+        self._size = (width, height)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        target = self._start + self._count / self._fps
+        if target > now:
+            await asyncio.sleep(target - now)
+        luma, chroma = self._frames[self._count % len(self._frames)]
+        frame = av.VideoFrame(self._size[0], self._size[1], "yuv420p")
+        frame.planes[0].update(luma)
+        frame.planes[1].update(chroma)
+        frame.planes[2].update(chroma)
+        frame.pts = self._count * (VIDEO_CLOCK // self._fps)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._count += 1
+        return frame
+
+
+async def post_sdp(http: aiohttp.ClientSession, url: str, token: str, sdp: str) -> tuple[int, str, dict[str, str]]:
+    async with http.post(url, data=sdp, headers={"Content-Type": "application/sdp",
+                                                 "Authorization": f"Bearer {token}"}) as response:
+        return response.status, await response.text(), dict(response.headers)
+
+
+@dataclass
+class Host:
+    """A host publishing a moving picture and a tone over WHIP."""
+
+    base: str
+    room: str
+    token: str
+    pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(LOOPBACK))
+    location: str | None = None
+
+    async def publish(self, http: aiohttp.ClientSession) -> None:
+        self.pc.addTransceiver(MovingBarTrack(), direction="sendonly")
+        self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        status, body, headers = await post_sdp(http, f"{self.base}/whip/{self.room}", self.token,
+                                               self.pc.localDescription.sdp)
+        assert status == 201, f"WHIP publish failed: {status} {body}"
+        self.location = headers["Location"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    async def stop(self, http: aiohttp.ClientSession | None = None) -> None:
+        if http is not None and self.location:
+            async with http.delete(self.base + self.location,
+                                   headers={"Authorization": f"Bearer {self.token}"}) as response:
+                assert response.status == 200, await response.text()
+        await self.pc.close()
+
+
+@dataclass
+class Viewer:
+    """A WHEP viewer that decodes what it gets and records when each frame arrived."""
+
+    base: str
+    room: str
+    token: str
+    pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(LOOPBACK))
+    location: str | None = None
+    video_times: list[float] = field(default_factory=list)
+    audio_frames: int = 0
+    lumas: list[int] = field(default_factory=list)
+    posted_at: float = 0.0
+    first_video: asyncio.Event = field(default_factory=asyncio.Event)
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def watch(self, http: aiohttp.ClientSession) -> None:
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.pc.on("track", self._on_track)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.posted_at = time.monotonic()
+        status, body, headers = await post_sdp(http, f"{self.base}/whep/{self.room}", self.token,
+                                               self.pc.localDescription.sdp)
+        assert status == 201, f"WHEP watch failed: {status} {body}"
+        self.location = headers["Location"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.ensure_future(self._read(track)))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    self.video_times.append(time.monotonic())
+                    if len(self.video_times) % 10 == 1:
+                        self.lumas.append(_mean_luma(frame))
+                    self.first_video.set()
+                    self._progress.set()
+                else:
+                    self.audio_frames += 1
+        except MediaStreamError:
+            pass
+
+    def frames_between(self, start: float, end: float) -> list[float]:
+        return [t for t in self.video_times if start <= t <= end]
+
+    async def wait_frames(self, count: int, timeout: float) -> None:
+        """Wait until ``count`` more video frames arrived, or fail with a clear message."""
+        target = len(self.video_times) + count
+        deadline = time.monotonic() + timeout
+        while len(self.video_times) < target:
+            self._progress.clear()
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._progress.wait(), max(remaining, 0.001))
+            except TimeoutError:
+                raise AssertionError(
+                    f"viewer got {len(self.video_times) - target + count}/{count} frames "
+                    f"in {timeout}s") from None
+
+    async def stop(self, http: aiohttp.ClientSession | None = None) -> None:
+        if http is not None and self.location:
+            async with http.delete(self.base + self.location,
+                                   headers={"Authorization": f"Bearer {self.token}"}) as response:
+                assert response.status == 200, await response.text()
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+
+
+def _mean_luma(frame: av.VideoFrame) -> int:
+    plane = bytes(frame.planes[0])
+    return sum(plane[:: max(1, len(plane) // 997)]) // len(plane[:: max(1, len(plane) // 997)])
+
+
+def freezes(times: list[float]) -> list[float]:
+    """Freeze durations by the W3C webrtc-stats rule over a list of frame arrival times."""
+    if len(times) < 3:
+        return []
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    mean = sum(gaps) / len(gaps)
+    threshold = max(3 * mean, mean + 0.150)
+    return [g for g in gaps if g > threshold]
