@@ -113,8 +113,8 @@ class GatewayConfig:
             for url in server.urls:
                 need(url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns"),
                      f"ice.servers[{i}].urls", f"{url!r} is not a stun:/turn: URL")
-        need(self.dev or len(self.auth.secret) >= 16, "auth.secret",
-             "must be at least 16 characters (or run with --dev)")
+        need(self.dev or len(self.auth.secret) >= 32, "auth.secret",
+             "must be at least 32 characters (or run with --dev)")
         need(self.auth.default_ttl > 0, "auth.default_ttl", "must be positive")
         need(self.limits.max_rooms > 0, "limits.max_rooms", "must be positive")
         need(self.limits.max_viewers_per_room > 0, "limits.max_viewers_per_room", "must be positive")

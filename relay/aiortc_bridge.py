@@ -265,7 +265,8 @@ class SenderPort:
 
     def backlog(self) -> int:
         udp = self._udp
-        return udp.get_write_buffer_size() if udp is not None else 0
+        # asyncio's and uvloop's UDP transports both keep a user-space buffer when the socket is full.
+        return udp.get_write_buffer_size() if udp is not None else 0  # type: ignore[attr-defined]
 
     @property
     def connected(self) -> bool:

@@ -201,6 +201,8 @@ class Rooms:
         room = Room(name, self)
         self._rooms[name] = room
         log.info("room=%s created", name)
+        # Until someone claims it, a new room is an empty room: it must expire on its own.
+        room._schedule_idle_check()
         return room
 
     def _forget(self, room: Room) -> None:

@@ -49,8 +49,8 @@ class Subscription:
         "_new_source",
         "_seq_offset",
         "_ts_offset",
-        "_anchor_in",
-        "_anchor_out",
+        "_anchor_ext",
+        "_max_in_ext",
         "_last_out_seq",
         "_last_out_ts",
         "_last_out_at",
@@ -73,8 +73,9 @@ class Subscription:
         self._new_source = True
         self._seq_offset = 0
         self._ts_offset = 0
-        self._anchor_in = 0
-        self._anchor_out = 0
+        # Input sequence numbers extended past 16 bits, so "before the anchor" survives wraps.
+        self._anchor_ext = 0
+        self._max_in_ext = 0
         # Start below 2^15 so the first wrap is far away (libsrtp dislikes early rollover).
         self._last_out_seq = random.randrange(0, 0x7FFF)
         self._last_out_ts = random.getrandbits(32)
@@ -120,8 +121,12 @@ class Subscription:
                 self.stats.dropped_waiting_keyframe += 1
                 return
             self._anchor(packet)
-        elif seq_diff(packet.seq, self._anchor_in) < 0:
-            return  # reordered packet from before the current anchor
+        else:
+            d = seq_diff(packet.seq, self._max_in_ext & 0xFFFF)
+            if d > 0:
+                self._max_in_ext += d
+            elif self._max_in_ext + d < self._anchor_ext:
+                return  # reordered packet from before the current anchor
         sink = self._sink
         if sink.backlog() > self._queue_limit:
             self._congested()
@@ -152,8 +157,7 @@ class Subscription:
                 out_ts = self._last_out_ts + int(elapsed * self.clock_rate)
             self._ts_offset = (out_ts - packet.timestamp) & 0xFFFFFFFF
             self._new_source = False
-        self._anchor_in = packet.seq
-        self._anchor_out = out_seq
+        self._anchor_ext = self._max_in_ext = packet.seq + 0x10000
         self._waiting = False
         if self.stats.first_packet_at is None:
             self.stats.first_packet_at = packet.arrival
@@ -180,9 +184,11 @@ class Subscription:
             return
         sink = self._sink
         for out_seq in lost:
-            if seq_diff(out_seq, self._anchor_out) < 0 or seq_diff(out_seq, self._last_out_seq) > 0:
+            in_seq = (out_seq - self._seq_offset) & 0xFFFF
+            in_ext = self._max_in_ext + seq_diff(in_seq, self._max_in_ext & 0xFFFF)
+            if not self._anchor_ext <= in_ext <= self._max_in_ext:
                 continue  # not sent in the current epoch
-            packet = source.cache.get((out_seq - self._seq_offset) & 0xFFFF)
+            packet = source.cache.get(in_seq)
             if packet is None:
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from relay.room import Rooms
 from relay.stats import DelaySampler
-from signaling.auth import Grant, TokenService, bearer_token, AuthError, Forbidden
+from signaling.auth import AuthError, Forbidden, Grant, TokenService, bearer_token
 from signaling.errors import HttpError
 from signaling.sessions import SessionRegistry, SessionSettings
 

@@ -42,7 +42,7 @@ def parse_offer(text: str, *, sending: bool) -> list[OfferedMedia]:
     for m in media:
         if m.port == 0:
             continue  # rejected/disabled m-line
-        if not m.ice.usernameFragment or not m.ice.password:
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
             raise _bad(f"{m.kind} m-line lacks a=ice-ufrag / a=ice-pwd")
         if not m.dtls or not m.dtls.fingerprints:
             raise _bad(f"{m.kind} m-line lacks a=fingerprint")

@@ -39,19 +39,19 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
     grant = authorize(request, room_id, "guest")
     check_draining(ctx)
     offered = parse_offer(offer_sdp, sending=True)
+    # A returning host is held to the codecs its waiting viewers already negotiated.
+    preferences = {"video": list(ctx.video_codecs), "audio": list(ctx.audio_codecs)}
+    existing = ctx.rooms.get(room_id)
+    if existing is not None and existing.viewers:
+        for kind, codec in existing.codecs.items():
+            preferences[kind] = [codec.mime_type]
+    for media in offered:
+        require_codec(media, preferences[media.kind])
     try:
         room = ctx.rooms.get_or_create(room_id)
     except CapacityExceeded as exc:
         count(ctx, "whip_503")
         raise HttpError(503, "capacity", str(exc), {"Retry-After": str(ctx.retry_after)}) from exc
-
-    # A returning host is held to the codecs its viewers already negotiated.
-    preferences = {"video": list(ctx.video_codecs), "audio": list(ctx.audio_codecs)}
-    for kind, codec in room.codecs.items():
-        if room.viewers:
-            preferences[kind] = [codec.mime_type]
-    for media in offered:
-        require_codec(media, preferences[media.kind])
 
     session = IngestSession(room, grant.identity, grant.role, ctx.session_settings, ctx.sessions)
     try:
@@ -70,13 +70,13 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
         prefer_dtls_server(pc)
         settings = ctx.session_settings
         for transceiver in pc.getTransceivers():
-            codec = negotiated_codec(transceiver)
-            if codec is None or transceiver.mid is None:
+            negotiated = negotiated_codec(transceiver)
+            if negotiated is None or transceiver.mid is None:
                 continue
             holder: list[ReceiverTap] = []
             publication = Publication(
                 transceiver.kind,
-                codec_info(codec),
+                codec_info(negotiated),
                 _LazyKeyframeSource(holder),
                 cache_size=settings.cache_size,
                 keyframe_interval=settings.keyframe_interval,

@@ -16,6 +16,7 @@ import os
 from array import array
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 
@@ -109,7 +110,7 @@ def encode_video_clip(
     chroma_u = bytes((96 + x // 4) & 0xFF for x in range(width // 2)) * (height // 2)
     chroma_v = bytes(128 for _ in range(width // 2)) * (height // 2)
     frames: list[EncodedFrame] = []
-    packets: list[av.Packet] = []
+    packets: list[av.Packet[Any]] = []
     for index in range(count):
         noise = os.urandom(width * (height // 10)).translate(level)
         frame = av.VideoFrame(width, height, "yuv420p")
@@ -144,7 +145,7 @@ def encode_audio_clip(seconds: float = 2.0, tone_hz: float = 440.0, bitrate: int
     count = round(seconds * AUDIO_SAMPLE_RATE / AUDIO_FRAME_SAMPLES)
     cycles = max(1, round(tone_hz * seconds))
     total = count * AUDIO_FRAME_SAMPLES
-    packets: list[av.Packet] = []
+    packets: list[av.Packet[Any]] = []
     for index in range(count + 5):  # a few extra frames to cover the encoder's look-ahead
         samples = array("h")
         for n in range(index * AUDIO_FRAME_SAMPLES, (index + 1) * AUDIO_FRAME_SAMPLES):
@@ -159,5 +160,8 @@ def encode_audio_clip(seconds: float = 2.0, tone_hz: float = 440.0, bitrate: int
         packets.extend(codec.encode(frame))
     frames = [EncodedFrame(bytes(p), True) for p in packets[:count]]
     return EncodedClip(
-        tuple(frames), AUDIO_FRAME_SAMPLES / AUDIO_SAMPLE_RATE, AUDIO_FRAME_SAMPLES, Fraction(1, AUDIO_SAMPLE_RATE)
+        tuple(frames),
+        AUDIO_FRAME_SAMPLES / AUDIO_SAMPLE_RATE,
+        AUDIO_FRAME_SAMPLES,
+        Fraction(1, AUDIO_SAMPLE_RATE),
     )

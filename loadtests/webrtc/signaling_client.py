@@ -38,9 +38,7 @@ async def fetch_dev_token(http: aiohttp.ClientSession, base_url: str, room: str,
     return token
 
 
-async def post_offer(
-    http: aiohttp.ClientSession, url: str, offer_sdp: str, token: str | None
-) -> SessionResource:
+async def post_offer(http: aiohttp.ClientSession, url: str, offer_sdp: str, token: str | None) -> SessionResource:
     """POST an SDP offer; expects ``201`` with an SDP answer and a ``Location``."""
     headers = {"Content-Type": "application/sdp"}
     if token:

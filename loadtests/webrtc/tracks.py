@@ -7,6 +7,7 @@ synthetic host costs little CPU per stream.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -46,7 +47,7 @@ class PacketLoopTrack(MediaStreamTrack):
                 return index
         return self._keyframes[0]
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()

@@ -40,7 +40,7 @@ class GatewayProcess:
             path.write_text(config_text)
             args += ["--config", str(path)]
         self.log_path = tmp / "gateway.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._wait_ready(timeout=20)

@@ -16,6 +16,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from multidict import CIMultiDict
 
 LOOPBACK = RTCConfiguration(iceServers=[])
 VIDEO_CLOCK = 90000
@@ -59,10 +60,10 @@ class MovingBarTrack(MediaStreamTrack):
         return frame
 
 
-async def post_sdp(http: aiohttp.ClientSession, url: str, token: str, sdp: str) -> tuple[int, str, dict[str, str]]:
+async def post_sdp(http: aiohttp.ClientSession, url: str, token: str, sdp: str) -> tuple[int, str, CIMultiDict[str]]:
     async with http.post(url, data=sdp, headers={"Content-Type": "application/sdp",
                                                  "Authorization": f"Bearer {token}"}) as response:
-        return response.status, await response.text(), dict(response.headers)
+        return response.status, await response.text(), CIMultiDict(response.headers)
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Viewer:
     location: str | None = None
     video_times: list[float] = field(default_factory=list)
     audio_frames: int = 0
-    lumas: list[int] = field(default_factory=list)
+    bars: list[tuple[int, int]] = field(default_factory=list)  # (bar column, bar luma) samples
     posted_at: float = 0.0
     first_video: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
@@ -132,7 +133,7 @@ class Viewer:
                 if track.kind == "video":
                     self.video_times.append(time.monotonic())
                     if len(self.video_times) % 10 == 1:
-                        self.lumas.append(_mean_luma(frame))
+                        self.bars.append(bar_of(frame))
                     self.first_video.set()
                     self._progress.set()
                 else:
@@ -167,9 +168,12 @@ class Viewer:
             task.cancel()
 
 
-def _mean_luma(frame: av.VideoFrame) -> int:
-    plane = bytes(frame.planes[0])
-    return sum(plane[:: max(1, len(plane) // 997)]) // len(plane[:: max(1, len(plane) // 997)])
+def bar_of(frame: av.VideoFrame) -> tuple[int, int]:
+    """Where the moving bar is on the first row and how bright it is (which host sent it)."""
+    plane = frame.planes[0]
+    row = bytes(plane)[: frame.width]
+    peak = max(row)
+    return row.index(peak), peak
 
 
 def freezes(times: list[float]) -> list[float]:

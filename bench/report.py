@@ -1,0 +1,160 @@
+"""Turning raw window readings into the reported figures, a table and JSON."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtests.webrtc.metrics import percentile
+
+MB = 1 << 20
+VIEWER_SATURATION = 0.90  # share of one core: above it the load generator, not the server, limits
+MACHINE_SATURATION = 0.95  # share of all cores
+
+
+def rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def pooled_viewer_stats(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the window reports of several viewer processes."""
+    viewers = sum(r["viewers"] for r in reports)
+    watch = sum(r["viewers"] * r["window_s"] for r in reports)
+    freeze = sum(r["freeze_s"] for r in reports)
+    frames = sum(r["frames"] for r in reports)
+    audio = sum(r["audio_packets"] for r in reports)
+    return {
+        "viewers": viewers,
+        "lost": sum(r["lost"] for r in reports),
+        "fps_mean": rounded(frames / watch) if watch else None,
+        "freezes": sum(r["freezes"] for r in reports),
+        "stutter_ratio": rounded(freeze / watch, 5) if watch else None,
+        "stutter_p95": max((r["stutter_p95"] or 0.0 for r in reports), default=None),
+        "max_gap_ms": max((r["max_gap_ms"] for r in reports), default=None),
+        "audio_pps_mean": rounded(audio / watch) if watch else None,
+        "frames_abandoned": sum(r["frames_abandoned"] for r in reports),
+    }
+
+
+def pooled_joins(joins: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    ttff = [t for j in joins for t in j["ttff_ms"]]
+    errors: dict[str, int] = {}
+    for join in joins:
+        for kind, count in join["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    return {
+        "joined": sum(j["ok"] for j in joins),
+        "join_failed": sum(j["failed"] for j in joins),
+        "join_errors": errors,
+        "ttff_p50_ms": rounded(percentile(ttff, 50), 1),
+        "ttff_p95_ms": rounded(percentile(ttff, 95), 1),
+        "ttff_samples": len(ttff),
+    }
+
+
+def forwarding_delay(stats: dict[str, Any] | None) -> dict[str, Any]:
+    delay = (stats or {}).get("forwarding_delay_ms")
+    if not isinstance(delay, dict):
+        return {"fwd_p50_ms": None, "fwd_p99_ms": None, "fwd_samples": None}
+    return {
+        "fwd_p50_ms": rounded(delay.get("p50"), 3),
+        "fwd_p99_ms": rounded(delay.get("p99"), 3),
+        "fwd_samples": delay.get("samples"),
+    }
+
+
+def cost_figures(
+    server_cpu_s: float, wall_s: float, viewers: int, idle_cpu_per_s: float, rss: int, idle_rss: int
+) -> dict[str, Any]:
+    """CPU-ms per viewer-second, gross and net of the idle-with-host cost, and RSS per viewer."""
+    viewer_s = viewers * wall_s
+    if viewer_s <= 0:
+        return {"cpu_ms_per_viewer_s_gross": None, "cpu_ms_per_viewer_s_net": None}
+    gross = server_cpu_s * 1000 / viewer_s
+    net = (server_cpu_s - idle_cpu_per_s * wall_s) * 1000 / viewer_s
+    return {
+        "cpu_ms_per_viewer_s_gross": rounded(gross, 3),
+        "cpu_ms_per_viewer_s_net": rounded(net, 3),
+        "viewers_per_core": rounded(1000 / net, 1) if net > 0 else None,
+        "rss_mb_per_viewer": rounded((rss - idle_rss) / MB / viewers, 3),
+    }
+
+
+def median_net(steps: Sequence[dict[str, Any]], key: str) -> float | None:
+    values = [s["cpu_ms_per_viewer_s_net"] for s in steps if s.get(key) and s["cpu_ms_per_viewer_s_net"]]
+    return rounded(statistics.median(values), 3) if values else None
+
+
+def comparison(gateway: dict[str, Any] | None, baseline: dict[str, Any] | None) -> dict[str, Any]:
+    gw = median_net(gateway["steps"], "valid") if gateway else None
+    bl = median_net(baseline["steps"], "survived") if baseline else None
+    return {
+        "gateway_net_cpu_ms_per_viewer_s": gw,
+        "baseline_net_cpu_ms_per_viewer_s": bl,
+        "gateway_over_baseline": rounded(gw / bl, 4) if gw and bl else None,
+        "baseline_over_gateway": rounded(bl / gw, 1) if gw and bl else None,
+        "how": "median over valid gateway steps / median over surviving baseline steps, net of idle-with-host",
+    }
+
+
+_COLUMNS: list[tuple[str, str, int]] = [
+    ("N", "viewers", 4),
+    ("ok", "joined_total", 4),
+    ("cpu gross", "cpu_ms_per_viewer_s_gross", 9),
+    ("cpu net", "cpu_ms_per_viewer_s_net", 8),
+    ("v/core", "viewers_per_core", 7),
+    ("MB/v", "rss_mb_per_viewer", 6),
+    ("fwd p50", "fwd_p50_ms", 7),
+    ("fwd p99", "fwd_p99_ms", 7),
+    ("ttff p50", "ttff_p50_ms", 8),
+    ("ttff p95", "ttff_p95_ms", 8),
+    ("stutter", "stutter_ratio", 7),
+    ("fps", "fps_mean", 5),
+    ("aud/s", "audio_pps_mean", 5),
+    ("srv %", "server_core_pct", 5),
+    ("gen %", "viewer_proc_core_pct_max", 5),
+    ("box %", "machine_busy_pct", 5),
+]
+
+
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, float):
+        text = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    else:
+        text = str(value)
+    return text.rjust(width)
+
+
+def table(name: str, result: dict[str, Any]) -> str:
+    idle = result.get("idle") or {}
+    lines = [
+        f"== {name}: idle with host {_cell(idle.get('server_cpu_ms_per_s'), 0).strip()} CPU-ms/s, "
+        f"RSS {_cell(idle.get('server_rss_mb'), 0).strip()} MB"
+        + (f"  [{result['error']}]" if result.get("error") else ""),
+        "  ".join(h.rjust(w) for h, _, w in _COLUMNS) + "  verdict",
+    ]
+    for step in result.get("steps", []):
+        verdict = "ok" if step.get("valid") and step.get("survived", True) else "INVALID"
+        if step.get("notes"):
+            verdict += " (" + "; ".join(step["notes"]) + ")"
+        lines.append("  ".join(_cell(step.get(key), w) for _, key, w in _COLUMNS) + "  " + verdict)
+    return "\n".join(lines)
+
+
+def legend() -> str:
+    return (
+        "cpu gross/net: server CPU-ms per viewer-second (net: minus idle-with-host); v/core: 1000/net; "
+        "MB/v: RSS growth per viewer;\nfwd: gateway packet-in to packet-out ms (/api/stats); ttff: offer POST "
+        "to first complete keyframe, ms; stutter: freeze time / watch time (W3C rule);\nsrv/gen/box %: "
+        "server process tree, busiest viewer process (one core = 100), whole machine (all cores = 100)."
+    )
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")

@@ -1,0 +1,477 @@
+"""The benchmark: gateway vs the naive MediaRelay baseline, same load, same run.
+
+``python -m bench.run`` (``make bench``) runs, each in its own process and on
+127.0.0.1 only: the server under test, one synthetic host (pre-encoded VP8 +
+Opus over WHIP) and 1-2 processes of non-decoding WHEP viewers. For the
+gateway it measures idle-with-host, then N = 10, 50, 100 viewers; for the
+baseline N = 1, 2, 4, 8 while it keeps up. Each step joins viewers, warms up,
+then measures a watch window: server CPU from /proc (utime+stime of its
+process tree), RSS, the viewers' TTFF and stutter, the gateway's own
+forwarding delay. A step whose viewer process used > 90 % of a core is
+invalid (a starved generator reports stutter the server did not cause) and
+stops the series. Results: a table on stdout and ``bench/results/bench.json``.
+
+The whole run is bounded (``--deadline``, default 330 s) and every child is
+killed by pid at the end, on error and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import procstat, report
+from bench.children import Child, ChildExited
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+ROOM = "bench"
+ICE_HOST = "127.0.0.1"
+JOIN_TIMEOUT = 90.0  # seconds for one join request to a viewer process (many viewers, a few at a time)
+
+
+@dataclass(slots=True)
+class Settings:
+    steps: tuple[int, ...] = (10, 50, 100)
+    baseline_steps: tuple[int, ...] = (1, 2, 4, 8)
+    warmup: float = 3.0
+    watch: float = 10.0
+    idle_watch: float = 5.0
+    viewer_procs: int = 2
+    deadline: float = 330.0
+    targets: tuple[str, ...] = ("gateway", "baseline")
+    output: Path = RESULTS / "bench.json"
+
+
+@dataclass(slots=True)
+class Reading:
+    """Cumulative counters at one instant."""
+
+    at: float
+    server_cpu: float
+    viewer_cpu: list[float]
+    host_cpu: float
+    machine: procstat.MachineCpu
+
+
+@dataclass(slots=True)
+class Fleet:
+    """The children of one target's run; :meth:`stop_all` kills them in reverse order."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    async def spawn(self, name: str, argv: Sequence[str]) -> Child:
+        child = Child(name, argv, self.log_dir, ROOT)
+        self.children.append(child)
+        await child.start()
+        return child
+
+    async def stop_all(self) -> None:
+        for child in reversed(self.children):
+            await child.stop()
+
+
+@contextlib.asynccontextmanager
+async def fleet(log_dir: Path) -> AsyncIterator[Fleet]:
+    group = Fleet(log_dir)
+    try:
+        yield group
+    finally:
+        # Shielded so that a cancellation (Ctrl-C, deadline) still waits for every child to be gone.
+        await asyncio.shield(group.stop_all())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ICE_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def gateway_available() -> bool:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def server_argv(target: str, port: int) -> list[str]:
+    if target == "gateway":
+        return [sys.executable, "-m", "gateway", "serve", "--host", ICE_HOST, "--port", str(port)]
+    return [sys.executable, "-m", "bench.baseline", "--host", ICE_HOST, "--port", str(port)]
+
+
+def _server_extra(target: str) -> list[str]:
+    return ["--ice-host", ICE_HOST, "--dev"] if target == "gateway" else ["--ice-host", ICE_HOST]
+
+
+async def wait_healthy(http: aiohttp.ClientSession, base_url: str, server: Child, timeout: float) -> None:
+    """Poll /healthz: the server offers no other readiness signal to await."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.running:
+            raise ChildExited(f"{server.name} exited during start-up, see {server.log_path}")
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with http.get(f"{base_url}/healthz") as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{server.name} not healthy after {timeout:.0f} s")
+
+
+async def fetch_stats(http: aiohttp.ClientSession, base_url: str) -> dict[str, Any] | None:
+    """GET /api/stats with an admin dev token; None if the server has none."""
+    try:
+        async with http.get(f"{base_url}/dev/token", params={"room": ROOM, "role": "admin"}) as response:
+            token = (await response.json()).get("token") if response.status == 200 else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with http.get(f"{base_url}/api/stats", headers=headers) as response:
+            if response.status != 200:
+                return None
+            body = await response.json()
+            return body if isinstance(body, dict) else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+class TargetRun:
+    """One server under test with its host and viewer processes."""
+
+    def __init__(self, target: str, settings: Settings, group: Fleet, http: aiohttp.ClientSession) -> None:
+        self.target = target
+        self.settings = settings
+        self.group = group
+        self.http = http
+        self.port = free_port()
+        self.base_url = f"http://{ICE_HOST}:{self.port}"
+        self.server: Child | None = None
+        self.host: Child | None = None
+        self.viewers: list[Child] = []
+        self.viewer_counts: list[int] = []
+
+    async def start(self) -> dict[str, Any]:
+        self.server = await self.group.spawn(
+            self.target, server_argv(self.target, self.port) + _server_extra(self.target)
+        )
+        await wait_healthy(self.http, self.base_url, self.server, timeout=30)
+        self.host = await self.group.spawn(
+            f"{self.target}-host",
+            [sys.executable, "-m", "loadtests.webrtc.synthetic_host", "--base-url", self.base_url]
+            + ["--room", ROOM, "--ice-host", ICE_HOST],
+        )
+        published = await self.host.next_message(lambda m: m.get("event") in ("publishing", "failed"), 60)
+        if published["event"] != "publishing":
+            raise RuntimeError(f"host could not publish: {published.get('error')}")
+        for index in range(self.settings.viewer_procs):
+            self.viewers.append(
+                await self.group.spawn(
+                    f"{self.target}-viewers-{index}",
+                    [sys.executable, "-m", "loadtests.webrtc.viewer", "--serve", "--base-url", self.base_url]
+                    + ["--room", ROOM, "--ice-host", ICE_HOST],
+                )
+            )
+            self.viewer_counts.append(0)
+        return {"host_setup_ms": report.rounded(published.get("setup_ms"), 1)}
+
+    def read(self) -> Reading:
+        assert self.server is not None and self.host is not None
+        return Reading(
+            time.monotonic(),
+            procstat.tree_cpu_seconds(self.server.pid),
+            [procstat.cpu_seconds(v.pid) for v in self.viewers],
+            procstat.cpu_seconds(self.host.pid),
+            procstat.MachineCpu.read(),
+        )
+
+    async def join(self, total: int) -> dict[str, Any]:
+        """Bring the viewer count up to ``total``, spreading new viewers over the processes."""
+        plan = list(self.viewer_counts)
+        for _ in range(total - sum(plan)):
+            plan[plan.index(min(plan))] += 1
+        requests = [
+            proc.request({"op": "join", "count": want - have}, JOIN_TIMEOUT)
+            for proc, want, have in zip(self.viewers, plan, self.viewer_counts, strict=True)
+            if want > have
+        ]
+        joins = await asyncio.gather(*requests)
+        self.viewer_counts = plan
+        return report.pooled_joins(joins)
+
+    async def window(self, seconds: float) -> dict[str, Any]:
+        """Measure one watch window of ``seconds``."""
+        assert self.server is not None
+        await asyncio.gather(*(v.request({"op": "mark"}, 10) for v in self.viewers))
+        start = self.read()
+        await asyncio.sleep(seconds)  # the measurement interval itself
+        end = self.read()
+        reports = await asyncio.gather(*(v.request({"op": "report"}, 10) for v in self.viewers))
+        stats = await fetch_stats(self.http, self.base_url)
+        wall = end.at - start.at
+        viewer_core = [(b - a) / wall for a, b in zip(start.viewer_cpu, end.viewer_cpu, strict=True)]
+        return {
+            "wall_s": wall,
+            "server_cpu_s": end.server_cpu - start.server_cpu,
+            "server_rss": procstat.tree_rss_bytes(self.server.pid),
+            "server_core_pct": report.rounded((end.server_cpu - start.server_cpu) / wall * 100, 1),
+            "host_core_pct": report.rounded((end.host_cpu - start.host_cpu) / wall * 100, 1),
+            "viewer_proc_core_pct": [report.rounded(c * 100, 1) for c in viewer_core],
+            "viewer_proc_core_pct_max": report.rounded(max(viewer_core, default=0.0) * 100, 1),
+            "machine_busy_pct": report.rounded(end.machine.busy_fraction_since(start.machine) * 100, 1),
+            "viewer_stats": report.pooled_viewer_stats(reports),
+            "server_stats": stats,
+        }
+
+    async def leave(self) -> None:
+        await asyncio.gather(*(v.request({"op": "leave"}, 30) for v in self.viewers), return_exceptions=True)
+        self.viewer_counts = [0 for _ in self.viewers]
+
+    async def stop_host(self) -> dict[str, Any] | None:
+        """Stop the host first so its own counters (keyframe requests honoured) are kept."""
+        if self.host is None:
+            return None
+        await self.host.stop()
+        stopped = None
+        while not self.host.messages.empty():
+            message = self.host.messages.get_nowait()
+            if message.get("event") == "stopped":
+                stopped = message
+        return stopped
+
+
+def _step_result(n: int, joins: dict[str, Any], win: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
+    viewer_stats = win["viewer_stats"]
+    connected = viewer_stats["viewers"] - viewer_stats["lost"]
+    result: dict[str, Any] = {
+        "viewers": n,
+        "joined_total": connected,
+        **joins,
+        **report.cost_figures(
+            win["server_cpu_s"],
+            win["wall_s"],
+            connected,
+            idle["server_cpu_ms_per_s"] / 1000,
+            win["server_rss"],
+            idle["server_rss"],
+        ),
+        **report.forwarding_delay(win["server_stats"]),
+        **{k: v for k, v in viewer_stats.items() if k != "viewers"},
+        "window_s": round(win["wall_s"], 3),
+        "server_cpu_s": round(win["server_cpu_s"], 3),
+        "server_rss_mb": round(win["server_rss"] / report.MB, 1),
+        **{k: win[k] for k in ("server_core_pct", "host_core_pct", "viewer_proc_core_pct")},
+        **{k: win[k] for k in ("viewer_proc_core_pct_max", "machine_busy_pct")},
+    }
+    notes: list[str] = []
+    saturated = (win["viewer_proc_core_pct_max"] or 0) > report.VIEWER_SATURATION * 100
+    if saturated:
+        notes.append("viewer process saturated")
+    if (win["machine_busy_pct"] or 0) > report.MACHINE_SATURATION * 100:
+        notes.append("machine saturated")
+    if joins["join_failed"]:
+        notes.append(f"{joins['join_failed']} joins failed")
+    result["valid"] = not saturated and connected > 0
+    result["notes"] = notes
+    return result
+
+
+def _survived(step: dict[str, Any]) -> bool:
+    """The baseline keeps up: everyone joined, near full frame rate, little stutter."""
+    fps = step.get("fps_mean") or 0.0
+    stutter = step.get("stutter_ratio")
+    return (
+        step["join_failed"] == 0
+        and step["joined_total"] == step["viewers"]
+        and fps >= 24.0
+        and stutter is not None
+        and stutter <= 0.05
+    )
+
+
+async def run_target(
+    target: str, steps: Sequence[int], settings: Settings, ends_at: float, result: dict[str, Any]
+) -> None:
+    """Idle-with-host, then each N while valid (and, for the baseline, while it survives).
+
+    Fills ``result`` as it goes, so a run cut short by the deadline keeps what it measured.
+    """
+    log_dir = RESULTS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    step_cost = settings.warmup + settings.watch + 15  # join + reports, generously
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        fleet(log_dir) as group,
+    ):
+        run = TargetRun(target, settings, group, http)
+        try:
+            result.update(await run.start())
+            await asyncio.sleep(settings.warmup)  # let the host's stream settle before the idle window
+            win = await run.window(settings.idle_watch)
+            idle = {
+                "server_cpu_ms_per_s": round(win["server_cpu_s"] * 1000 / win["wall_s"], 3),
+                "server_rss": win["server_rss"],
+                "server_rss_mb": round(win["server_rss"] / report.MB, 1),
+                "host_core_pct": win["host_core_pct"],
+                "machine_busy_pct": win["machine_busy_pct"],
+                **report.forwarding_delay(win["server_stats"]),
+            }
+            result["idle"] = idle
+            for n in steps:
+                if time.monotonic() + step_cost > ends_at:
+                    result["stopped"] = f"time budget: skipped N >= {n}"
+                    break
+                joins = await run.join(n)
+                await asyncio.sleep(settings.warmup)
+                step = _step_result(n, joins, await run.window(settings.watch), idle)
+                if target == "baseline":
+                    step["survived"] = _survived(step)
+                result["steps"].append(step)
+                _progress(target, step)
+                if not step["valid"]:
+                    result["stopped"] = f"viewer process saturated at N={n}"
+                    break
+                if target == "baseline" and not step["survived"]:
+                    result["stopped"] = f"baseline could not keep up at N={n}"
+                    break
+            await run.leave()
+            result["host"] = await run.stop_host()
+        except (ChildExited, RuntimeError, TimeoutError, aiohttp.ClientError) as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _progress(target: str, step: dict[str, Any]) -> None:
+    print(
+        f"[{target}] N={step['viewers']}: net {step.get('cpu_ms_per_viewer_s_net')} CPU-ms/viewer-s, "
+        f"stutter {step.get('stutter_ratio')}, viewer proc {step['viewer_proc_core_pct']} %",
+        flush=True,
+    )
+
+
+async def bench(settings: Settings) -> dict[str, Any]:
+    started = time.monotonic()
+    ends_at = started + settings.deadline
+    document: dict[str, Any] = {
+        "meta": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "settings": {
+                "steps": list(settings.steps),
+                "baseline_steps": list(settings.baseline_steps),
+                "warmup_s": settings.warmup,
+                "watch_s": settings.watch,
+                "idle_watch_s": settings.idle_watch,
+                "viewer_procs": settings.viewer_procs,
+            },
+        }
+    }
+    gateway: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+    try:
+        async with asyncio.timeout(settings.deadline):
+            if "gateway" in settings.targets:
+                gateway = document["gateway"] = {"target": "gateway", "steps": []}
+                if gateway_available():
+                    print("gateway: measuring", flush=True)
+                    await run_target("gateway", settings.steps, settings, ends_at, gateway)
+                else:
+                    gateway["error"] = "gateway serve not available"
+            if "baseline" in settings.targets:
+                baseline = document["baseline"] = {"target": "baseline", "steps": []}
+                print("baseline: measuring", flush=True)
+                await run_target("baseline", settings.baseline_steps, settings, ends_at, baseline)
+    except TimeoutError:
+        document["aborted"] = f"deadline of {settings.deadline:.0f} s reached"
+    document["comparison"] = report.comparison(gateway, baseline)
+    document["meta"]["duration_s"] = round(time.monotonic() - started, 1)
+    return document
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def parse_args(argv: Sequence[str] | None) -> Settings:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(description="Gateway vs MediaRelay baseline benchmark")
+    parser.add_argument("--steps", type=_ints, default=defaults.steps, help="gateway viewer counts")
+    parser.add_argument("--baseline-steps", type=_ints, default=defaults.baseline_steps)
+    parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds after joins")
+    parser.add_argument("--watch", type=float, default=defaults.watch, help="measured seconds per step")
+    parser.add_argument("--idle-watch", type=float, default=defaults.idle_watch)
+    parser.add_argument("--viewer-procs", type=int, choices=(1, 2), default=defaults.viewer_procs)
+    parser.add_argument("--deadline", type=float, default=defaults.deadline, help="hard limit, seconds")
+    parser.add_argument("--target", choices=("both", "gateway", "baseline"), default="both")
+    parser.add_argument("--output", type=Path, default=defaults.output)
+    args = parser.parse_args(argv)
+    targets = ("gateway", "baseline") if args.target == "both" else (args.target,)
+    return Settings(
+        args.steps,
+        args.baseline_steps,
+        args.warmup,
+        args.watch,
+        args.idle_watch,
+        args.viewer_procs,
+        args.deadline,
+        targets,
+        args.output,
+    )
+
+
+async def _main(settings: Settings) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: task.cancel() and None)
+    document = await bench(settings)
+    report.write_json(settings.output, document)
+    print()
+    for name in ("gateway", "baseline"):
+        if name in document:
+            print(report.table(name, document[name]))
+            if document[name].get("stopped"):
+                print(f"   stopped: {document[name]['stopped']}")
+    print(report.legend())
+    comp = document["comparison"]
+    print(
+        f"\nnet CPU-ms per viewer-second: gateway {comp['gateway_net_cpu_ms_per_viewer_s']}, "
+        f"baseline {comp['baseline_net_cpu_ms_per_viewer_s']}, "
+        f"gateway/baseline {comp['gateway_over_baseline']} (baseline costs {comp['baseline_over_gateway']}x)"
+    )
+    if document.get("aborted"):
+        print(f"ABORTED: {document['aborted']}")
+    print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")
+    return 0 if not document.get("aborted") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    try:
+        return asyncio.run(_main(settings))
+    except KeyboardInterrupt:
+        print("interrupted; children stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Lean, non-decoding WHEP viewers; many of them share one asyncio process.
+
+Each viewer is an aiortc connection with recvonly audio + video whose
+receivers are tapped (``relay.aiortc_bridge.ReceiverTap``) before the jitter
+buffer: no decoder runs, packets are only grouped into frames and timed.
+
+Measured per viewer: time to first frame (offer POST to the first complete
+keyframe, i.e. the first picture a decoder could show), frames, freezes by the
+W3C rule, stutter ratio, audio packets.
+
+As a process it either runs once (``--count N --watch S``) and prints a
+summary, or (``--serve``) takes JSON-line commands on stdin and answers on
+stdout, so a benchmark or a Locust worker can drive it::
+
+    {"op": "join", "count": 10}   -> {"op": "join", "ok": 10, "failed": 0, "ttff_ms": [...]}
+    {"op": "mark"}                -> {"op": "mark"}            (watch window starts)
+    {"op": "report"}              -> {"op": "report", ...window stats...}
+    {"op": "leave"}               -> {"op": "leave", "left": 10}
+    {"op": "quit"}                -> exits
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiortc import RTCSessionDescription
+
+from loadtests.webrtc.metrics import FrameAssembler, FreezeMeter, WindowStats, percentile
+from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_connection
+from loadtests.webrtc.signaling_client import (
+    SessionResource,
+    SignalingError,
+    delete_resource,
+    fetch_dev_token,
+    post_offer,
+)
+from relay.aiortc_bridge import ReceiverTap
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerOptions:
+    base_url: str
+    room: str
+    token: str | None = None  # None: one /dev/token per viewer (dev servers only)
+    first_frame_timeout: float = 15.0
+
+
+class Viewer:
+    """One WHEP playback session that measures instead of decoding."""
+
+    def __init__(self, options: ViewerOptions, http: aiohttp.ClientSession) -> None:
+        self.options = options
+        self._http = http
+        self._token = options.token
+        self.pc = new_peer_connection()
+        self.resource: SessionResource | None = None
+        self.freezes = FreezeMeter()
+        self.assembler = FrameAssembler(self._on_frame)
+        self.audio_packets = 0
+        self._window_audio_start = 0
+        self.posted_at: float | None = None
+        self.ttff_ms: float | None = None  # first complete keyframe
+        self.first_frame_ms: float | None = None  # first complete frame of any kind
+        self.first_keyframe = asyncio.Event()
+        self.lost = False
+        video = self.pc.addTransceiver("video", direction="recvonly")
+        audio = self.pc.addTransceiver("audio", direction="recvonly")
+        # Taps go in before negotiation: aiortc starts the receivers during setRemoteDescription.
+        self._video_tap = ReceiverTap(video.receiver, self._on_video)
+        self._audio_tap = ReceiverTap(audio.receiver, self._on_audio)
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                self.lost = True
+
+    # -- per-packet callbacks (hot path: keep them small) ----------------
+
+    def _on_video(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
+        self.assembler.add(seq, ts, marker, payload, arrival)
+
+    def _on_audio(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
+        self.audio_packets += 1
+
+    def _on_frame(self, arrival: float, keyframe: bool) -> None:
+        if self.ttff_ms is None:
+            if self.posted_at is None:
+                return
+            if self.first_frame_ms is None:
+                self.first_frame_ms = (arrival - self.posted_at) * 1000
+            if not keyframe:
+                return  # undecodable until a keyframe: not yet a shown frame
+            self.ttff_ms = (arrival - self.posted_at) * 1000
+            self.first_keyframe.set()
+        self.freezes.frame(arrival)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Negotiate and wait for the first keyframe; raises on refusal or timeout."""
+        if self._token is None:
+            self._token = await fetch_dev_token(self._http, self.options.base_url, self.options.room, "viewer")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        url = f"{self.options.base_url.rstrip('/')}/whep/{self.options.room}"
+        self.posted_at = time.monotonic()
+        self.resource = await post_offer(self._http, url, self.pc.localDescription.sdp, self._token)
+        await self.pc.setRemoteDescription(RTCSessionDescription(self.resource.answer_sdp, "answer"))
+        remaining = self.options.first_frame_timeout - (time.monotonic() - self.posted_at)
+        await asyncio.wait_for(self.first_keyframe.wait(), max(0.0, remaining))
+
+    async def stop(self) -> None:
+        if self.resource is not None:
+            await delete_resource(self._http, self.resource.url, self._token)
+            self.resource = None
+        await self.pc.close()
+
+    def start_window(self, at: float) -> None:
+        self.freezes.start_window(at)
+        self._window_audio_start = self.audio_packets
+
+    def window(self, at: float) -> tuple[WindowStats, int]:
+        return self.freezes.window(at), self.audio_packets - self._window_audio_start
+
+
+def _error_kind(exc: BaseException) -> str:
+    # Constant strings, so that reports aggregate instead of listing each message.
+    if isinstance(exc, SignalingError):
+        return f"http_{exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "first_frame_timeout"
+    if isinstance(exc, aiohttp.ClientError):
+        return "http_client_error"
+    return type(exc).__name__
+
+
+class ViewerPool:
+    """Many viewers of one room in this process."""
+
+    def __init__(self, options: ViewerOptions, concurrency: int = 8) -> None:
+        self.options = options
+        self.viewers: list[Viewer] = []
+        self._concurrency = concurrency
+        self._http: aiohttp.ClientSession | None = None
+        self._window_start: float | None = None
+        self._cpu_start = 0.0
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.first_frame_timeout))
+        return self._http
+
+    async def join(self, count: int) -> dict[str, Any]:
+        """Add ``count`` viewers (a few negotiating at a time); report the joins."""
+        gate = asyncio.Semaphore(self._concurrency)
+        errors: Counter[str] = Counter()
+        joined: list[Viewer] = []
+
+        async def one() -> None:
+            viewer = Viewer(self.options, self._session())
+            async with gate:
+                try:
+                    await viewer.start()
+                except Exception as exc:
+                    errors[_error_kind(exc)] += 1
+                    await viewer.stop()
+                    return
+            joined.append(viewer)
+
+        started = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(count)))
+        self.viewers.extend(joined)
+        if self._window_start is not None:
+            for viewer in joined:  # late joiners watch from now on
+                viewer.start_window(time.monotonic())
+        ttff = [v.ttff_ms for v in joined if v.ttff_ms is not None]
+        return {
+            "ok": len(joined),
+            "failed": count - len(joined),
+            "errors": dict(errors),
+            "join_s": round(time.monotonic() - started, 3),
+            "ttff_ms": [round(t, 1) for t in ttff],
+            "first_frame_ms": [round(v.first_frame_ms, 1) for v in joined if v.first_frame_ms is not None],
+            "viewers": len(self.viewers),
+        }
+
+    def mark(self) -> None:
+        """Start the watch window for every viewer."""
+        now = time.monotonic()
+        self._window_start = now
+        self._cpu_start = time.process_time()
+        for viewer in self.viewers:
+            viewer.start_window(now)
+
+    def report(self) -> dict[str, Any]:
+        """Window statistics across viewers (stutter ratio = freeze time / watch time, pooled)."""
+        now = time.monotonic()
+        windows = [viewer.window(now) for viewer in self.viewers]
+        watch = sum(w.watch_s for w, _ in windows)
+        freeze = sum(w.freeze_s for w, _ in windows)
+        window_s = now - self._window_start if self._window_start is not None else 0.0
+        stutter = [w.stutter_ratio for w, _ in windows]
+        return {
+            "viewers": len(windows),
+            "lost": sum(1 for v in self.viewers if v.lost),
+            "window_s": round(window_s, 3),
+            "cpu_s": round(time.process_time() - self._cpu_start, 3),
+            "frames": sum(w.frames for w, _ in windows),
+            "fps_mean": round(sum(w.fps for w, _ in windows) / len(windows), 2) if windows else None,
+            "freezes": sum(w.freezes for w, _ in windows),
+            "freeze_s": round(freeze, 3),
+            "stutter_ratio": round(freeze / watch, 5) if watch > 0 else None,
+            "stutter_p95": _round(percentile(stutter, 95), 5),
+            "max_gap_ms": round(max((w.max_gap_s for w, _ in windows), default=0.0) * 1000, 1),
+            "audio_packets": sum(a for _, a in windows),
+            "audio_pps_mean": round(sum(a for _, a in windows) / watch * 1, 2) if watch > 0 else None,
+            "frames_abandoned": sum(v.assembler.abandoned for v in self.viewers),
+        }
+
+    async def leave(self) -> int:
+        viewers, self.viewers = self.viewers, []
+        await asyncio.gather(*(v.stop() for v in viewers), return_exceptions=True)
+        self._window_start = None
+        return len(viewers)
+
+    async def close(self) -> None:
+        await self.leave()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _summary(join: dict[str, Any]) -> dict[str, Any]:
+    ttff = join["ttff_ms"]
+    return {
+        "ttff_p50_ms": _round(percentile(ttff, 50), 1),
+        "ttff_p95_ms": _round(percentile(ttff, 95), 1),
+        **{k: v for k, v in join.items() if k not in ("ttff_ms", "first_frame_ms")},
+    }
+
+
+# -- process modes ------------------------------------------------------------
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def _stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def _serve(pool: ViewerPool) -> None:
+    """JSON-line command loop; EOF on stdin (parent gone) ends it."""
+    reader = await _stdin_lines()
+    while line := await reader.readline():
+        try:
+            command = json.loads(line)
+            op = command["op"]
+        except (ValueError, KeyError, TypeError):
+            _emit({"op": "error", "error": "bad command"})
+            continue
+        if op == "join":
+            _emit({"op": "join", **await pool.join(int(command.get("count", 1)))})
+        elif op == "mark":
+            pool.mark()
+            _emit({"op": "mark"})
+        elif op == "report":
+            _emit({"op": "report", **pool.report()})
+        elif op == "leave":
+            _emit({"op": "leave", "left": await pool.leave()})
+        elif op == "quit":
+            return
+        else:
+            _emit({"op": "error", "error": "unknown op"})
+
+
+async def _once(pool: ViewerPool, count: int, warmup: float, watch: float) -> None:
+    join = await pool.join(count)
+    _emit({"op": "join", **_summary(join)})
+    await asyncio.sleep(warmup)  # a measurement interval, not synchronization
+    pool.mark()
+    await asyncio.sleep(watch)
+    _emit({"op": "report", **pool.report()})
+
+
+async def _run(args: argparse.Namespace) -> int:
+    configure_ice(args.ice_host or DEFAULT_ICE_HOSTS)
+    pool = ViewerPool(ViewerOptions(args.base_url, args.room, args.token, args.timeout), args.concurrency)
+    main = asyncio.ensure_future(_serve(pool) if args.serve else _once(pool, args.count, args.warmup, args.watch))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, main.cancel)
+    try:
+        await main
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await pool.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Non-decoding WHEP viewers")
+    parser.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080")
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--token", help="viewer JWT for all viewers; default: GET /dev/token per viewer")
+    parser.add_argument("--ice-host", action="append", help="ICE host address (repeatable); default 127.0.0.1")
+    parser.add_argument("--serve", action="store_true", help="take JSON-line commands on stdin")
+    parser.add_argument("--count", type=int, default=1, help="viewers (one-shot mode)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before the watch window")
+    parser.add_argument("--watch", type=float, default=10.0, help="watch window seconds (one-shot mode)")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds to first keyframe")
+    parser.add_argument("--concurrency", type=int, default=8, help="viewers negotiating at once")
+    args = parser.parse_args(argv)
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Every refusal of WHIP/WHEP has a precise status and JSON error, and hurts no live session."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from multidict import CIMultiDict
+
+from tests.integration.conftest import GatewayProcess, dev_token
+from tests.integration.peers import LOOPBACK, Host, MovingBarTrack, Viewer, post_sdp
+
+CONFIG = """
+[limits]
+max_rooms = 2
+max_viewers_per_room = 1
+max_body_bytes = 16384
+retry_after = 7
+[rooms]
+empty_room_grace_s = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    proc = GatewayProcess([], CONFIG, tmp_path_factory.mktemp("gw-errors"))
+    yield proc
+    proc.stop()
+
+
+async def offer_sdp(kinds: tuple[str, ...] = ("video", "audio"), direction: str = "sendonly") -> str:
+    pc = RTCPeerConnection(LOOPBACK)
+    for kind in kinds:
+        if direction == "sendonly" and kind == "video":
+            pc.addTransceiver(MovingBarTrack(), direction="sendonly")
+        else:
+            pc.addTransceiver(kind, direction=direction)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def expect_error(response_info: tuple[int, str, CIMultiDict[str]], status: int, code: str) -> CIMultiDict[str]:
+    got_status, body, headers = response_info
+    assert got_status == status, f"expected {status} {code}, got {got_status}: {body}"
+    assert headers.get("Content-Type", "").startswith("application/json"), headers
+    assert f'"code": "{code}"' in body, body
+    assert "Traceback" not in body
+    return headers
+
+
+async def wait_for_free_room_slot(gateway: GatewayProcess, http: aiohttp.ClientSession) -> None:
+    """Rooms of earlier tests expire after the 0.5 s empty-room grace; the HTTP API has no event."""
+    token = await dev_token(http, gateway.base, "any", "admin")
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        async with http.get(gateway.base + "/api/stats", headers={"Authorization": f"Bearer {token}"}) as r:
+            rooms = (await r.json())["rooms"]
+        if len(rooms) < 2:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"rooms never expired: {rooms}"
+        await asyncio.sleep(0.1)
+
+
+async def test_whip_without_token_is_401(gateway, http):
+    async with http.post(f"{gateway.base}/whip/a", data=await offer_sdp(),
+                         headers={"Content-Type": "application/sdp"}) as r:
+        await expect_error((r.status, await r.text(), CIMultiDict(r.headers)), 401, "unauthorized")
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_whip_with_garbage_token_is_401(gateway, http):
+    await expect_error(await post_sdp(http, f"{gateway.base}/whip/a", "not.a.jwt", await offer_sdp()),
+                       401, "unauthorized")
+
+
+async def test_whip_with_token_for_another_room_is_403(gateway, http):
+    token = await dev_token(http, gateway.base, "other", "host")
+    await expect_error(await post_sdp(http, f"{gateway.base}/whip/a", token, await offer_sdp()), 403, "forbidden")
+
+
+async def test_whip_with_viewer_token_is_403(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "viewer")
+    await expect_error(await post_sdp(http, f"{gateway.base}/whip/a", token, await offer_sdp()), 403, "forbidden")
+
+
+async def test_whip_wrong_content_type_is_415(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "host")
+    async with http.post(f"{gateway.base}/whip/a", data="{}", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {token}"}) as r:
+        await expect_error((r.status, await r.text(), CIMultiDict(r.headers)), 415, "unsupported_media_type")
+
+
+async def test_whip_oversized_body_is_413(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "host")
+    big = (await offer_sdp()) + "a=x-padding:" + "x" * 20000 + "\r\n"
+    await expect_error(await post_sdp(http, f"{gateway.base}/whip/a", token, big), 413, "body_too_large")
+
+
+@pytest.mark.parametrize("sdp, why", [
+    ("hello", "must start with 'v=0'"),
+    ("", "empty SDP"),
+    ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "no audio or video"),
+])
+async def test_whip_malformed_sdp_is_400_with_reason(gateway, http, sdp, why):
+    token = await dev_token(http, gateway.base, "a", "host")
+    status, body, _ = await post_sdp(http, f"{gateway.base}/whip/a", token, sdp)
+    assert status == 400 and why in body, body
+
+
+async def test_whip_recvonly_offer_is_400(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "host")
+    status, body, _ = await post_sdp(http, f"{gateway.base}/whip/a", token,
+                                     await offer_sdp(("video",), "recvonly"))
+    assert status == 400 and "needs the client to send" in body, body
+
+
+async def test_whip_unsupported_codec_is_400(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "host")
+    sdp = (await offer_sdp(("audio",), "sendonly")).replace("opus/48000/2", "G722/8000")
+    sdp = re.sub(r"a=rtpmap:(\d+) (?!G722)\S+\r\n", "", sdp)
+    status, body, _ = await post_sdp(http, f"{gateway.base}/whip/a", token, sdp)
+    assert status == 400 and "no_common_codec" in body, body
+
+
+async def test_unknown_session_is_404(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "host")
+    async with http.delete(f"{gateway.base}/whip/a/deadbeef", headers={"Authorization": f"Bearer {token}"}) as r:
+        await expect_error((r.status, await r.text(), CIMultiDict(r.headers)), 404, "unknown_session")
+
+
+async def test_whep_for_a_room_that_never_went_live_is_404(gateway, http):
+    token = await dev_token(http, gateway.base, "nobody", "viewer")
+    headers = await expect_error(
+        await post_sdp(http, f"{gateway.base}/whep/nobody", token, await offer_sdp(direction="recvonly")),
+        404, "room_not_live")
+    assert headers["Retry-After"] == "7"
+
+
+async def test_bad_room_name_is_400(gateway, http):
+    token = await dev_token(http, gateway.base, "a", "viewer")
+    await expect_error(await post_sdp(http, f"{gateway.base}/whep/bad%20name%21", token, await offer_sdp()),
+                       400, "bad_room_name")
+
+
+async def test_refusals_around_a_live_room(gateway, http):
+    """409 second host, 503 at room and viewer limits, 400 codec mismatch, 412 ETag;
+    the live host and viewer keep streaming through all of it."""
+    host = Host(gateway.base, "live", await dev_token(http, gateway.base, "live", "host", "alice"))
+    await host.publish(http)
+    viewer = Viewer(gateway.base, "live", await dev_token(http, gateway.base, "live", "viewer"))
+    await viewer.watch(http)
+    second_room_host = None
+    try:
+        await asyncio.wait_for(viewer.first_video.wait(), 10)
+
+        intruder = await dev_token(http, gateway.base, "live", "host", "mallory")
+        await expect_error(await post_sdp(http, f"{gateway.base}/whip/live", intruder, await offer_sdp()),
+                           409, "host_already_live")
+
+        # max_viewers_per_room = 1
+        another = await dev_token(http, gateway.base, "live", "viewer")
+        headers = await expect_error(
+            await post_sdp(http, f"{gateway.base}/whep/live", another, await offer_sdp(direction="recvonly")),
+            503, "capacity")
+        assert headers["Retry-After"] == "7"
+
+        # max_rooms = 2: a second room fits, a third does not
+        second_room_host = Host(gateway.base, "second", await dev_token(http, gateway.base, "second", "host"))
+        await second_room_host.publish(http)
+        third = await dev_token(http, gateway.base, "third", "host")
+        headers = await expect_error(await post_sdp(http, f"{gateway.base}/whip/third", third, await offer_sdp()),
+                                     503, "capacity")
+        assert headers["Retry-After"] == "7"
+
+        # a viewer that can only take H264 cannot watch a VP8 host
+        await viewer.stop(http)
+        pc = RTCPeerConnection(LOOPBACK)
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                         if c.mimeType == "video/H264"])
+        await pc.setLocalDescription(await pc.createOffer())
+        status, body, _ = await post_sdp(http, f"{gateway.base}/whep/live",
+                                         await dev_token(http, gateway.base, "live", "viewer"),
+                                         pc.localDescription.sdp)
+        await pc.close()
+        assert status == 400 and "no_common_codec" in body and "VP8" in body, body
+
+        # PATCH with a stale ETag
+        viewer = Viewer(gateway.base, "live", await dev_token(http, gateway.base, "live", "viewer"))
+        await viewer.watch(http)
+        async with http.patch(gateway.base + viewer.location, data="a=end-of-candidates\r\n", headers={
+                "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": '"stale"',
+                "Authorization": f"Bearer {viewer.token}"}) as r:
+            await expect_error((r.status, await r.text(), CIMultiDict(r.headers)), 412, "etag_mismatch")
+
+        # nothing above disturbed the live room
+        await viewer.wait_frames(30, 10)
+    finally:
+        peers = [p for p in (host, viewer, second_room_host) if p is not None]
+        await asyncio.gather(*(p.stop(http) for p in peers), return_exceptions=True)
+
+
+async def test_trickled_candidates_connect_a_host_that_offered_none(gateway, http):
+    """GStreamer-style WHIP: offer without candidates, then PATCH them (RFC 8840 fragment)."""
+    await wait_for_free_room_slot(gateway, http)
+    token = await dev_token(http, gateway.base, "trickle", "host")
+    host = Host(gateway.base, "trickle", token)
+    host.pc.addTransceiver(MovingBarTrack(), direction="sendonly")
+    await host.pc.setLocalDescription(await host.pc.createOffer())
+    full = host.pc.localDescription.sdp
+    candidates = [line for line in full.splitlines() if line.startswith("a=candidate:")]
+    bare = "".join(line + "\r\n" for line in full.splitlines()
+                   if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+    status, answer, headers = await post_sdp(http, f"{gateway.base}/whip/trickle", token, bare)
+    assert status == 201, answer
+    assert "a=setup:passive" in answer, "gateway must be the DTLS server for WHIP"
+    host.location = headers["Location"]
+    await host.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    ufrag = next(line for line in full.splitlines() if line.startswith("a=ice-ufrag:"))
+    pwd = next(line for line in full.splitlines() if line.startswith("a=ice-pwd:"))
+    fragment = "\r\n".join([ufrag, pwd, "m=video 9 UDP/TLS/RTP/SAVPF 0", "a=mid:0", *candidates,
+                            "a=end-of-candidates"]) + "\r\n"
+    viewer = None
+    try:
+        async with http.patch(gateway.base + host.location, data=fragment, headers={
+                "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": headers["ETag"],
+                "Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 204, await r.text()
+        viewer = Viewer(gateway.base, "trickle", await dev_token(http, gateway.base, "trickle", "viewer"))
+        await viewer.watch(http)
+        await asyncio.wait_for(viewer.first_video.wait(), 10)
+    finally:
+        await asyncio.gather(*(p.stop(http) for p in (host, viewer) if p is not None), return_exceptions=True)
+
+
+async def test_cors_preflight_and_exposed_headers(gateway, http):
+    async with http.options(f"{gateway.base}/whip/a", headers={
+            "Origin": "http://example.test", "Access-Control-Request-Method": "POST"}) as r:
+        assert r.status == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        assert r.headers["Accept-Post"] == "application/sdp"
+    async with http.post(f"{gateway.base}/whip/a", data="x", headers={
+            "Origin": "http://example.test", "Content-Type": "application/sdp"}) as r:
+        assert "Location" in r.headers["Access-Control-Expose-Headers"]
+
+
+async def test_dev_token_route_rejects_bad_role(gateway, http):
+    async with http.get(f"{gateway.base}/dev/token?room=a&role=king") as r:
+        assert r.status == 400 and "bad_role" in await r.text()
+
+
+_ = aiohttp

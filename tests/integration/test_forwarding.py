@@ -1,0 +1,149 @@
+"""Host to many viewers through the real gateway: continuity, keyframes, no codec work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from tests.integration.conftest import GatewayProcess, dev_token
+from tests.integration.peers import Host, Viewer, freezes
+
+FIRST_FRAME_TIMEOUT = 10.0
+
+
+async def start_host(gateway: GatewayProcess, http: aiohttp.ClientSession, room: str,
+                     identity: str = "alice") -> Host:
+    host = Host(gateway.base, room, await dev_token(http, gateway.base, room, "host", identity))
+    await host.publish(http)
+    return host
+
+
+async def start_viewers(gateway: GatewayProcess, http: aiohttp.ClientSession, room: str, n: int) -> list[Viewer]:
+    viewers = [Viewer(gateway.base, room, await dev_token(http, gateway.base, room, "viewer"))
+               for _ in range(n)]
+    await asyncio.gather(*(v.watch(http) for v in viewers))
+    await asyncio.gather(*(asyncio.wait_for(v.first_video.wait(), FIRST_FRAME_TIMEOUT) for v in viewers))
+    return viewers
+
+
+async def codec_counts(gateway: GatewayProcess, http: aiohttp.ClientSession) -> dict[str, int]:
+    async with http.get(gateway.base + "/test/codecs") as response:
+        return dict(await response.json())
+
+
+async def stats(gateway: GatewayProcess, http: aiohttp.ClientSession) -> dict:  # type: ignore[type-arg]
+    token = await dev_token(http, gateway.base, "any", "admin")
+    async with http.get(gateway.base + "/api/stats", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+        return dict(await r.json())
+
+
+def assert_smooth(viewer: Viewer, start: float, end: float, fps: float = 30) -> None:
+    times = viewer.frames_between(start, end)
+    expected = (end - start) * fps
+    assert len(times) >= 0.8 * expected, f"viewer got {len(times)} frames, expected ~{expected:.0f}"
+    assert freezes(times) == [], f"viewer froze: gaps {freezes(times)}"
+
+
+async def close_all(http: aiohttp.ClientSession, *peers: Host | Viewer) -> None:
+    await asyncio.gather(*(p.stop(http) for p in peers), return_exceptions=True)
+
+
+async def test_host_and_ten_viewers_receive_video_and_audio_without_freezes(gateway, http):
+    host = await start_host(gateway, http, "ten")
+    viewers = await start_viewers(gateway, http, "ten", 10)
+    try:
+        start = time.monotonic()
+        await asyncio.gather(*(v.wait_frames(150, 15) for v in viewers))  # 5 s at 30 fps
+        end = time.monotonic()
+        for viewer in viewers:
+            assert_smooth(viewer, start, end)
+            assert viewer.audio_frames > 100, f"viewer got {viewer.audio_frames} audio frames"
+            columns = {column for column, _ in viewer.bars}
+            assert len(columns) > 3, f"picture does not move: bar columns {columns}"
+            assert all(luma > 150 for _, luma in viewer.bars), "picture is dark: not the host's bar"
+        counts = await codec_counts(gateway, http)
+        assert counts == {"encoders": 0, "decoders": 0, "codec_contexts": 0}, counts
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def test_adding_viewers_adds_no_codec_work(gateway, http):
+    host = await start_host(gateway, http, "nocodec")
+    viewers = await start_viewers(gateway, http, "nocodec", 1)
+    try:
+        before = await codec_counts(gateway, http)
+        viewers += await start_viewers(gateway, http, "nocodec", 4)
+        await asyncio.gather(*(v.wait_frames(30, 10) for v in viewers))
+        after = await codec_counts(gateway, http)
+        assert before == after == {"encoders": 0, "decoders": 0, "codec_contexts": 0}, (before, after)
+        room = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "nocodec")
+        # every packet in is forwarded to each of the 5 viewers; nothing is re-encoded
+        assert room["packets_out"] > 0 and room["viewers"] == 5
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def test_late_viewer_gets_first_frame_fast(gateway, http):
+    host = await start_host(gateway, http, "late")
+    early = await start_viewers(gateway, http, "late", 1)
+    try:
+        await early[0].wait_frames(60, 10)  # the host has been live for a while
+        before = (await stats(gateway, http))["rooms"]
+        requests_before = next(r for r in before if r["room"] == "late")["publications"]["video"]
+        late = (await start_viewers(gateway, http, "late", 1))[0]
+        ttff = late.video_times[0] - late.posted_at
+        print(f"late viewer time to first frame: {ttff * 1000:.0f} ms")
+        after = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "late")
+        assert after["publications"]["video"]["keyframe_requests"] > requests_before["keyframe_requests"]
+        # generous bound: one GOP of the test host would be several seconds
+        assert ttff < 2.0, f"late viewer waited {ttff:.2f}s for its first frame"
+        await late.wait_frames(30, 10)
+        await late.stop(http)
+    finally:
+        await close_all(http, host, *early)
+
+
+async def test_viewer_leaving_disturbs_no_one(gateway, http):
+    host = await start_host(gateway, http, "leave")
+    viewers = await start_viewers(gateway, http, "leave", 3)
+    try:
+        await asyncio.gather(*(v.wait_frames(15, 10) for v in viewers))
+        start = time.monotonic()
+        await viewers[0].stop(http)
+        await asyncio.gather(*(v.wait_frames(90, 10) for v in viewers[1:]))
+        end = time.monotonic()
+        for viewer in viewers[1:]:
+            assert_smooth(viewer, start, end)
+    finally:
+        await close_all(http, host, *viewers[1:])
+
+
+async def test_host_reconnect_resumes_every_viewer(gateway, http):
+    host = await start_host(gateway, http, "again")
+    viewers = await start_viewers(gateway, http, "again", 3)
+    tracks_before = [len(v._tasks) for v in viewers]
+    try:
+        await asyncio.gather(*(v.wait_frames(15, 10) for v in viewers))
+        await host.stop(http)
+        # the viewers' sessions survive the host's absence
+        assert all(v.pc.connectionState == "connected" for v in viewers)
+        host = await start_host(gateway, http, "again")
+        await asyncio.gather(*(v.wait_frames(60, 10) for v in viewers))
+        assert [len(v._tasks) for v in viewers] == tracks_before, "viewers renegotiated tracks"
+        assert all(v.pc.connectionState == "connected" for v in viewers)
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def test_host_dropping_without_delete_is_replaced_by_its_new_session(gateway, http):
+    host = await start_host(gateway, http, "drop", identity="bob")
+    viewers = await start_viewers(gateway, http, "drop", 2)
+    try:
+        await host.pc.close()  # network drop: no DELETE reaches the gateway
+        host = await start_host(gateway, http, "drop", identity="bob")  # same identity takes over
+        await asyncio.gather(*(v.wait_frames(60, 10) for v in viewers))
+    finally:
+        await close_all(http, host, *viewers)

@@ -1,0 +1,55 @@
+"""Plain stand-ins for the relay's ports (pure-logic tests only)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FakeSink:
+    ssrc: int = 0x11111111
+    payload_type: int = 96
+    rtx_ssrc: int = 0x22222222
+    rtx_payload_type: int | None = None
+    connected: bool = True
+    queued: int = 0
+    sent: list[bytes] = field(default_factory=list)
+
+    def send(self, data: bytes) -> bool:
+        if not self.connected:
+            return False
+        self.sent.append(data)
+        return True
+
+    def backlog(self) -> int:
+        return self.queued
+
+    def headers(self) -> list[tuple[int, int, int, int, int]]:
+        """(payload type, marker, seq, timestamp, ssrc) of every packet sent."""
+        out = []
+        for data in self.sent:
+            b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])
+            out.append((b1 & 0x7F, b1 >> 7, seq, ts, ssrc))
+        return out
+
+
+@dataclass
+class FakeUpstream:
+    requests: int = 0
+
+    def request_keyframe(self) -> None:
+        self.requests += 1
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A])  # S=1, PID=0, P=0
+VP8_DELTA = bytes([0x10, 0x01, 0x00])  # S=1, P=1
+VP8_CONT = bytes([0x00, 0x01, 0x00])  # continuation packet of a frame
