@@ -61,29 +61,40 @@ class FrameAssembler:
     A frame is the packets sharing an RTP timestamp; it is complete once its
     first packet (VP8 start bit, or for other codecs the packet right after the
     previous marker), its marker packet and every sequence number between them
-    have arrived. Reordered and retransmitted packets are handled; frames older
-    than the last completed one are dropped, as a decoder would.
+    have arrived. Reordered and retransmitted packets are handled; a frame still
+    incomplete when a frame ``GIVE_UP_TICKS`` newer completes is abandoned.
     """
 
     MAX_PENDING = 32
+    GIVE_UP_TICKS = 90_000  # 1 s at the video clock: far beyond any NACK round trip on loopback
+    REMEMBERED = 128  # finished timestamps kept to recognise late duplicates
 
     def __init__(self, on_frame: FrameCallback, vp8: bool = True) -> None:
         self._on_frame = on_frame
         self._vp8 = vp8
         self._pending: dict[int, _PendingFrame] = {}
-        self._done_ts: int | None = None
+        self._finished: dict[int, None] = {}  # insertion-ordered set of done/abandoned timestamps
         self._last_marker_seq: int | None = None
         self.completed = 0
-        self.abandoned = 0  # frames given up on: a newer frame completed first
+        self.abandoned = 0
+
+    def _finish(self, ts: int) -> None:
+        self._finished[ts] = None
+        if len(self._finished) > self.REMEMBERED:
+            del self._finished[next(iter(self._finished))]
+
+    def _abandon(self, ts: int) -> None:
+        del self._pending[ts]
+        self._finish(ts)
+        self.abandoned += 1
 
     def add(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
-        if self._done_ts is not None and _ts_not_newer(ts, self._done_ts):
+        if ts in self._finished:
             return  # late duplicate or retransmission of a frame already done or abandoned
         frame = self._pending.get(ts)
         if frame is None:
             if len(self._pending) >= self.MAX_PENDING:
-                del self._pending[next(iter(self._pending))]
-                self.abandoned += 1
+                self._abandon(next(iter(self._pending)))
             frame = self._pending[ts] = _PendingFrame()
         if seq in frame.seqs:
             return
@@ -103,10 +114,10 @@ class FrameAssembler:
         if first is None or last is None or len(frame.seqs) != (last - first) % _SEQ_MOD + 1:
             return
         del self._pending[ts]
-        self._done_ts = ts
-        for old in [t for t in self._pending if _ts_not_newer(t, ts)]:
-            del self._pending[old]
-            self.abandoned += 1
+        self._finish(ts)
+        horizon = (ts - self.GIVE_UP_TICKS) % _TS_MOD
+        for old in [t for t in self._pending if _ts_not_newer(t, horizon)]:
+            self._abandon(old)
         self.completed += 1
         self._on_frame(arrival, frame.keyframe)
 

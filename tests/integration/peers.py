@@ -132,7 +132,7 @@ class Viewer:
                 frame = await track.recv()
                 if track.kind == "video":
                     self.video_times.append(time.monotonic())
-                    if len(self.video_times) % 10 == 1:
+                    if len(self.video_times) % 7 == 1:  # 7 is coprime with the 30-frame loop
                         self.bars.append(bar_of(frame))
                     self.first_video.set()
                     self._progress.set()
