@@ -19,6 +19,7 @@ from signaling.auth import ROLES, TokenService
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import HttpError, error_middleware
 from signaling.negotiation import delete_handler, patch_handler
+from signaling.ratelimit import RateLimiter
 from signaling.sessions import SessionRegistry, SessionSettings
 from signaling.whep import post_whep
 from signaling.whip import post_whip
@@ -54,6 +55,7 @@ def build_context(config: GatewayConfig) -> SignalingContext:
             report_interval=media.sender_report_interval_ms / 1000,
         ),
         forwarding_delay=DelaySampler(),
+        offer_limiter=RateLimiter(config.limits.offers_per_second, config.limits.offer_burst),
         video_codecs=tuple(media.video_codecs),
         audio_codecs=tuple(media.audio_codecs),
         ice_servers=ice_servers,

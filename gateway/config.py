@@ -58,6 +58,9 @@ class LimitsConfig:
     max_body_bytes: int = 65536
     # Seconds a client is told to wait (Retry-After) when a limit is hit.
     retry_after: int = 5
+    # WHIP/WHEP offers accepted per client address: sustained rate and burst (0 disables).
+    offers_per_second: float = 10.0
+    offer_burst: int = 40
 
 
 @dataclass(slots=True)
@@ -120,6 +123,8 @@ class GatewayConfig:
         need(self.limits.max_viewers_per_room > 0, "limits.max_viewers_per_room", "must be positive")
         need(self.limits.max_body_bytes >= 1024, "limits.max_body_bytes", "must be at least 1024")
         need(self.limits.retry_after > 0, "limits.retry_after", "must be positive")
+        need(self.limits.offers_per_second >= 0, "limits.offers_per_second", "must be >= 0")
+        need(self.limits.offer_burst >= 1, "limits.offer_burst", "must be at least 1")
         known_video = {"vp8", "h264"}
         need(bool(self.media.video_codecs) and all(c.lower() in known_video for c in self.media.video_codecs),
              "media.video_codecs", "must be a non-empty list of VP8, H264")

@@ -11,6 +11,7 @@ from relay.room import Rooms
 from relay.stats import DelaySampler
 from signaling.auth import AuthError, Forbidden, Grant, TokenService, bearer_token
 from signaling.errors import HttpError
+from signaling.ratelimit import RateLimiter
 from signaling.sessions import SessionRegistry, SessionSettings
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -30,6 +31,7 @@ class SignalingContext:
     sessions: SessionRegistry
     session_settings: SessionSettings
     forwarding_delay: DelaySampler
+    offer_limiter: RateLimiter
     video_codecs: tuple[str, ...]
     audio_codecs: tuple[str, ...]
     ice_servers: tuple[IceServer, ...] = ()
@@ -97,6 +99,16 @@ def link_headers(ctx: SignalingContext) -> list[str]:
                          '; credential-type="password"')
             links.append(link)
     return links
+
+
+def check_offer_rate(request: web.Request) -> None:
+    """429 when one client address sends offers faster than the configured rate."""
+    ctx = context(request)
+    wait = ctx.offer_limiter.allow(request.remote or "unknown")
+    if wait > 0:
+        count(ctx, "offer_429")
+        raise HttpError(429, "rate_limited", "too many offers from this address; slow down",
+                        {"Retry-After": str(max(1, int(wait + 0.999)))})
 
 
 def check_draining(ctx: SignalingContext) -> None:

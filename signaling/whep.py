@@ -10,7 +10,7 @@ from aiortc import RTCSessionDescription
 from relay.aiortc_bridge import SenderPort, capabilities_matching, prefer_dtls_server
 from relay.errors import CapacityExceeded, RoomClosed, RoomNotLive
 from relay.subscription import Subscription
-from signaling.context import authorize, check_draining, context, count, read_body, room_name
+from signaling.context import authorize, check_draining, check_offer_rate, context, count, read_body, room_name
 from signaling.errors import HttpError
 from signaling.negotiation import answer_response, apply_offer
 from signaling.sdp import parse_offer, require_codec
@@ -22,6 +22,7 @@ log = logging.getLogger("cherry.signaling.whep")
 async def post_whep(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     room_id = room_name(request)
+    check_offer_rate(request)
     offer_sdp = await read_body(request, "application/sdp")
     grant = authorize(request, room_id, "viewer")
     check_draining(ctx)

@@ -19,6 +19,7 @@ from relay.publication import Publication
 from signaling.context import (
     authorize,
     check_draining,
+    check_offer_rate,
     context,
     count,
     read_body,
@@ -35,6 +36,7 @@ log = logging.getLogger("cherry.signaling.whip")
 async def post_whip(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     room_id = room_name(request)
+    check_offer_rate(request)
     offer_sdp = await read_body(request, "application/sdp")
     grant = authorize(request, room_id, "guest")
     check_draining(ctx)

@@ -13,6 +13,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
@@ -75,9 +76,13 @@ class Host:
     token: str
     pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(LOOPBACK))
     location: str | None = None
+    video_codec: str | None = None  # e.g. "video/H264"; default: aiortc's preference (VP8)
 
     async def publish(self, http: aiohttp.ClientSession) -> None:
-        self.pc.addTransceiver(MovingBarTrack(), direction="sendonly")
+        video = self.pc.addTransceiver(MovingBarTrack(), direction="sendonly")
+        if self.video_codec is not None:
+            video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                       if c.mimeType in (self.video_codec, "video/rtx")])
         self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         status, body, headers = await post_sdp(http, f"{self.base}/whip/{self.room}", self.token,

@@ -14,8 +14,9 @@ FIRST_FRAME_TIMEOUT = 10.0
 
 
 async def start_host(gateway: GatewayProcess, http: aiohttp.ClientSession, room: str,
-                     identity: str = "alice") -> Host:
-    host = Host(gateway.base, room, await dev_token(http, gateway.base, room, "host", identity))
+                     identity: str = "alice", video_codec: str | None = None) -> Host:
+    host = Host(gateway.base, room, await dev_token(http, gateway.base, room, "host", identity),
+                video_codec=video_codec)
     await host.publish(http)
     return host
 
@@ -145,5 +146,35 @@ async def test_host_dropping_without_delete_is_replaced_by_its_new_session(gatew
         await host.pc.close()  # network drop: no DELETE reaches the gateway
         host = await start_host(gateway, http, "drop", identity="bob")  # same identity takes over
         await asyncio.gather(*(v.wait_frames(60, 10) for v in viewers))
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def test_h264_host_is_forwarded_to_h264_viewers(gateway, http):
+    host = await start_host(gateway, http, "h264", video_codec="video/H264")
+    viewers = await start_viewers(gateway, http, "h264", 2)
+    try:
+        await asyncio.gather(*(v.wait_frames(30, 10) for v in viewers))
+        room = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "h264")
+        assert room["publications"]["video"]["codec"] == "video/H264"
+        assert all(len({c for c, _ in v.bars}) > 1 for v in viewers)
+        assert (await codec_counts(gateway, http))["encoders"] == 0
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def test_viewers_get_sender_reports_for_audio_and_video(gateway, http):
+    host = await start_host(gateway, http, "sr")
+    viewers = await start_viewers(gateway, http, "sr", 1)
+    try:
+        # sender reports go out every ~1 s (0.5-1.5 s): 90 frames is three seconds
+        await viewers[0].wait_frames(90, 10)
+        kinds = set()
+        for receiver in viewers[0].pc.getReceivers():
+            report = await receiver.getStats()
+            for stat in report.values():
+                if stat.type == "remote-outbound-rtp" and stat.packetsSent > 0:
+                    kinds.add(stat.kind)
+        assert kinds == {"audio", "video"}, f"sender reports seen for {kinds}"
     finally:
         await close_all(http, host, *viewers)
