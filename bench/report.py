@@ -52,12 +52,13 @@ def pooled_joins(joins: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ttff_p50_ms": rounded(percentile(ttff, 50), 1),
         "ttff_p95_ms": rounded(percentile(ttff, 95), 1),
         "ttff_samples": len(ttff),
+        "join_s": max((j["join_s"] for j in joins), default=None),
     }
 
 
 def forwarding_delay(stats: dict[str, Any] | None) -> dict[str, Any]:
     delay = (stats or {}).get("forwarding_delay_ms")
-    if not isinstance(delay, dict):
+    if not isinstance(delay, dict) or not delay.get("samples"):
         return {"fwd_p50_ms": None, "fwd_p99_ms": None, "fwd_samples": None}
     return {
         "fwd_p50_ms": rounded(delay.get("p50"), 3),
@@ -83,21 +84,31 @@ def cost_figures(
     }
 
 
-def median_net(steps: Sequence[dict[str, Any]], key: str) -> float | None:
-    values = [s["cpu_ms_per_viewer_s_net"] for s in steps if s.get(key) and s["cpu_ms_per_viewer_s_net"]]
+def _median(steps: Sequence[dict[str, Any]], value: str, key: str) -> float | None:
+    values = [s[value] for s in steps if s.get(key) and s.get(value)]
     return rounded(statistics.median(values), 3) if values else None
 
 
 def comparison(gateway: dict[str, Any] | None, baseline: dict[str, Any] | None) -> dict[str, Any]:
-    gw = median_net(gateway["steps"], "valid") if gateway else None
-    bl = median_net(baseline["steps"], "survived") if baseline else None
-    return {
-        "gateway_net_cpu_ms_per_viewer_s": gw,
-        "baseline_net_cpu_ms_per_viewer_s": bl,
-        "gateway_over_baseline": rounded(gw / bl, 4) if gw and bl else None,
-        "baseline_over_gateway": rounded(bl / gw, 1) if gw and bl else None,
-        "how": "median over valid gateway steps / median over surviving baseline steps, net of idle-with-host",
-    }
+    """Gateway vs baseline: medians over the gateway's valid and the baseline's surviving steps."""
+    result: dict[str, Any] = {}
+    for kind in ("net", "gross"):
+        value = f"cpu_ms_per_viewer_s_{kind}"
+        gw = _median(gateway["steps"], value, "valid") if gateway else None
+        bl = _median(baseline["steps"], value, "survived") if baseline else None
+        result[f"gateway_{kind}_cpu_ms_per_viewer_s"] = gw
+        result[f"baseline_{kind}_cpu_ms_per_viewer_s"] = bl
+        result[f"gateway_over_baseline_{kind}"] = rounded(gw / bl, 4) if gw and bl else None
+        result[f"baseline_over_gateway_{kind}"] = rounded(bl / gw, 1) if gw and bl else None
+    gw_rss = _median(gateway["steps"], "rss_mb_per_viewer", "valid") if gateway else None
+    bl_rss = _median(baseline["steps"], "rss_mb_per_viewer", "survived") if baseline else None
+    result["gateway_rss_mb_per_viewer"] = gw_rss
+    result["baseline_rss_mb_per_viewer"] = bl_rss
+    result["how"] = (
+        "median over valid gateway steps and over surviving baseline steps; "
+        "net = minus the idle-with-host cost measured in the same run"
+    )
+    return result
 
 
 _COLUMNS: list[tuple[str, str, int]] = [

@@ -178,3 +178,48 @@ async def test_viewers_get_sender_reports_for_audio_and_video(gateway, http):
         assert kinds == {"audio", "video"}, f"sender reports seen for {kinds}"
     finally:
         await close_all(http, host, *viewers)
+
+
+async def test_stalled_viewer_does_not_stall_others_and_recovers(gateway, http):
+    """A viewer process frozen with SIGSTOP stops reading its socket; the others never notice."""
+    import os
+    import signal
+    import sys
+
+    host = await start_host(gateway, http, "stall")
+    viewers = await start_viewers(gateway, http, "stall", 2)
+    token = await dev_token(http, gateway.base, "stall", "viewer")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.viewer_proc", gateway.base, "stall", token,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    async def frames_of_stalled() -> int:
+        proc.stdin.write(b"count\n")  # type: ignore[union-attr]
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)  # type: ignore[union-attr]
+        return int(line.split()[1])
+
+    try:
+        assert (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() == b"ready"
+        os.kill(proc.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        await asyncio.gather(*(v.wait_frames(90, 10) for v in viewers))  # ~3 s with one viewer frozen
+        end = time.monotonic()
+        for viewer in viewers:
+            assert_smooth(viewer, start, end)
+        os.kill(proc.pid, signal.SIGCONT)
+        before = await frames_of_stalled()
+        deadline = time.monotonic() + 10
+        while (after := await frames_of_stalled()) < before + 30:
+            assert time.monotonic() < deadline, f"stalled viewer did not recover: {before} -> {after} frames"
+            await asyncio.sleep(0.2)  # asking a child process over a pipe: nothing to await in between
+    finally:
+        if proc.returncode is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await close_all(http, host, *viewers)
