@@ -47,6 +47,7 @@ def pooled_joins(joins: Sequence[dict[str, Any]]) -> dict[str, Any]:
             errors[kind] = errors.get(kind, 0) + count
     return {
         "joined": sum(j["ok"] for j in joins),
+        "join_retries": sum(j.get("retries", 0) for j in joins),
         "join_failed": sum(j["failed"] for j in joins),
         "join_errors": errors,
         "ttff_p50_ms": rounded(percentile(ttff, 50), 1),

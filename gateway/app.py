@@ -12,6 +12,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
 from gateway.config import GatewayConfig
+from gateway.pages import add_page_routes
 from relay.aiortc_bridge import pin_ice_hosts
 from relay.room import RoomLimits, Rooms
 from relay.stats import DelaySampler
@@ -177,6 +178,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     r.add_get("/api/stats", api_stats)
     if config.dev:
         r.add_get("/dev/token", dev_token)
+    add_page_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

@@ -29,6 +29,7 @@ class Room:
 
     def __init__(self, name: str, registry: Rooms) -> None:
         self.name = name
+        self.title = ""
         self.created_at = time.time()
         self.live_since: float | None = None
         self.host: Participant | None = None

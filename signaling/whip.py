@@ -91,6 +91,7 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
         response = await answer_response(request, session, "whip")
         for publication in session.publications:
             room.publish(session, publication)
+        room.title = request.query.get("title", "")[:120]
     except BaseException:
         session.close("negotiation failed")
         raise

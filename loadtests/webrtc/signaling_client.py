@@ -11,9 +11,18 @@ from yarl import URL
 class SignalingError(Exception):
     """The server refused an exchange; ``status`` is the HTTP status (0: no answer)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.retry_after = retry_after  # seconds, from a Retry-After header (429, 503)
+
+
+def _retry_after(value: str | None) -> float | None:
+    # Only the delta-seconds form; an HTTP date from a WHIP server would be unusual.
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +55,7 @@ async def post_offer(http: aiohttp.ClientSession, url: str, offer_sdp: str, toke
     async with http.post(url, data=offer_sdp.encode(), headers=headers) as response:
         body = await response.text()
         if response.status != 201:
-            raise SignalingError(response.status, body[:200])
+            raise SignalingError(response.status, body[:200], _retry_after(response.headers.get("Retry-After")))
         location = response.headers.get("Location")
         if not location:
             raise SignalingError(response.status, "201 without Location")

@@ -73,6 +73,7 @@ class Viewer:
         self.first_frame_ms: float | None = None  # first complete frame of any kind
         self.first_keyframe = asyncio.Event()
         self.lost = False
+        self.retries = 0  # POSTs refused with Retry-After before one was accepted
         video = self.pc.addTransceiver("video", direction="recvonly")
         audio = self.pc.addTransceiver("audio", direction="recvonly")
         # Taps go in before negotiation: aiortc starts the receivers during setRemoteDescription.
@@ -107,16 +108,29 @@ class Viewer:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
-        """Negotiate and wait for the first keyframe; raises on refusal or timeout."""
+        """Negotiate and wait for the first keyframe; raises on refusal or timeout.
+
+        A 429/503 with Retry-After is honoured while the deadline allows, as a
+        well-behaved WHEP client would; TTFF then counts from the accepted POST.
+        """
+        deadline = time.monotonic() + self.options.first_frame_timeout
         if self._token is None:
             self._token = await fetch_dev_token(self._http, self.options.base_url, self.options.room, "viewer")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         url = f"{self.options.base_url.rstrip('/')}/whep/{self.options.room}"
-        self.posted_at = time.monotonic()
-        self.resource = await post_offer(self._http, url, self.pc.localDescription.sdp, self._token)
+        while True:
+            self.posted_at = time.monotonic()
+            try:
+                self.resource = await post_offer(self._http, url, self.pc.localDescription.sdp, self._token)
+                break
+            except SignalingError as exc:
+                wait = exc.retry_after
+                if exc.status not in (429, 503) or wait is None or self.posted_at + wait >= deadline:
+                    raise
+                self.retries += 1
+                await asyncio.sleep(wait)  # the server asked for exactly this pause
         await self.pc.setRemoteDescription(RTCSessionDescription(self.resource.answer_sdp, "answer"))
-        remaining = self.options.first_frame_timeout - (time.monotonic() - self.posted_at)
-        await asyncio.wait_for(self.first_keyframe.wait(), max(0.0, remaining))
+        await asyncio.wait_for(self.first_keyframe.wait(), max(0.0, deadline - time.monotonic()))
 
     async def stop(self) -> None:
         if self.resource is not None:
@@ -184,6 +198,7 @@ class ViewerPool:
                 viewer.start_window(time.monotonic())
         ttff = [v.ttff_ms for v in joined if v.ttff_ms is not None]
         return {
+            "retries": sum(v.retries for v in joined),
             "ok": len(joined),
             "failed": count - len(joined),
             "errors": dict(errors),

@@ -1,0 +1,53 @@
+"""Web pages (static HTML + ES modules) and the public room list they read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from signaling.context import context
+
+WEB = Path(__file__).parent / "web"
+PAGES = {"/": "index.html", "/broadcast": "broadcast.html", "/watch": "watch.html"}
+
+
+def _page(name: str):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(WEB / name, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+def _room_summary(room) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "room": room.name,
+        "title": room.title or room.name,
+        "host": room.host.identity if room.host else None,
+        "viewers": room.viewer_count,
+        "live": room.live,
+        "live_since": room.live_since,
+        "pk": False,
+    }
+
+
+async def live_rooms(request: web.Request) -> web.Response:
+    """Rooms live now, busiest first (public: what a visitor of / sees)."""
+    rooms = [_room_summary(r) for r in context(request).rooms if r.live]
+    rooms.sort(key=lambda r: -int(r["viewers"]))  # type: ignore[call-overload]
+    return web.json_response({"rooms": rooms})
+
+
+async def room_status(request: web.Request) -> web.Response:
+    room = context(request).rooms.get(request.match_info["room"])
+    if room is None:
+        return web.json_response({"room": request.match_info["room"], "live": False}, status=404)
+    return web.json_response(_room_summary(room))
+
+
+def add_page_routes(app: web.Application) -> None:
+    for path, name in PAGES.items():
+        app.router.add_get(path, _page(name))
+    app.router.add_get("/rooms", live_rooms)
+    app.router.add_get("/rooms/{room}", room_status)
+    app.router.add_static("/static/", WEB, append_version=False)

@@ -1,0 +1,232 @@
+// Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
+import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
+  roomFromUrl, sleep } from "/static/common.js";
+
+const PRESETS = {
+  360: { width: 640, height: 360, fps: 30, bitrate: 800_000 },
+  540: { width: 960, height: 540, fps: 30, bitrate: 1_500_000 },
+  720: { width: 1280, height: 720, fps: 30, bitrate: 2_500_000 },
+  1080: { width: 1920, height: 1080, fps: 30, bitrate: 4_500_000 },
+};
+
+const room = roomFromUrl();
+const state = { stream: null, pc: null, session: null, token: null, wantLive: false, attempt: 0, statsTimer: null,
+  last: null };
+
+function show(text, kind = "") {
+  const box = $("#message");
+  box.textContent = text;
+  box.className = "message " + kind;
+  box.hidden = !text;
+}
+
+function stage(text) {
+  const status = $("#stage-status");
+  status.textContent = text || "";
+  status.hidden = !text;
+}
+
+function setLive(live) {
+  $("#live-badge").hidden = !live;
+  $("#go-live").disabled = state.wantLive;
+  $("#stop").disabled = !state.wantLive;
+  document.body.dataset.state = live ? "live" : state.wantLive ? "connecting" : "idle";
+}
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select] of [["videoinput", $("#camera")], ["audioinput", $("#microphone")]]) {
+    const current = select.value;
+    select.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) =>
+      new Option(d.label || `${kind === "videoinput" ? "Camera" : "Microphone"} ${i + 1}`, d.deviceId)));
+    if (current) select.value = current;
+  }
+}
+
+async function openDevices() {
+  const preset = PRESETS[$("#preset").value];
+  const constraints = {
+    video: { deviceId: $("#camera").value ? { exact: $("#camera").value } : undefined,
+      width: { ideal: preset.width }, height: { ideal: preset.height }, frameRate: { ideal: preset.fps } },
+    audio: { deviceId: $("#microphone").value ? { exact: $("#microphone").value } : undefined },
+  };
+  const stream = await navigator.mediaDevices.getUserMedia(constraints);
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = stream;
+  $("#preview").srcObject = stream;
+  if (state.pc) { // swap tracks without renegotiating
+    for (const sender of state.pc.getSenders()) {
+      const track = stream.getTracks().find((t) => t.kind === sender.track?.kind);
+      if (track) await sender.replaceTrack(track);
+    }
+  }
+  stage("");
+}
+
+async function applyBitrate() {
+  if (!state.pc) return;
+  const preset = PRESETS[$("#preset").value];
+  for (const sender of state.pc.getSenders()) {
+    if (sender.track?.kind !== "video") continue;
+    const parameters = sender.getParameters();
+    parameters.encodings = parameters.encodings?.length ? parameters.encodings : [{}];
+    parameters.encodings[0].maxBitrate = preset.bitrate;
+    parameters.encodings[0].maxFramerate = preset.fps;
+    await sender.setParameters(parameters).catch(() => {});
+  }
+}
+
+async function publishOnce() {
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  state.pc = pc;
+  for (const track of state.stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  pc.addEventListener("connectionstatechange", () => {
+    if (pc !== state.pc) return;
+    if (pc.connectionState === "connected") {
+      state.attempt = 0;
+      setLive(true);
+      show("You are live.", "ok");
+    } else if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
+      setLive(false);
+      if (state.wantLive) reconnect("Connection lost. Reconnecting…");
+    }
+  });
+  const title = $("#title").value.trim();
+  const url = `/whip/${encodeURIComponent(room)}` + (title ? `?title=${encodeURIComponent(title)}` : "");
+  state.session = await exchange(pc, url, state.token);
+  await applyBitrate();
+}
+
+async function goLive() {
+  if (!state.token) { show("A host token is needed to go live.", "error"); return; }
+  state.wantLive = true;
+  setLive(false);
+  show("Connecting…");
+  try {
+    await publishOnce();
+    startStats();
+  } catch (error) {
+    failed(error);
+  }
+}
+
+function failed(error) {
+  const permanent = error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live",
+    "no_common_codec", "bad_sdp"].includes(error.code);
+  if (permanent || !state.wantLive) {
+    state.wantLive = false;
+    teardown();
+    setLive(false);
+    show(explain(error), "error");
+    if (error.code === "unauthorized" || error.code === "forbidden") $("#token-row").hidden = false;
+  } else {
+    reconnect(explain(error));
+  }
+}
+
+let reconnecting = false;
+async function reconnect(why) {
+  if (reconnecting) return;
+  reconnecting = true;
+  try {
+    while (state.wantLive) {
+      teardown();
+      const wait = backoff(state.attempt++);
+      show(`${why} Retrying in ${Math.ceil(wait / 1000)} s…`, "error");
+      await sleep(wait);
+      if (!state.wantLive) break;
+      try {
+        await publishOnce();
+        return;
+      } catch (error) {
+        if (error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live"].includes(error.code)) {
+          failed(error);
+          return;
+        }
+        why = explain(error);
+      }
+    }
+  } finally {
+    reconnecting = false;
+  }
+}
+
+function teardown() {
+  if (state.pc) { state.pc.close(); state.pc = null; }
+  if (state.session) endSession(state.session, state.token);
+  state.session = null;
+}
+
+function stop() {
+  state.wantLive = false;
+  teardown();
+  stopStats();
+  setLive(false);
+  show("You are offline.");
+}
+
+function startStats() {
+  stopStats();
+  state.statsTimer = setInterval(async () => {
+    if (!state.pc) return;
+    const report = await state.pc.getStats();
+    let bytes = 0, fps = null, rtt = null, lost = 0, sent = 0;
+    report.forEach((s) => {
+      if (s.type === "outbound-rtp") { bytes += s.bytesSent || 0; sent += s.packetsSent || 0;
+        if (s.kind === "video") fps = s.framesPerSecond; }
+      if (s.type === "remote-inbound-rtp") { if (s.roundTripTime != null) rtt = s.roundTripTime; lost += s.packetsLost || 0; }
+      if (s.type === "candidate-pair" && s.nominated && rtt == null && s.currentRoundTripTime != null) rtt = s.currentRoundTripTime;
+    });
+    const now = performance.now();
+    if (state.last) {
+      const bps = (bytes - state.last.bytes) * 8 / ((now - state.last.time) / 1000);
+      $("#fig-bitrate").textContent = formatBitrate(bps);
+    }
+    state.last = { bytes, time: now };
+    $("#fig-fps").textContent = fps != null ? Math.round(fps) : "–";
+    $("#fig-rtt").textContent = rtt != null ? `${Math.round(rtt * 1000)} ms` : "–";
+    $("#fig-loss").textContent = sent ? `${(100 * lost / (sent + lost)).toFixed(1)} %` : "–";
+  }, 1000);
+}
+
+function stopStats() {
+  clearInterval(state.statsTimer);
+  state.last = null;
+}
+
+async function init() {
+  if (!room) { show("No room given: open /broadcast?room=NAME.", "error"); stage("No room selected"); return; }
+  $("#room-name").textContent = room;
+  const watch = `/watch?room=${encodeURIComponent(room)}`;
+  $("#watch-link").href = watch;
+  $("#watch-link").textContent = location.origin + watch;
+  try {
+    state.token = await getToken(room, "host");
+  } catch (error) {
+    show(explain(error), "error");
+  }
+  if (!state.token) $("#token-row").hidden = false;
+  $("#token-save").onclick = () => {
+    state.token = $("#token").value.trim();
+    rememberToken(room, "host", state.token);
+    $("#token-row").hidden = true;
+    show("");
+  };
+  $("#go-live").onclick = goLive;
+  $("#stop").onclick = stop;
+  $("#preset").onchange = async () => { await openDevices().catch((e) => show(explain(e), "error")); await applyBitrate(); };
+  $("#camera").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
+  $("#microphone").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
+  window.addEventListener("pagehide", () => { if (state.session) endSession(state.session, state.token); });
+  try {
+    await openDevices();
+    await listDevices();
+  } catch (error) {
+    stage("No camera");
+    $("#go-live").disabled = true;
+    show(explain(error), "error");
+  }
+  setLive(false);
+}
+
+init();

@@ -1,0 +1,116 @@
+// Shared by the pages: tokens, WHIP/WHEP exchanges, error wording, small helpers.
+
+export const params = new URLSearchParams(location.search);
+export const fragment = new URLSearchParams(location.hash.slice(1));
+
+export function roomFromUrl() {
+  return params.get("room") || "";
+}
+
+/** A token for this room and role: from the URL fragment, the session store, or /dev/token in dev mode. */
+export async function getToken(room, role) {
+  const given = fragment.get("token") || sessionStorage.getItem(`token:${room}:${role}`);
+  if (given) return given;
+  const response = await fetch(`/dev/token?room=${encodeURIComponent(room)}&role=${role}` +
+    (params.get("identity") ? `&identity=${encodeURIComponent(params.get("identity"))}` : ""));
+  if (response.status === 404) return null; // not dev mode: the page must be handed a token
+  if (!response.ok) throw new GatewayError(response.status, await errorOf(response));
+  return (await response.json()).token;
+}
+
+export function rememberToken(room, role, token) {
+  sessionStorage.setItem(`token:${room}:${role}`, token);
+}
+
+export class GatewayError extends Error {
+  constructor(status, error, retryAfter = null) {
+    super(error.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code || "http_" + status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function errorOf(response) {
+  try {
+    return (await response.json()).error || {};
+  } catch {
+    return { message: await response.text().catch(() => "") };
+  }
+}
+
+/** Resolve once ICE gathering is complete (or after a short cap: loopback and LAN gather in milliseconds). */
+export function gatheringComplete(pc, capMs = 2000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, capMs);
+  });
+}
+
+/** POST an offer to a WHIP or WHEP endpoint; returns the session URL. */
+export async function exchange(pc, url, token) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await gatheringComplete(pc);
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/sdp", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    body: pc.localDescription.sdp,
+  });
+  if (response.status !== 201) {
+    throw new GatewayError(response.status, await errorOf(response), response.headers.get("Retry-After"));
+  }
+  const answer = await response.text();
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  return new URL(response.headers.get("Location"), location.href).href;
+}
+
+export async function endSession(url, token) {
+  if (!url) return;
+  try {
+    await fetch(url, { method: "DELETE", headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  } catch { /* the session times out on the gateway anyway */ }
+}
+
+/** Words a host or viewer understands, for an error from the gateway. */
+export function explain(error) {
+  if (error instanceof GatewayError) {
+    switch (error.code) {
+      case "unauthorized": return "Your access token was rejected (missing, expired or invalid). Get a new link.";
+      case "forbidden": return "Your access token does not allow this in this room.";
+      case "host_already_live": return "This room is already live with another host.";
+      case "room_not_live": return "The host is not live yet.";
+      case "capacity": return "The room is full right now. Retrying shortly…";
+      case "rate_limited": return "Too many attempts. Waiting a moment…";
+      case "no_common_codec": return "Your browser cannot play this stream's format: " + error.message;
+      case "draining": return "The server is restarting. Reconnecting…";
+      default: return `The server refused (${error.status}): ${error.message}`;
+    }
+  }
+  if (error && error.name === "NotAllowedError") {
+    return "Camera or microphone access was denied. Allow it in the browser's site settings, then try again.";
+  }
+  if (error && error.name === "NotFoundError") return "No camera or microphone was found.";
+  if (error && error.name === "NotReadableError") return "The camera or microphone is in use by another program.";
+  return `Something went wrong: ${error && error.message ? error.message : error}`;
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Exponential backoff with jitter, capped. */
+export function backoff(attempt, baseMs = 1000, capMs = 15000) {
+  const ms = Math.min(capMs, baseMs * 2 ** attempt);
+  return ms / 2 + Math.random() * ms / 2;
+}
+
+export function formatBitrate(bps) {
+  if (!isFinite(bps)) return "–";
+  return bps >= 1e6 ? `${(bps / 1e6).toFixed(2)} Mbps` : `${Math.round(bps / 1e3)} kbps`;
+}
+
+export function $(selector) {
+  return document.querySelector(selector);
+}

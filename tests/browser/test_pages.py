@@ -1,0 +1,105 @@
+"""The three pages in real headless Chromium: go live, watch, host away and back, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+# Samples the playing video: mean luma and a coarse fingerprint of a 32x18 thumbnail.
+PIXELS = """(video) => {
+  const c = document.createElement('canvas'); c.width = 32; c.height = 18;
+  const g = c.getContext('2d'); g.drawImage(video, 0, 0, 32, 18);
+  const d = g.getImageData(0, 0, 32, 18).data; let sum = 0; const fp = [];
+  for (let i = 0; i < d.length; i += 4) { const y = (d[i] + d[i+1] + d[i+2]) / 3; sum += y; fp.push(y >> 4); }
+  return {mean: sum / (d.length / 4), fingerprint: fp.join(',')};
+}"""
+
+
+def go_live(context, base: str, room: str, identity: str = "host1", title: str = ""):  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(f"{base}/broadcast?room={room}&identity={identity}")
+    page.wait_for_function("document.querySelector('#preview').videoWidth > 0", timeout=15000)
+    if title:
+        page.fill("#title", title)
+    page.click("#go-live")
+    page.wait_for_selector("body[data-state=live]", timeout=15000)
+    return page
+
+
+def open_player(context, base: str, room: str):  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(f"{base}/watch?room={room}")
+    return page
+
+
+def frames(page) -> int:  # type: ignore[no-untyped-def]
+    return int(page.evaluate("window.cherryPlayer.quality ? window.cherryPlayer.quality.framesDecoded : 0"))
+
+
+def test_host_goes_live_and_viewer_sees_a_moving_picture(context, gateway):
+    host = go_live(context, gateway.base, "b1", title="Summer festival warm-up")
+    viewer = open_player(context, gateway.base, "b1")
+    viewer.wait_for_function("window.cherryPlayer.firstFrameMs != null", timeout=20000)
+    ttff = viewer.evaluate("window.cherryPlayer.firstFrameMs")
+    print(f"\nwatch page opened -> first decoded frame: {ttff:.0f} ms")
+    viewer.wait_for_selector("body[data-state=playing]", timeout=10000)
+    viewer.wait_for_function("window.cherryPlayer.quality && window.cherryPlayer.quality.framesDecoded > 0")
+    start = viewer.evaluate("window.cherryPlayer.quality")
+    first = viewer.eval_on_selector("#player", PIXELS)
+    viewer.wait_for_timeout(5000)  # the 5 s observation window itself
+    end = viewer.evaluate("window.cherryPlayer.quality")
+    second = viewer.eval_on_selector("#player", PIXELS)
+    assert end["framesDecoded"] - start["framesDecoded"] >= 50, (start, end)
+    assert end["freezes"] == start["freezes"] == 0, end
+    assert first["mean"] > 10 and second["mean"] > 10, "picture is black"
+    assert first["fingerprint"] != second["fingerprint"], "picture is still"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    viewer.click("#toggle-quality")
+    viewer.screenshot(path=str(SHOTS / "watch.png"))
+    host.wait_for_function("document.querySelector('#fig-fps').textContent !== '–'", timeout=10000)
+    host.screenshot(path=str(SHOTS / "broadcast.png"))
+    rooms = context.new_page()
+    rooms.goto(f"{gateway.base}/")
+    rooms.wait_for_selector("a.card[data-room=b1]", timeout=10000)
+    assert "Summer festival warm-up" in rooms.inner_text("a.card[data-room=b1]")
+    rooms.screenshot(path=str(SHOTS / "rooms.png"))
+    host.click("#stop")
+
+
+def test_watch_page_waits_for_host_and_resumes(context, gateway):
+    viewer = open_player(context, gateway.base, "b2")
+    viewer.wait_for_selector("body[data-state=waiting]", timeout=10000)
+    assert "Waiting for host" in viewer.inner_text("#stage-status")
+    host = go_live(context, gateway.base, "b2")
+    viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+    host.click("#stop")
+    viewer.wait_for_selector("body[data-state=waiting]", timeout=15000)
+    assert "Waiting for host" in viewer.inner_text("#stage-status")
+    before = frames(viewer)
+    host.click("#go-live")
+    host.wait_for_selector("body[data-state=live]", timeout=15000)
+    viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+    viewer.wait_for_function(f"window.cherryPlayer.quality.framesDecoded > {before + 20}", timeout=10000)
+    host.click("#stop")
+
+
+def test_bad_token_is_explained(context, gateway):
+    page = context.new_page()
+    page.goto(f"{gateway.base}/broadcast?room=b3#token=not-a-token")
+    page.wait_for_function("document.querySelector('#preview').videoWidth > 0", timeout=15000)
+    page.click("#go-live")
+    page.wait_for_selector("#message.error", timeout=10000)
+    assert "token was rejected" in page.inner_text("#message")
+    assert page.is_visible("#token-row")
+
+
+def test_second_host_is_told_the_room_is_live(context, gateway):
+    first = go_live(context, gateway.base, "b4", identity="first")
+    second = context.new_page()
+    second.goto(f"{gateway.base}/broadcast?room=b4&identity=second")
+    second.wait_for_function("document.querySelector('#preview').videoWidth > 0", timeout=15000)
+    second.click("#go-live")
+    second.wait_for_selector("#message.error", timeout=10000)
+    assert "already live" in second.inner_text("#message")
+    first.click("#stop")
