@@ -129,6 +129,7 @@ _COLUMNS: list[tuple[str, str, int]] = [
     ("srv %", "server_core_pct", 5),
     ("gen %", "viewer_proc_core_pct_max", 5),
     ("box %", "machine_busy_pct", 5),
+    ("bg %", "background_core_pct", 5),
 ]
 
 
@@ -146,12 +147,18 @@ def table(name: str, result: dict[str, Any]) -> str:
     idle = result.get("idle") or {}
     lines = [
         f"== {name}: idle with host {_cell(idle.get('server_cpu_ms_per_s'), 0).strip()} CPU-ms/s, "
-        f"RSS {_cell(idle.get('server_rss_mb'), 0).strip()} MB"
+        f"RSS {_cell(idle.get('server_rss_mb'), 0).strip()} MB, "
+        f"background load {_cell(idle.get('background_core_pct'), 0).strip()} % of a core"
         + (f"  [{result['error']}]" if result.get("error") else ""),
         "  ".join(h.rjust(w) for h, _, w in _COLUMNS) + "  verdict",
     ]
     for step in result.get("steps", []):
-        verdict = "ok" if step.get("valid") and step.get("survived", True) else "INVALID"
+        if not step.get("valid"):
+            verdict = "INVALID"
+        elif not step.get("survived", True):
+            verdict = "FELL BEHIND"
+        else:
+            verdict = "ok"
         if step.get("notes"):
             verdict += " (" + "; ".join(step["notes"]) + ")"
         lines.append("  ".join(_cell(step.get(key), w) for _, key, w in _COLUMNS) + "  " + verdict)
@@ -163,7 +170,8 @@ def legend() -> str:
         "cpu gross/net: server CPU-ms per viewer-second (net: minus idle-with-host); v/core: 1000/net; "
         "MB/v: RSS growth per viewer;\nfwd: gateway packet-in to packet-out ms (/api/stats); ttff: offer POST "
         "to first complete keyframe, ms; stutter: freeze time / watch time (W3C rule);\nsrv/gen/box %: "
-        "server process tree, busiest viewer process (one core = 100), whole machine (all cores = 100)."
+        "server process tree, busiest viewer process (one core = 100), whole machine (all cores = 100);\n"
+        "bg %: other load on the machine during the window (one core = 100): high values make a run noisy."
     )
 
 

@@ -12,6 +12,7 @@ const PRESETS = {
 const room = roomFromUrl();
 const state = { stream: null, pc: null, session: null, token: null, wantLive: false, attempt: 0, statsTimer: null,
   last: null };
+window.cherryStudio = state; // read by tests and by curious operators in the console
 
 function show(text, kind = "") {
   const box = $("#message");
@@ -28,7 +29,7 @@ function stage(text) {
 
 function setLive(live) {
   $("#live-badge").hidden = !live;
-  $("#go-live").disabled = state.wantLive;
+  $("#go-live").disabled = state.wantLive || !state.stream;
   $("#stop").disabled = !state.wantLive;
   document.body.dataset.state = live ? "live" : state.wantLive ? "connecting" : "idle";
 }

@@ -103,3 +103,44 @@ def test_second_host_is_told_the_room_is_live(context, gateway):
     second.wait_for_selector("#message.error", timeout=10000)
     assert "already live" in second.inner_text("#message")
     first.click("#stop")
+
+
+def test_denied_camera_is_explained(context, gateway):
+    page = context.new_page()
+    page.add_init_script("""navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));""")
+    page.goto(f"{gateway.base}/broadcast?room=b5")
+    page.wait_for_selector("#message.error", timeout=10000)
+    assert "access was denied" in page.inner_text("#message")
+    assert page.is_disabled("#go-live")
+
+
+def test_host_studio_reconnects_after_its_session_is_dropped(context, gateway):
+    host = go_live(context, gateway.base, "b6")
+    viewer = open_player(context, gateway.base, "b6")
+    viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+    dropped = host.evaluate("window.cherryStudio.session")
+    # the gateway ends the session (as an operator kick or a crash of the path would)
+    host.evaluate("""async () => { const s = window.cherryStudio;
+        await fetch(s.session, {method: 'DELETE', headers: {Authorization: 'Bearer ' + s.token}}); }""")
+    host.wait_for_function(f"window.cherryStudio.session && window.cherryStudio.session !== '{dropped}'",
+                           timeout=30000)
+    host.wait_for_selector("body[data-state=live]", timeout=20000)
+    before = frames(viewer)
+    viewer.wait_for_function(f"window.cherryPlayer.quality.framesDecoded > {before + 20}", timeout=20000)
+    host.click("#stop")
+
+
+def test_pages_fit_a_phone_screen(browser, gateway):
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        for path in ("/", "/broadcast?room=b7", "/watch?room=b7"):
+            page = phone.new_page()
+            page.goto(gateway.base + path)
+            page.wait_for_load_state("networkidle")
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a phone"
+            if path.startswith("/watch"):
+                page.screenshot(path=str(SHOTS / "watch-phone.png"))
+    finally:
+        phone.close()
