@@ -59,3 +59,51 @@ class Participant(Protocol):
 
     def close(self, reason: str) -> None:
         """End every session of this participant (asynchronously, idempotent)."""
+
+
+class RoomObserver(Protocol):
+    """Told about room lifecycle changes (room events, webhooks, metrics). Must not block."""
+
+    def room_opened(self, room: object) -> None: ...
+
+    def room_closed(self, room: object, reason: str) -> None: ...
+
+    def host_changed(self, room: object, live: bool) -> None: ...
+
+    def participant_joined(self, room: object, participant: Participant) -> None: ...
+
+    def participant_left(self, room: object, participant: Participant) -> None: ...
+
+
+class Observers:
+    """Fans each notification out to several observers; one failing never stops the others."""
+
+    def __init__(self) -> None:
+        self._observers: list[RoomObserver] = []
+
+    def add(self, observer: RoomObserver) -> None:
+        self._observers.append(observer)
+
+    def _each(self, method: str, *args: object) -> None:
+        import logging
+
+        for observer in self._observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception:
+                logging.getLogger("cherry.relay").exception("room observer %r failed in %s", observer, method)
+
+    def room_opened(self, room: object) -> None:
+        self._each("room_opened", room)
+
+    def room_closed(self, room: object, reason: str) -> None:
+        self._each("room_closed", room, reason)
+
+    def host_changed(self, room: object, live: bool) -> None:
+        self._each("host_changed", room, live)
+
+    def participant_joined(self, room: object, participant: Participant) -> None:
+        self._each("participant_joined", room, participant)
+
+    def participant_left(self, room: object, participant: Participant) -> None:
+        self._each("participant_left", room, participant)

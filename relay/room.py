@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from relay.errors import CapacityExceeded, HostAlreadyLive, RoomClosed, RoomNotLive
-from relay.ports import CodecInfo, Participant
+from relay.ports import CodecInfo, Observers, Participant
 from relay.publication import Publication
 from relay.subscription import Subscription
 
@@ -67,6 +67,7 @@ class Room:
             current.close("replaced by a new session of the same host")
         self.host = participant
         self._cancel_idle_timer()
+        self._registry.observers.participant_joined(self, participant)
 
     def publish(self, participant: Participant, publication: Publication) -> None:
         """Make ``publication`` the room's source of its kind; every viewer follows it."""
@@ -84,6 +85,7 @@ class Room:
                     subscription.switch_source(publication)
         if self.live_since is None:
             self.live_since = time.time()
+            self._registry.observers.host_changed(self, True)
         self._log("participant=%s publishes %s %s", participant.identity,
                   publication.kind, publication.codec.mime_type)
 
@@ -92,10 +94,14 @@ class Room:
         if self.host is not participant:
             return
         self.host = None
+        was_live = self.live_since is not None
         self.live_since = None
         for publication in self.publications.values():
             publication.close()
         self.publications.clear()
+        if was_live:
+            self._registry.observers.host_changed(self, False)
+        self._registry.observers.participant_left(self, participant)
         for _, subscriptions in self.viewers.values():
             for subscription in subscriptions:
                 subscription.switch_source(None)
@@ -119,6 +125,7 @@ class Room:
         for subscription in subscriptions:
             subscription.switch_source(self.publications.get(subscription.kind))
         self._cancel_idle_timer()
+        self._registry.observers.participant_joined(self, participant)
 
     def remove_viewer(self, participant: Participant) -> None:
         entry = self.viewers.pop(participant.participant_id, None)
@@ -126,6 +133,7 @@ class Room:
             return
         for subscription in entry[1]:
             subscription.close()
+        self._registry.observers.participant_left(self, participant)
         self._schedule_idle_check()
 
     # -- lifecycle -------------------------------------------------------
@@ -171,7 +179,7 @@ class Room:
         self.viewers.clear()
         self.publications.clear()
         self.host = None
-        self._registry._forget(self)
+        self._registry._forget(self, reason)
         for participant in participants:
             participant.close(f"room closed: {reason}")
 
@@ -179,15 +187,15 @@ class Room:
 class Rooms:
     """The process's room directory."""
 
-    def __init__(self, limits: RoomLimits, on_change: Callable[[Room], None] | None = None) -> None:
+    def __init__(self, limits: RoomLimits) -> None:
         self.limits = limits
         self._rooms: dict[str, Room] = {}
-        self._on_change = on_change
+        self.observers = Observers()
 
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
 
     def get(self, name: str) -> Room | None:
@@ -202,13 +210,15 @@ class Rooms:
         room = Room(name, self)
         self._rooms[name] = room
         log.info("room=%s created", name)
+        self.observers.room_opened(room)
         # Until someone claims it, a new room is an empty room: it must expire on its own.
         room._schedule_idle_check()
         return room
 
-    def _forget(self, room: Room) -> None:
+    def _forget(self, room: Room, reason: str) -> None:
         if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+            self.observers.room_closed(room, reason)
 
     def close_all(self, reason: str) -> None:
         for room in list(self._rooms.values()):
