@@ -88,6 +88,44 @@ class RoomsConfig:
 
 
 @dataclass(slots=True)
+class GiftConfig:
+    kind: str = ""
+    # Points the gift scores in a PK battle (per unit sent).
+    value: int = 1
+
+
+def _default_gifts() -> list[GiftConfig]:
+    return [GiftConfig("heart", 1), GiftConfig("rose", 5), GiftConfig("rocket", 100), GiftConfig("castle", 500)]
+
+
+@dataclass(slots=True)
+class EventsConfig:
+    max_chat_length: int = 200
+    # Per identity: sustained rate and burst for chat, gifts and likes.
+    chat_per_second: float = 1.0
+    chat_burst: int = 5
+    gifts_per_second: float = 5.0
+    gift_burst: int = 20
+    likes_per_second: float = 20.0
+    like_burst: int = 100
+    max_gift_count: int = 999
+    gifts: list[GiftConfig] = field(default_factory=_default_gifts)
+    # Frames queued to one socket before it is cut off as too slow (close code 4008).
+    send_queue_limit: int = 256
+    max_frame_bytes: int = 4096
+    # Consecutive protocol errors before a socket is closed (4009).
+    max_errors: int = 20
+    # Aggregated viewer counts and likes go out at most this often.
+    aggregate_interval_s: float = 1.0
+    default_mute_s: int = 600
+    default_ban_s: int = 3600
+    chat_history: int = 20
+    # Words masked with asterisks in chat (case-insensitive); a smarter filter can replace the hook.
+    word_filter: list[str] = field(default_factory=list)
+    max_sockets_per_room: int = 20000
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "info"
     json: bool = False
@@ -101,6 +139,7 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dev: bool = False
 
@@ -138,6 +177,20 @@ class GatewayConfig:
         need(self.rooms.empty_room_grace_s >= 0, "rooms.empty_room_grace_s", "must be >= 0")
         need(self.rooms.host_absent_timeout_s >= 0, "rooms.host_absent_timeout_s", "must be >= 0")
         need(self.rooms.connect_timeout_s > 0, "rooms.connect_timeout_s", "must be positive")
+        ev = self.events
+        need(ev.max_chat_length > 0, "events.max_chat_length", "must be positive")
+        for key in ("chat_per_second", "gifts_per_second", "likes_per_second"):
+            need(getattr(ev, key) > 0, f"events.{key}", "must be positive")
+        for key in ("chat_burst", "gift_burst", "like_burst", "max_gift_count", "send_queue_limit",
+                    "max_errors", "chat_history", "max_sockets_per_room"):
+            need(getattr(ev, key) >= 1, f"events.{key}", "must be at least 1")
+        need(ev.max_frame_bytes >= 256, "events.max_frame_bytes", "must be at least 256")
+        need(ev.aggregate_interval_s > 0, "events.aggregate_interval_s", "must be positive")
+        need(bool(ev.gifts), "events.gifts", "must list at least one gift")
+        for i, gift in enumerate(ev.gifts):
+            need(bool(gift.kind), f"events.gifts[{i}].kind", "must not be empty")
+            need(gift.value >= 0, f"events.gifts[{i}].value", "must be >= 0")
+        need(len({g.kind for g in ev.gifts}) == len(ev.gifts), "events.gifts", "kinds must be unique")
         need(self.log.level.lower() in ("debug", "info", "warning", "error"), "log.level",
              "must be debug, info, warning or error")
         return self
