@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -11,8 +12,12 @@ from relay.room import Rooms
 from relay.stats import DelaySampler
 from signaling.auth import AuthError, Forbidden, Grant, TokenService, bearer_token
 from signaling.errors import HttpError
+from signaling.events.moderation import Moderation
 from signaling.ratelimit import RateLimiter
 from signaling.sessions import SessionRegistry, SessionSettings
+
+if TYPE_CHECKING:
+    from signaling.events.hub import EventHub
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -41,6 +46,8 @@ class SignalingContext:
     dev: bool = False
     draining: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    moderation: Moderation = field(default_factory=Moderation)
+    hub: EventHub | None = None
 
 
 CONTEXT = web.AppKey("signaling_context", SignalingContext)
@@ -109,6 +116,11 @@ def check_offer_rate(request: web.Request) -> None:
         count(ctx, "offer_429")
         raise HttpError(429, "rate_limited", "too many offers from this address; slow down",
                         {"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+def check_not_banned(ctx: SignalingContext, room: str, identity: str) -> None:
+    if ctx.moderation.banned_until(room, identity):
+        raise HttpError(403, "banned", "you are banned from this room")
 
 
 def check_draining(ctx: SignalingContext) -> None:

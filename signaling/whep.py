@@ -10,7 +10,16 @@ from aiortc import RTCSessionDescription
 from relay.aiortc_bridge import SenderPort, capabilities_matching, prefer_dtls_server
 from relay.errors import CapacityExceeded, RoomClosed, RoomNotLive
 from relay.subscription import Subscription
-from signaling.context import authorize, check_draining, check_offer_rate, context, count, read_body, room_name
+from signaling.context import (
+    authorize,
+    check_draining,
+    check_not_banned,
+    check_offer_rate,
+    context,
+    count,
+    read_body,
+    room_name,
+)
 from signaling.errors import HttpError
 from signaling.negotiation import answer_response, apply_offer
 from signaling.sdp import parse_offer, require_codec
@@ -25,6 +34,7 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
     check_offer_rate(request)
     offer_sdp = await read_body(request, "application/sdp")
     grant = authorize(request, room_id, "viewer")
+    check_not_banned(ctx, room_id, grant.identity)
     check_draining(ctx)
     offered = parse_offer(offer_sdp, sending=False)
     room = ctx.rooms.get(room_id)

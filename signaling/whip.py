@@ -19,6 +19,7 @@ from relay.publication import Publication
 from signaling.context import (
     authorize,
     check_draining,
+    check_not_banned,
     check_offer_rate,
     context,
     count,
@@ -39,6 +40,7 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
     check_offer_rate(request)
     offer_sdp = await read_body(request, "application/sdp")
     grant = authorize(request, room_id, "guest")
+    check_not_banned(ctx, room_id, grant.identity)
     check_draining(ctx)
     offered = parse_offer(offer_sdp, sending=True)
     # A returning host is held to the codecs its waiting viewers already negotiated.
@@ -89,9 +91,9 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
             session.publications.append(publication)
             session.taps.append(tap)
         response = await answer_response(request, session, "whip")
+        room.title = request.query.get("title", "")[:120] or room.title
         for publication in session.publications:
             room.publish(session, publication)
-        room.title = request.query.get("title", "")[:120]
     except BaseException:
         session.close("negotiation failed")
         raise

@@ -1,0 +1,1 @@
+"""Room events: danmaku chat, gifts, likes, counts and moderation over one WebSocket per client."""
