@@ -171,7 +171,7 @@ def legend() -> str:
         "MB/v: RSS growth per viewer;\nfwd: gateway packet-in to packet-out ms (/api/stats); ttff: offer POST "
         "to first complete keyframe, ms; stutter: freeze time / watch time (W3C rule);\nsrv/gen/box %: "
         "server process tree, busiest viewer process (one core = 100), whole machine (all cores = 100);\n"
-        "bg %: other load on the machine during the window (one core = 100): high values make a run noisy."
+        "bg %: machine load outside the measured processes (other programs, kernel network work; one core = 100)."
     )
 
 

@@ -147,13 +147,14 @@ async def wait_healthy(http: aiohttp.ClientSession, base_url: str, server: Child
     raise TimeoutError(f"{server.name} not healthy after {timeout:.0f} s")
 
 
-async def fetch_stats(http: aiohttp.ClientSession, base_url: str) -> dict[str, Any] | None:
-    """GET /api/stats with an admin dev token; None if the server has none."""
+async def fetch_stats(http: aiohttp.ClientSession, base_url: str, window: float | None = None) -> dict[str, Any] | None:
+    """GET /api/stats with an admin dev token (delay percentiles over the last ``window`` s); None if absent."""
     try:
         async with http.get(f"{base_url}/dev/token", params={"room": ROOM, "role": "admin"}) as response:
             token = (await response.json()).get("token") if response.status == 200 else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with http.get(f"{base_url}/api/stats", headers=headers) as response:
+        params = {"window": f"{window:.1f}"} if window else {}
+        async with http.get(f"{base_url}/api/stats", headers=headers, params=params) as response:
             if response.status != 200:
                 return None
             body = await response.json()
@@ -233,13 +234,13 @@ class TargetRun:
         await asyncio.sleep(seconds)  # the measurement interval itself
         end = self.read()
         reports = await asyncio.gather(*(v.request({"op": "report"}, 10) for v in self.viewers))
-        stats = await fetch_stats(self.http, self.base_url)
         wall = end.at - start.at
+        stats = await fetch_stats(self.http, self.base_url, wall)
         viewer_core = [(b - a) / wall for a, b in zip(start.viewer_cpu, end.viewer_cpu, strict=True)]
         server_core = (end.server_cpu - start.server_cpu) / wall
         host_core = (end.host_cpu - start.host_cpu) / wall
         machine_cores = end.machine.busy_fraction_since(start.machine) * (os.cpu_count() or 1)
-        # Whatever else ran on the box meanwhile (other test runs, the bench itself): shared machines are noisy.
+        # Load outside the measured processes (other programs, kernel softirq for loopback traffic, the bench).
         background = machine_cores - server_core - host_core - sum(viewer_core)
         return {
             "wall_s": wall,
@@ -289,6 +290,7 @@ def _step_result(n: int, joins: dict[str, Any], win: dict[str, Any], idle: dict[
         ),
         **report.forwarding_delay(win["server_stats"]),
         **{k: v for k, v in viewer_stats.items() if k != "viewers"},
+        "server_stats": win["server_stats"],  # the raw /api/stats snapshot, for what the table leaves out
         "window_s": round(win["wall_s"], 3),
         "server_cpu_s": round(win["server_cpu_s"], 3),
         "server_rss_mb": round(win["server_rss"] / report.MB, 1),
@@ -425,6 +427,9 @@ async def bench(settings: Settings) -> dict[str, Any]:
                 await run_target("baseline", settings.baseline_steps, settings, ends_at, baseline)
     except TimeoutError:
         document["aborted"] = f"deadline of {settings.deadline:.0f} s reached"
+    except asyncio.CancelledError:
+        # Ctrl-C or SIGTERM: the children are already stopped (fleet); keep what was measured.
+        document["aborted"] = "interrupted"
     document["comparison"] = report.comparison(gateway, baseline)
     document["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     return document
@@ -488,6 +493,8 @@ async def _main(settings: Settings) -> int:
     if document.get("aborted"):
         print(f"ABORTED: {document['aborted']}")
     print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")
+    if document.get("aborted") == "interrupted":
+        return 130
     return 0 if not document.get("aborted") else 1
 
 
@@ -495,8 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     try:
         return asyncio.run(_main(settings))
-    except KeyboardInterrupt:
-        print("interrupted; children stopped", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C during clean-up; PR_SET_PDEATHSIG ends the children
         return 130
 
 

@@ -332,3 +332,18 @@ def _no_report() -> bytes | None:
 def _log_task_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("RTCP send failed: %r", task.exception())
+
+
+def route_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
+    """Call ``on_request`` when the remote peer sends PLI/FIR for a sender fed with encoded packets.
+
+    aiortc answers PLI/FIR by setting a flag for its own encoder, which a track of
+    pre-encoded ``av.Packet`` never sees (our synthetic load hosts loop such packets).
+    """
+    original: Callable[[], None] = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        original()
+        on_request()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]

@@ -8,6 +8,9 @@ Measured per viewer: time to first frame (offer POST to the first complete
 keyframe, i.e. the first picture a decoder could show), frames, freezes by the
 W3C rule, stutter ratio, audio packets.
 
+As a library: ``configure_ice()`` once, then ``ViewerPool(ViewerOptions(url,
+room)).join(n)``, ``mark()``, ``report()``, ``close()``.
+
 As a process it either runs once (``--count N --watch S``) and prints a
 summary, or (``--serve``) takes JSON-line commands on stdin and answers on
 stdout, so a benchmark or a Locust worker can drive it::
