@@ -1,4 +1,5 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
+import { appendCapped, feedLine, giftIcon, RoomEvents } from "/static/events.js";
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   roomFromUrl, sleep } from "/static/common.js";
 
@@ -195,6 +196,56 @@ function stopStats() {
   state.last = null;
 }
 
+// -- room events: chat, gifts, moderation ------------------------------------------------------------
+
+const chat = { events: null, me: null, gifts: {} };
+window.cherryStudioChat = chat;
+
+function moderationActions(message) {
+  if (!message.from || message.from.identity === chat.me || ["host", "admin"].includes(message.from.role)) return [];
+  const act = (action, extra = {}) => (m) => chat.events.send({ type: action, identity: m.from.identity, ...extra });
+  return [["mute", act("mute", { duration_s: 600 })], ["kick", act("kick")], ["ban", act("ban", { duration_s: 3600 })]];
+}
+
+function showGiftTotals() {
+  const parts = Object.entries(chat.gifts).map(([kind, n]) => `${giftIcon(kind)} ${n}`);
+  $("#gift-totals").textContent = parts.length ? parts.join("  ") : "none yet";
+}
+
+function startRoomEvents() {
+  chat.events = new RoomEvents(room, state.token, {
+    welcome(message) {
+      chat.me = message.you.identity;
+      chat.gifts = { ...message.snapshot.gifts };
+      showGiftTotals();
+      $("#likes").textContent = message.snapshot.likes;
+      $("#audience").textContent = `${message.snapshot.viewers} watching · ${message.snapshot.online} in chat`;
+      $("#feed").replaceChildren(...message.snapshot.chat.map((m) => feedLine(m, moderationActions(m))));
+    },
+    chat(message) { appendCapped($("#feed"), feedLine(message, moderationActions(message))); },
+    gift(message) {
+      chat.gifts[message.kind] = (chat.gifts[message.kind] || 0) + message.count;
+      showGiftTotals();
+      appendCapped($("#feed"), feedLine(message, moderationActions(message)));
+    },
+    likes(message) { $("#likes").textContent = message.total; },
+    viewers(message) { $("#audience").textContent = `${message.count} watching · ${message.online} in chat`; },
+    moderation(message) { appendCapped($("#feed"), feedLine(message)); },
+    error(message) {
+      const box = $("#chat-error");
+      box.textContent = message.message;
+      box.hidden = false;
+      setTimeout(() => { box.hidden = true; }, 4000);
+    },
+  });
+  chat.events.connect();
+  $("#composer").onsubmit = (event) => {
+    event.preventDefault();
+    const text = $("#chat-input").value.trim();
+    if (text && chat.events.send({ type: "chat", text })) $("#chat-input").value = "";
+  };
+}
+
 async function init() {
   if (!room) { show("No room given: open /broadcast?room=NAME.", "error"); stage("No room selected"); return; }
   $("#room-name").textContent = room;
@@ -207,11 +258,14 @@ async function init() {
     show(explain(error), "error");
   }
   if (!state.token) $("#token-row").hidden = false;
+  else startRoomEvents();
   $("#token-save").onclick = () => {
     state.token = $("#token").value.trim();
     rememberToken(room, "host", state.token);
     $("#token-row").hidden = true;
     show("");
+    chat.events?.close();
+    startRoomEvents();
   };
   $("#go-live").onclick = goLive;
   $("#stop").onclick = stop;

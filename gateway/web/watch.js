@@ -1,6 +1,7 @@
 // Player: WHEP playback, "waiting for host" while the host is away, automatic resume and retry.
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   roomFromUrl, sleep } from "/static/common.js";
+import { appendCapped, feedLine, giftIcon, RoomEvents } from "/static/events.js";
 
 const room = roomFromUrl();
 const video = $("#player");
@@ -87,6 +88,112 @@ function teardown() {
   state.session = null;
 }
 
+// -- room events: danmaku, chat, gifts, likes, counts ---------------------------------------------
+
+const chat = { events: null, danmaku: true, lanes: [], likes: 0 };
+window.cherryChat = chat;
+
+function flyDanmaku(text) {
+  if (!chat.danmaku || document.hidden) return;
+  const layer = $("#danmaku");
+  const lanes = Math.max(3, Math.floor(layer.clientHeight / 34) - 1);
+  const now = performance.now();
+  let lane = 0;
+  for (let i = 0; i < lanes; i++) {
+    if ((chat.lanes[i] || 0) < now) { lane = i; break; }
+    lane = (chat.lanes[i] || 0) < (chat.lanes[lane] || 0) ? i : lane;
+  }
+  chat.lanes[lane] = now + 1500; // keep a lane free until the previous line has moved on
+  const span = document.createElement("span");
+  span.textContent = text;
+  span.style.top = `${8 + lane * 34}px`;
+  span.style.animationDuration = `${7 + Math.random() * 2}s`;
+  span.addEventListener("animationend", () => span.remove());
+  layer.append(span);
+}
+
+function showChatError(text) {
+  const box = $("#chat-error");
+  box.textContent = text;
+  box.hidden = !text;
+  if (text) setTimeout(() => { if (box.textContent === text) box.hidden = true; }, 4000);
+}
+
+const CHAT_ERRORS = {
+  rate_limited: "You are sending too fast. Wait a moment.",
+  muted: "You are muted in this room for now.",
+  filtered: "That message was not published.",
+};
+
+function startRoomEvents() {
+  chat.events = new RoomEvents(room, state.token, {
+    welcome(message) {
+      const snap = message.snapshot;
+      $("#chat-state").textContent = "";
+      $("#feed").replaceChildren(...snap.chat.map((m) => feedLine(m)));
+      $("#chat-input").maxLength = snap.max_chat_length;
+      chat.likes = snap.likes;
+      $("#likes").textContent = chat.likes;
+      setViewers(snap.viewers, snap.online);
+      $("#gift-buttons").replaceChildren(...snap.gift_catalog.map(({ kind }) => {
+        const button = document.createElement("button");
+        button.textContent = `${giftIcon(kind)} ${kind}`;
+        button.dataset.gift = kind;
+        button.onclick = () => chat.events.send({ type: "gift", kind, count: 1 });
+        return button;
+      }));
+      if (snap.title) $("#room-title").textContent = snap.title;
+    },
+    chat(message) {
+      appendCapped($("#feed"), feedLine(message));
+      flyDanmaku(message.text);
+    },
+    gift(message) {
+      appendCapped($("#feed"), feedLine(message));
+      flyDanmaku(`${message.from.identity} ${giftIcon(message.kind)}×${message.count}`);
+    },
+    likes(message) { chat.likes = message.total; $("#likes").textContent = chat.likes; },
+    viewers(message) { setViewers(message.count, message.online); },
+    host(message) {
+      if (!message.live && state.playing) {
+        state.playing = false;
+        stage("Waiting for host… The stream resumes when the host is back.");
+      }
+      if (message.live && !state.pc) connectLoop();
+    },
+    moderation(message) { appendCapped($("#feed"), feedLine(message)); },
+    error(message) { showChatError(CHAT_ERRORS[message.code] || message.message); },
+    closed(code) {
+      $("#chat-state").textContent = code === 4003 ? "removed from this room" : code === 4001 ? "session expired" : "reconnecting…";
+    },
+  });
+  chat.events.connect();
+  $("#composer").onsubmit = (event) => {
+    event.preventDefault();
+    const text = $("#chat-input").value.trim();
+    if (!text) return;
+    if (chat.events.send({ type: "chat", text })) $("#chat-input").value = "";
+    else showChatError("Chat is reconnecting…");
+  };
+  $("#like").onclick = () => chat.events.send({ type: "like", count: 1 });
+}
+
+function setViewers(count, online) {
+  $("#viewers").textContent = `${count} watching · ${online} in chat`;
+}
+
+// Real-user quality goes to the gateway every few seconds: the stutter figure production tracks.
+async function reportQuality() {
+  while (!state.stopped) {
+    await sleep(5000);
+    const q = state.quality;
+    if (!q || state.firstFrameMs == null || !chat.events) continue;
+    const watchS = (performance.now() - state.openedAt - state.firstFrameMs) / 1000;
+    chat.events.send({ type: "quality", watch_s: Math.max(0, watchS), freeze_s: q.freezeSeconds,
+      fps: q.fps, latency_ms: q.latencyMs });
+  }
+}
+
 // The first painted frame ends the "connecting" state at once, and times the join.
 function watchFirstFrame() {
   if (!("requestVideoFrameCallback" in video)) return;
@@ -151,13 +258,19 @@ async function init() {
     video.play().catch(() => {});
   };
   $("#toggle-quality").onclick = () => { $("#quality").hidden = !$("#quality").hidden; };
+  $("#toggle-danmaku").onclick = () => {
+    chat.danmaku = !chat.danmaku;
+    $("#toggle-danmaku").textContent = chat.danmaku ? "Danmaku on" : "Danmaku off";
+    $("#toggle-danmaku").setAttribute("aria-pressed", String(chat.danmaku));
+    if (!chat.danmaku) $("#danmaku").replaceChildren();
+  };
   $("#token-save").onclick = () => {
     state.token = $("#token").value.trim();
     rememberToken(room, "viewer", state.token);
     $("#token-row").hidden = true;
     connectLoop();
   };
-  window.addEventListener("pagehide", () => { state.stopped = true; teardown(); });
+  window.addEventListener("pagehide", () => { state.stopped = true; teardown(); chat.events?.close(); });
   const status = await roomStatus();
   if (status && status.title) $("#room-title").textContent = status.title;
   try {
@@ -169,6 +282,8 @@ async function init() {
   if (!state.token) { stage("A viewer token is needed to watch."); $("#token-row").hidden = false; return; }
   watchQuality();
   connectLoop();
+  startRoomEvents();
+  reportQuality();
 }
 
 init();

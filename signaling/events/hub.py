@@ -198,6 +198,8 @@ class EventHub:
                     "online": len(channel.clients),
                     "likes": channel.likes_total,
                     "gifts": dict(channel.gifts),
+                    "gift_catalog": [{"kind": k, "value": v} for k, v in self.settings.gift_values],
+                    "max_chat_length": self.settings.max_chat_length,
                     "chat": list(channel.chat),
                     "muted_until": int(muted * 1000) if muted else None,
                 }}

@@ -144,3 +144,30 @@ def test_pages_fit_a_phone_screen(browser, gateway):
                 page.screenshot(path=str(SHOTS / "watch-phone.png"))
     finally:
         phone.close()
+
+
+def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway):
+    host = go_live(context, gateway.base, "b8", identity="anchor")
+    viewer = context.new_page()
+    viewer.goto(f"{gateway.base}/watch?room=b8&identity=fan1")
+    viewer.wait_for_selector("#gift-buttons button", timeout=15000)
+    viewer.fill("#chat-input", "first! 🎉")
+    viewer.click("#composer button")
+    # the message flies over the video and lands in both feeds
+    viewer.wait_for_selector("#danmaku span:has-text('first! 🎉')", timeout=5000)
+    host.wait_for_selector("#feed li:has-text('first! 🎉')", timeout=5000)
+    viewer.click("#gift-buttons button[data-gift=rose]")
+    host.wait_for_function("document.querySelector('#gift-totals').textContent.includes('1')", timeout=5000)
+    viewer.click("#like")
+    host.wait_for_function("document.querySelector('#likes').textContent === '1'", timeout=5000)
+    viewer.click("#toggle-danmaku")
+    assert viewer.inner_text("#toggle-danmaku") == "Danmaku off"
+    viewer.screenshot(path=str(SHOTS / "watch-chat.png"))
+    # the host mutes the fan from the chat line
+    host.click("#feed li[data-identity=fan1] button:has-text('mute')")
+    viewer.wait_for_selector("#feed li.mod-line:has-text('fan1 was muted')", timeout=5000)
+    viewer.fill("#chat-input", "am I muted?")
+    viewer.click("#composer button")
+    viewer.wait_for_selector("#chat-error:has-text('muted')", timeout=5000)
+    host.screenshot(path=str(SHOTS / "broadcast-chat.png"))
+    host.click("#stop")

@@ -1,0 +1,85 @@
+// Room events over /ws/{room} (docs/protocol.md): reconnects with backoff, dispatches by type.
+import { backoff } from "/static/common.js";
+
+export class RoomEvents {
+  constructor(room, token, handlers) {
+    this.room = room;
+    this.token = token;
+    this.handlers = handlers; // { welcome, chat, gift, likes, viewers, host, moderation, error, closed }
+    this.attempt = 0;
+    this.stopped = false;
+    this.ws = null;
+    this.refs = 0;
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/${encodeURIComponent(this.room)}?token=${encodeURIComponent(this.token)}`);
+    this.ws = ws;
+    ws.onopen = () => { this.attempt = 0; };
+    ws.onmessage = (event) => {
+      let message;
+      try { message = JSON.parse(event.data); } catch { return; }
+      const handler = this.handlers[message.type];
+      if (handler) handler(message);
+    };
+    ws.onclose = (event) => {
+      if (ws !== this.ws) return;
+      this.handlers.closed?.(event.code, event.reason);
+      // Kicked, banned or expired: reconnecting would only be refused again.
+      if (this.stopped || [4001, 4003].includes(event.code)) return;
+      setTimeout(() => this.connect(), backoff(this.attempt++));
+    };
+  }
+
+  send(frame) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return null;
+    const ref = `r${++this.refs}`;
+    this.ws.send(JSON.stringify({ ...frame, ref }));
+    return ref;
+  }
+
+  close() {
+    this.stopped = true;
+    this.ws?.close(1000);
+  }
+}
+
+const GIFT_ICONS = { heart: "❤", rose: "🌹", rocket: "🚀", castle: "🏰" };
+export function giftIcon(kind) {
+  return GIFT_ICONS[kind] || "🎁";
+}
+
+/** One chat or gift line for a list, built with text nodes only (never innerHTML). */
+export function feedLine(message, actions = []) {
+  const li = document.createElement("li");
+  li.dataset.identity = message.from?.identity || "";
+  const who = document.createElement("b");
+  who.textContent = message.from ? message.from.identity : "";
+  if (message.from?.role === "host") who.className = "role-host";
+  li.append(who, " ");
+  if (message.type === "gift") {
+    li.className = "gift-line";
+    li.append(`sent ${message.count} × ${giftIcon(message.kind)} ${message.kind}`);
+  } else if (message.type === "moderation") {
+    li.className = "mod-line";
+    li.textContent = `${message.target} was ${message.action === "ban" ? "banned" : message.action + "d"} by ${message.by}`;
+  } else {
+    li.append(message.text);
+  }
+  for (const [label, onClick] of actions) {
+    const button = document.createElement("button");
+    button.className = "mini";
+    button.textContent = label;
+    button.onclick = () => onClick(message);
+    li.append(" ", button);
+  }
+  return li;
+}
+
+export function appendCapped(list, item, cap = 200) {
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(item);
+  while (list.children.length > cap) list.firstChild.remove();
+  if (nearBottom) list.scrollTop = list.scrollHeight;
+}
