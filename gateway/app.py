@@ -12,6 +12,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
 from gateway.config import GatewayConfig
+from gateway.operations import install_operations
 from gateway.pages import add_page_routes
 from relay.aiortc_bridge import pin_ice_hosts
 from relay.room import RoomLimits, Rooms
@@ -166,6 +167,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG] = config
     app[CONTEXT] = build_context(config)
     app[STARTED_AT] = time.time()
+    install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)

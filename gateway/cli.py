@@ -54,6 +54,7 @@ def serve(config: GatewayConfig) -> None:
     from aiohttp import web
 
     from gateway.app import create_app
+    from gateway.drain import handle_signals
 
     setup_logging(config.log.level, config.log.json)
     try:
@@ -65,7 +66,9 @@ def serve(config: GatewayConfig) -> None:
     asyncio.set_event_loop(loop)
     if config.dev:
         log.warning("dev mode: per-run token secret, GET /dev/token is open to anyone")
-    web.run_app(create_app(config), host=config.server.host, port=config.server.port,
+    app = create_app(config)
+    handle_signals(app)  # SIGTERM drains (gateway/drain.py); SIGINT still stops at once
+    web.run_app(app, host=config.server.host, port=config.server.port,
                 loop=loop, access_log=None, print=lambda *_: None, shutdown_timeout=5)
 
 

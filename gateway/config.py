@@ -132,6 +132,49 @@ class LogConfig:
 
 
 @dataclass(slots=True)
+class MetricsConfig:
+    # GET /metrics in the Prometheus text format.
+    enabled: bool = True
+    # Per-room series (label "room") only for the N busiest rooms; 0: none.
+    top_rooms: int = 10
+    # GET /dashboard (SRE page) and its JSON feed /dashboard/data.
+    dashboard: bool = True
+    # Seconds between dashboard samples, and how many samples of history it keeps.
+    sample_interval_s: float = 1.0
+    history_points: int = 300
+
+
+WEBHOOK_EVENTS = ("room_started", "room_ended", "stream_started", "stream_ended",
+                  "participant_joined", "participant_left", "pk_started", "pk_ended")
+
+
+@dataclass(slots=True)
+class WebhooksConfig:
+    # Receivers; every event is POSTed to each. Empty: webhooks are off.
+    urls: list[str] = field(default_factory=list)
+    # HMAC-SHA256 key for the X-Cherry-Signature header; required when urls is set.
+    secret: str = ""
+    events: list[str] = field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    # participant_joined/left are sent for these roles only.
+    roles: list[str] = field(default_factory=lambda: ["host", "guest", "viewer"])
+    timeout_s: float = 5.0
+    max_attempts: int = 6
+    # First retry delay; it doubles per attempt (with jitter) up to backoff_max_s.
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    # Events waiting per URL; when full, new events for that URL are dropped (and counted).
+    queue_size: int = 1000
+    # Deliveries in flight per URL.
+    concurrency: int = 2
+
+
+@dataclass(slots=True)
+class DrainConfig:
+    # After SIGTERM: stop taking sessions, then exit once every session has ended or after this long.
+    timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     ice: IceConfig = field(default_factory=IceConfig)
@@ -141,6 +184,9 @@ class GatewayConfig:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    drain: DrainConfig = field(default_factory=DrainConfig)
     dev: bool = False
 
     def validate(self) -> GatewayConfig:
@@ -193,6 +239,26 @@ class GatewayConfig:
         need(len({g.kind for g in ev.gifts}) == len(ev.gifts), "events.gifts", "kinds must be unique")
         need(self.log.level.lower() in ("debug", "info", "warning", "error"), "log.level",
              "must be debug, info, warning or error")
+        need(self.metrics.top_rooms >= 0, "metrics.top_rooms", "must be >= 0")
+        need(self.metrics.sample_interval_s >= 0.1, "metrics.sample_interval_s", "must be >= 0.1")
+        need(self.metrics.history_points >= 2, "metrics.history_points", "must be at least 2")
+        hooks = self.webhooks
+        for i, url in enumerate(hooks.urls):
+            need(url.startswith(("http://", "https://")), f"webhooks.urls[{i}]", f"{url!r} is not an http(s) URL")
+        need(not hooks.urls or len(hooks.secret) >= 16, "webhooks.secret",
+             "must be at least 16 characters when webhooks.urls is set")
+        for event in hooks.events:
+            need(event in WEBHOOK_EVENTS, "webhooks.events", f"{event!r} is not one of {', '.join(WEBHOOK_EVENTS)}")
+        for role in hooks.roles:
+            need(role in ("host", "guest", "viewer", "admin"), "webhooks.roles",
+                 f"{role!r} is not host, guest, viewer or admin")
+        need(hooks.timeout_s > 0, "webhooks.timeout_s", "must be positive")
+        need(hooks.max_attempts >= 1, "webhooks.max_attempts", "must be at least 1")
+        need(hooks.backoff_s >= 0, "webhooks.backoff_s", "must be >= 0")
+        need(hooks.backoff_max_s >= hooks.backoff_s, "webhooks.backoff_max_s", "must be >= webhooks.backoff_s")
+        need(hooks.queue_size >= 1, "webhooks.queue_size", "must be at least 1")
+        need(hooks.concurrency >= 1, "webhooks.concurrency", "must be at least 1")
+        need(self.drain.timeout_s >= 0, "drain.timeout_s", "must be >= 0")
         return self
 
 
