@@ -56,7 +56,7 @@ class Settings:
     idle_watch: float = 5.0
     viewer_procs: int = 2
     deadline: float = 330.0
-    targets: tuple[str, ...] = ("gateway", "baseline")
+    targets: tuple[str, ...] = ("gateway", "baseline", "events")
     output: Path = RESULTS / "bench.json"
 
 
@@ -425,6 +425,13 @@ async def bench(settings: Settings) -> dict[str, Any]:
                 baseline = document["baseline"] = {"target": "baseline", "steps": []}
                 print("baseline: measuring", flush=True)
                 await run_target("baseline", settings.baseline_steps, settings, ends_at, baseline)
+            if "events" in settings.targets:
+                from bench import events_fanout  # imports this module: load it only when used
+
+                print("room events: measuring fan-out", flush=True)
+                log_dir = RESULTS / "logs"
+                log_dir.mkdir(parents=True, exist_ok=True)
+                document["events_fanout"] = await events_fanout.fanout(1000, 20.0, 10.0, log_dir)
     except TimeoutError:
         document["aborted"] = f"deadline of {settings.deadline:.0f} s reached"
     except asyncio.CancelledError:
@@ -449,10 +456,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--idle-watch", type=float, default=defaults.idle_watch)
     parser.add_argument("--viewer-procs", type=int, choices=(1, 2), default=defaults.viewer_procs)
     parser.add_argument("--deadline", type=float, default=defaults.deadline, help="hard limit, seconds")
-    parser.add_argument("--target", choices=("both", "gateway", "baseline"), default="both")
+    parser.add_argument("--target", choices=("all", "both", "gateway", "baseline", "events"), default="all")
     parser.add_argument("--output", type=Path, default=defaults.output)
     args = parser.parse_args(argv)
-    targets = ("gateway", "baseline") if args.target == "both" else (args.target,)
+    targets = {"all": ("gateway", "baseline", "events"), "both": ("gateway", "baseline")}.get(
+        args.target, (args.target,))
     return Settings(
         args.steps,
         args.baseline_steps,
@@ -490,6 +498,10 @@ async def _main(settings: Settings) -> int:
     print(
         f"RSS MB per viewer: gateway {comp['gateway_rss_mb_per_viewer']}, baseline {comp['baseline_rss_mb_per_viewer']}"
     )
+    if "events_fanout" in document:
+        from bench import events_fanout
+
+        print(events_fanout.describe(document["events_fanout"]))
     if document.get("aborted"):
         print(f"ABORTED: {document['aborted']}")
     print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")
