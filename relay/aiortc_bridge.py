@@ -195,9 +195,9 @@ class SenderPort:
         self._report_interval = report_interval
         self.ssrc: int = sender._ssrc
         self.rtx_ssrc: int = sender._rtx_ssrc
-        self.payload_type = 0
-        self.rtx_payload_type: int | None = None
         self.codec: RTCRtpCodecParameters | None = None
+        # Negotiated payload types by codec, so one stream can switch codec with its source.
+        self._payload_types: dict[str, tuple[int, int | None]] = {}
         self.on_keyframe_request: Callable[[], None] = _noop
         self.on_nack: Callable[[list[int]], None] = _noop_nack
         self.sender_report: Callable[[], bytes | None] = _no_report
@@ -212,18 +212,21 @@ class SenderPort:
         original_send = sender.send
 
         async def send(parameters: Any) -> None:
-            primary = parameters.codecs[0]
-            self.codec = primary
-            self.payload_type = primary.payloadType
+            self.codec = parameters.codecs[0]
+            rtx = {c.parameters.get("apt"): c.payloadType for c in parameters.codecs if is_rtx(c)}
             for codec in parameters.codecs:
-                if is_rtx(codec) and codec.parameters.get("apt") == primary.payloadType:
-                    self.rtx_payload_type = codec.payloadType
+                if not is_rtx(codec):
+                    self._payload_types.setdefault(codec.mimeType.lower(), (codec.payloadType,
+                                                                            rtx.get(codec.payloadType)))
             await original_send(parameters)
 
         sender.send = send  # type: ignore[method-assign]
         sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
         sender._run_rtcp = self._run_rtcp  # type: ignore[method-assign]
         sender._handle_rtcp_packet = self._handle_rtcp_packet  # type: ignore[method-assign]
+
+    def payload_types(self, mime_type: str) -> tuple[int, int | None] | None:
+        return self._payload_types.get(mime_type.lower())
 
     # -- sending (hot path) ---------------------------------------------
 
@@ -347,3 +350,128 @@ def route_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]
         on_request()
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+# -- load-client hooks (used by loadtests/ only; the gateway never calls these) --------------------
+
+DatagramSink = Callable[[bytes, int], None]  # (datagram, ICE component)
+
+
+def _ice_connection(pc: RTCPeerConnection) -> Any:
+    transceivers = pc.getTransceivers()
+    if not transceivers:
+        raise RuntimeError("no transceivers: add them before hooking the ICE connection")
+    gatherer = transceivers[0].receiver.transport.transport.iceGatherer
+    return gatherer._connection
+
+
+def wrap_ice_delivery(pc: RTCPeerConnection, wrap: Callable[[DatagramSink], DatagramSink]) -> None:
+    """Put ``wrap(deliver)`` between aioice and aiortc for every non-STUN datagram ``pc`` receives.
+
+    aioice hands DTLS and SRTP datagrams to ``Connection.data_received(data, component)``,
+    which queues them for aiortc's DTLS transport. ``wrap`` gets that delivery function and
+    returns its replacement, which may delay, drop or consume datagrams (user-space network
+    impairment, a lean receive path). STUN (ICE checks, consent) is not routed through it.
+    Call after ``addTransceiver`` and before ``setRemoteDescription``; wraps compose (the last
+    one installed sees datagrams first). All transceivers of a BUNDLEd connection share it.
+    """
+    connection = _ice_connection(pc)
+    connection.data_received = wrap(connection.data_received)
+
+
+class LeanRtpPath:
+    """A lean receive path for a recvonly load viewer: SRTP straight from the datagram callback.
+
+    aiortc's own path costs several coroutine hops per packet (queue, DTLS transport,
+    ``RtpPacket.parse`` with extensions, receiver statistics). Here, once DTLS is up, each SRTP
+    (not SRTCP) datagram is unprotected and its 12-byte header read right where aioice
+    delivers it, and handed to ``routes[payload_type]``; RTX is unwrapped to the media
+    payload type. NACKs for missing video sequence numbers (and PLIs, :meth:`request_keyframe`)
+    are sent through aiortc's receiver (rarely: only on gaps). DTLS and RTCP still take aiortc's path. Install with
+    :func:`wrap_ice_delivery` after negotiation has set the payload types (see :meth:`route`).
+    """
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._pc = pc
+        self._routes: dict[int, RtpCallback] = {}
+        self._rtx: dict[int, int] = {}  # RTX payload type -> media payload type
+        self._nack_receivers: dict[int, RTCRtpReceiver] = {}
+        self._max_seq: dict[int, int] = {}
+        self._media_ssrc: dict[int, int] = {}
+        self._dtls: Any = None
+        self.packets = 0
+        self.nacks_sent = 0
+
+    def route(self, transceiver: RTCRtpTransceiver, on_rtp: RtpCallback, nack: bool = False) -> None:
+        """Send this transceiver's negotiated payload types (and their RTX) to ``on_rtp``."""
+        for codec in transceiver._codecs:
+            pt = codec.payloadType
+            if pt is None:
+                continue
+            apt = codec.parameters.get("apt")
+            if not is_rtx(codec):
+                self._routes[pt] = on_rtp
+                if nack:
+                    self._nack_receivers[pt] = transceiver.receiver
+            elif apt is not None:
+                self._rtx[pt] = int(apt)
+        self._dtls = transceiver.receiver.transport
+
+    def wrap(self, deliver: DatagramSink) -> DatagramSink:
+        routes, rtx = self._routes, self._rtx
+
+        def receive(data: bytes, component: int) -> None:
+            dtls = self._dtls
+            first = data[0] if data else 0
+            srtp = dtls._rx_srtp if dtls is not None else None
+            # 128..191: RTP/RTCP; RTCP packet types 192..223 sit in the second byte.
+            if srtp is None or not 127 < first < 192 or 191 < data[1] < 224:
+                deliver(data, component)
+                return
+            try:
+                packet = srtp.unprotect(data)
+            except Exception:
+                return  # replayed or corrupt: what aiortc would drop too
+            pt = packet[1] & 0x7F
+            start = 12 + 4 * (packet[0] & 0x0F)
+            if packet[0] & 0x10:  # header extension
+                start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
+            end = len(packet) - (packet[-1] if packet[0] & 0x20 else 0)  # padding
+            seq = (packet[2] << 8) | packet[3]
+            retransmission = pt in rtx
+            if retransmission:
+                if end - start < 2:
+                    return  # padding-only probe
+                seq = int.from_bytes(packet[start : start + 2], "big")
+                start += 2
+                pt = rtx[pt]
+            on_rtp = routes.get(pt)
+            if on_rtp is None or end <= start:
+                return
+            self.packets += 1
+            if not retransmission and pt in self._nack_receivers:
+                self._check_gap(pt, seq, int.from_bytes(packet[8:12], "big"))
+            on_rtp(seq, int.from_bytes(packet[4:8], "big"), bool(packet[1] & 0x80), packet[start:end], time.monotonic())
+
+        return receive
+
+    def request_keyframe(self) -> None:
+        """Send a PLI for each NACK-routed (video) stream seen so far."""
+        for pt, ssrc in self._media_ssrc.items():
+            task = asyncio.ensure_future(self._nack_receivers[pt]._send_rtcp_pli(ssrc))
+            task.add_done_callback(_log_task_failure)
+
+    def _check_gap(self, pt: int, seq: int, ssrc: int) -> None:
+        self._media_ssrc[pt] = ssrc
+        last = self._max_seq.get(pt)
+        if last is None or not 0 < (seq - last) & 0xFFFF < 0x8000:
+            if last is None:
+                self._max_seq[pt] = seq
+            return
+        self._max_seq[pt] = seq
+        missing = [(last + i) & 0xFFFF for i in range(1, min((seq - last) & 0xFFFF, 64))]
+        if missing:
+            self.nacks_sent += 1
+            receiver = self._nack_receivers[pt]
+            task = asyncio.ensure_future(receiver._send_rtcp_nack(ssrc, missing))
+            task.add_done_callback(_log_task_failure)

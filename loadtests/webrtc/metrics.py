@@ -9,6 +9,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 FrameCallback = Callable[[float, bool], None]  # (arrival of the completing packet, keyframe)
 
@@ -45,14 +46,41 @@ def vp8_frame_start(payload: bytes) -> tuple[bool, bool]:
     return True, not (payload[pos] & 0x01)  # P bit 0 means keyframe
 
 
+def vp8_descriptor_length(payload: bytes) -> int:
+    """Length of the VP8 payload descriptor (RFC 7741 section 4.2) at the start of ``payload``."""
+    if not payload:
+        return 0
+    pos = 1
+    if payload[0] & 0x80 and len(payload) > 1:
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:
+            pos += 2 if len(payload) > pos and payload[pos] & 0x80 else 1
+        if ext & 0x40:
+            pos += 1
+        if ext & 0x30:
+            pos += 1
+    return pos
+
+
+def vp8_picture_id(payload: bytes) -> int | None:
+    """The picture ID of a VP8 RTP payload (7 or 15 bits), None when absent."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    if payload[2] & 0x80:
+        return ((payload[2] & 0x7F) << 8 | payload[3]) if len(payload) > 3 else None
+    return payload[2] & 0x7F
+
+
 class _PendingFrame:
-    __slots__ = ("first_seq", "keyframe", "last_seq", "seqs")
+    __slots__ = ("first_seq", "keyframe", "last_seq", "picture_id", "seqs")
 
     def __init__(self) -> None:
         self.first_seq: int | None = None
         self.last_seq: int | None = None
         self.seqs: set[int] = set()
         self.keyframe = False
+        self.picture_id: int | None = None
 
 
 class FrameAssembler:
@@ -77,6 +105,9 @@ class FrameAssembler:
         self._last_marker_seq: int | None = None
         self.completed = 0
         self.abandoned = 0
+        # The frame being reported, readable from inside ``on_frame``.
+        self.last_ts = 0
+        self.last_picture_id: int | None = None
 
     def _finish(self, ts: int) -> None:
         self._finished[ts] = None
@@ -104,6 +135,7 @@ class FrameAssembler:
             if start:
                 frame.first_seq = seq
                 frame.keyframe = keyframe
+                frame.picture_id = vp8_picture_id(payload)
         elif self._last_marker_seq is not None and (seq - self._last_marker_seq) % _SEQ_MOD == 1:
             frame.first_seq = seq
             frame.keyframe = self.completed == 0  # unknown for other codecs; assume the first is
@@ -119,6 +151,8 @@ class FrameAssembler:
         for old in [t for t in self._pending if _ts_not_newer(t, horizon)]:
             self._abandon(old)
         self.completed += 1
+        self.last_ts = ts
+        self.last_picture_id = frame.picture_id
         self._on_frame(arrival, frame.keyframe)
 
 
@@ -139,6 +173,73 @@ class WindowStats:
     @property
     def stutter_ratio(self) -> float:
         return self.freeze_s / self.watch_s if self.watch_s > 0 else 0.0
+
+
+ShowCallback = Callable[[float, bool, int], None]  # (show time, keyframe, RTP timestamp)
+
+
+class Decodability:
+    """Which complete frames a real decoder could show, and when, from VP8 picture IDs.
+
+    Each inter frame references the one before it (our synthetic hosts, like browsers at one
+    temporal layer), so frames are decoded in picture-ID order: a frame that completes while
+    an earlier one is still missing waits (a jitter buffer waiting for a NACKed packet), and
+    is shown when the gap fills. A gap still open ``max_wait`` seconds after a later frame
+    completed is a loss: nothing is shown until the next keyframe, as libwebrtc does, and
+    ``on_broken`` is called so the viewer can ask for one. Without picture IDs frames are shown
+    as they complete.
+    """
+
+    MOD = 1 << 15
+
+    def __init__(self, on_show: ShowCallback, max_wait: float = 0.5) -> None:
+        self._on_show = on_show
+        self._max_wait = max_wait
+        self._expected: int | None = None
+        self._held: dict[int, tuple[int, float]] = {}  # picture ID -> (RTP timestamp, completed at)
+        self.broken = True  # until the first keyframe
+        self.gaps = 0  # frames lost for good
+
+    def _ahead(self, picture_id: int, of: int) -> int:
+        return (picture_id - of) % self.MOD
+
+    def _release(self, at: float) -> None:
+        while self._expected is not None and self._expected in self._held:
+            ts, _ = self._held.pop(self._expected)
+            self._expected = (self._expected + 1) % self.MOD
+            self._on_show(at, False, ts)
+
+    def frame(self, picture_id: int | None, keyframe: bool, at: float, ts: int) -> bool:
+        """A frame completed at ``at``; returns False when the picture is broken (ask for a keyframe)."""
+        if picture_id is None:
+            if keyframe or not self.broken:
+                self.broken = False
+                self._on_show(at, keyframe, ts)
+            return not self.broken
+        expected = self._expected
+        if keyframe:
+            self.broken = False
+            self._held = {p: v for p, v in self._held.items() if 0 < self._ahead(p, picture_id) < self.MOD // 2}
+            self._expected = (picture_id + 1) % self.MOD
+            self._on_show(at, True, ts)
+            self._release(at)
+            return True
+        if self.broken or expected is None:
+            return False
+        ahead = self._ahead(picture_id, expected)
+        if ahead == 0:
+            self._expected = (picture_id + 1) % self.MOD
+            self._on_show(at, False, ts)
+            self._release(at)
+        elif ahead < self.MOD // 2:
+            self._held[picture_id] = (ts, at)
+            oldest = min(done for _, done in self._held.values())
+            if at - oldest > self._max_wait:  # the missing frame is not coming: lost
+                self.gaps += 1
+                self.broken = True
+                self._held.clear()
+                return False
+        return True
 
 
 class FreezeMeter:
@@ -196,6 +297,10 @@ class FreezeMeter:
         self._freeze_s = 0.0
         self._max_gap = 0.0
 
+    def settled(self, at: float) -> tuple[float, int, int, float]:
+        """(watch s, frames, freezes, freeze s) since the window start, a gap still open not counted."""
+        return at - self._window_start, self._frames, self._freezes, self._freeze_s
+
     def window(self, at: float) -> WindowStats:
         """Stats from the window start to ``at``, counting a trailing gap as a freeze if long enough."""
         freezes, freeze_s, max_gap = self._freezes, self._freeze_s, self._max_gap
@@ -214,3 +319,74 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class Histogram:
+    """Mergeable latency histogram: 1 ms buckets to 100 ms, then buckets 2 % wide.
+
+    Percentiles are read at bucket midpoints: error at most 0.5 ms below 100 ms and 1 %
+    above. Serialises to a dict of bucket -> count (JSON-safe), so load processes can ship
+    and merge them.
+    """
+
+    __slots__ = ("counts", "total", "sum")
+
+    LINEAR = 100
+    GROWTH = 1.02
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.sum = 0.0
+
+    @classmethod
+    def bucket(cls, value: float) -> int:
+        if value < cls.LINEAR:
+            return int(value) if value > 0 else 0
+        return cls.LINEAR + int(math.log(value / cls.LINEAR, cls.GROWTH))
+
+    @classmethod
+    def midpoint(cls, bucket: int) -> float:
+        if bucket < cls.LINEAR:
+            return bucket + 0.5
+        low = cls.LINEAR * cls.GROWTH ** (bucket - cls.LINEAR)
+        return low * (1 + cls.GROWTH) / 2
+
+    def add(self, value: float) -> None:
+        key = self.bucket(value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.total += 1
+        self.sum += value
+
+    def merge(self, other: Histogram) -> None:
+        for key, count in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + count
+        self.total += other.total
+        self.sum += other.sum
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.total if self.total else None
+
+    def percentile(self, q: float) -> float | None:
+        if not self.total:
+            return None
+        rank = q / 100 * self.total
+        seen = 0
+        for key in sorted(self.counts):
+            seen += self.counts[key]
+            if seen >= rank:
+                return self.midpoint(key)
+        return self.midpoint(max(self.counts))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"counts": {str(k): v for k, v in self.counts.items()}, "sum": round(self.sum, 3)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Histogram:
+        histogram = cls()
+        for key, count in data.get("counts", {}).items():
+            histogram.counts[int(key)] = int(count)
+            histogram.total += int(count)
+        histogram.sum = float(data.get("sum", 0.0))
+        return histogram

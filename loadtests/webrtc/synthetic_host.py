@@ -37,7 +37,7 @@ from loadtests.webrtc.signaling_client import (
     fetch_dev_token,
     post_offer,
 )
-from loadtests.webrtc.tracks import PacketLoopTrack
+from loadtests.webrtc.tracks import FreezeSchedule, PacketLoopTrack
 from relay.aiortc_bridge import route_keyframe_requests
 
 
@@ -60,6 +60,8 @@ class HostOptions:
     token: str | None = None  # None: fetch one from /dev/token (dev servers only)
     connect_timeout: float = 15.0
     extra_headers: dict[str, str] = field(default_factory=dict)
+    tag_capture: bool = True  # capture-time trailer on each video frame (viewers measure latency)
+    freeze: FreezeSchedule | None = None  # known video freezes, for truth tests
 
 
 def _preferences(kind: str, mime_type: str) -> list[Any]:
@@ -76,7 +78,7 @@ class SyntheticHost:
 
     def __init__(self, options: HostOptions, media: HostMedia) -> None:
         self.options = options
-        self.video = PacketLoopTrack("video", media.video)
+        self.video = PacketLoopTrack("video", media.video, tag_capture=options.tag_capture, freeze=options.freeze)
         self.audio = PacketLoopTrack("audio", media.audio)
         self.pc = new_peer_connection()
         self.resource: SessionResource | None = None
@@ -129,6 +131,7 @@ class SyntheticHost:
             "keyframe_requests": self.video.keyframe_requests,
             "keyframes_sent": self.video.keyframes_sent,
             "setup_ms": self.setup_ms,
+            "pauses": [[round(a, 6), round(b, 6)] for a, b in self.video.pauses],
         }
 
 

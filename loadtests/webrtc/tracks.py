@@ -7,11 +7,14 @@ synthetic host costs little CPU per stream.
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from loadtests.webrtc import capture_tag
 from loadtests.webrtc.media import EncodedClip
 
 # If the event loop was stalled for longer than this, restart the pacing clock
@@ -19,13 +22,40 @@ from loadtests.webrtc.media import EncodedClip
 MAX_LAG = 0.5
 
 
-class PacketLoopTrack(MediaStreamTrack):
-    """Loops an :class:`EncodedClip` with monotonically increasing pts at real-time pace."""
+@dataclass(frozen=True, slots=True)
+class FreezeSchedule:
+    """Known freezes for truth tests: no frame for ``for_s`` seconds every ``every_s`` seconds.
 
-    def __init__(self, kind: str, clip: EncodedClip) -> None:
+    The first pause starts ``first_s`` after the first frame. Like a camera that stalls: the
+    frames due during a pause are never sent, pacing resumes when it ends.
+    """
+
+    every_s: float
+    for_s: float
+    first_s: float = 2.0
+
+
+class PacketLoopTrack(MediaStreamTrack):
+    """Loops an :class:`EncodedClip` with monotonically increasing pts at real-time pace.
+
+    ``tag_capture`` appends a capture-time trailer to each frame (VP8 only, see
+    :mod:`loadtests.webrtc.capture_tag`); ``freeze`` pauses the stream on a schedule and logs
+    each pause as (wall time of the last frame before it, wall time of the first after it).
+    """
+
+    def __init__(
+        self, kind: str, clip: EncodedClip, *, tag_capture: bool = False, freeze: FreezeSchedule | None = None
+    ) -> None:
         super().__init__()
         self.kind = kind
         self._clip = clip
+        self._tag = tag_capture
+        self._freeze = freeze
+        self._first_at: float | None = None  # loop time of the first frame
+        self._next_pause = 0
+        self._last_wall: float | None = None
+        self._paused_since: float | None = None
+        self.pauses: list[tuple[float, float]] = []
         self._keyframes = clip.keyframe_indexes
         self._index = 0  # position in the clip
         self._sent = 0  # frames handed to the sender (drives pts)
@@ -56,15 +86,33 @@ class PacketLoopTrack(MediaStreamTrack):
             self._clock_start = now
             self._clock_frames = 0
         delay = self._due(self._clock_frames) - now
+        if self._freeze is not None and self._first_at is not None:
+            due = now + max(delay, 0.0)
+            start = self._first_at + self._freeze.first_s + self._next_pause * self._freeze.every_s
+            if due >= start:
+                # Skip the frames due inside the pause; pacing restarts at its end.
+                end = start + self._freeze.for_s
+                self._next_pause += 1
+                self._paused_since = self._last_wall
+                self._clock_start = end
+                self._clock_frames = 0
+                delay = end - now
         if delay > 0:
             await asyncio.sleep(delay)
+        if self._first_at is None:
+            self._first_at = loop.time()
         if self._keyframe_requested and self._keyframes:
             self._keyframe_requested = False
             self._index = self._next_keyframe_index()
         frame = self._clip.frames[self._index]
         if frame.keyframe:
             self.keyframes_sent += 1
-        packet = av.Packet(frame.data)
+        wall = time.time()
+        if self._paused_since is not None:
+            self.pauses.append((self._paused_since, wall))
+            self._paused_since = None
+        self._last_wall = wall
+        packet = av.Packet(frame.data + capture_tag.make_tag(wall) if self._tag else frame.data)
         packet.pts = self._sent * self._clip.pts_step
         packet.time_base = self._clip.time_base
         self._index = (self._index + 1) % len(self._clip.frames)

@@ -6,7 +6,14 @@ buffer: no decoder runs, packets are only grouped into frames and timed.
 
 Measured per viewer: time to first frame (offer POST to the first complete
 keyframe, i.e. the first picture a decoder could show), frames, freezes by the
-W3C rule, stutter ratio, audio packets.
+W3C rule, stutter ratio, audio packets, and capture-to-arrival latency of the
+frames our synthetic hosts tag (:mod:`loadtests.webrtc.capture_tag`). Only
+frames a decoder could show count (:class:`~loadtests.webrtc.metrics.Decodability`:
+after a lost frame, nothing until the next keyframe, which the viewer asks for).
+
+By default a viewer receives through :class:`relay.aiortc_bridge.LeanRtpPath`
+(SRTP unprotected in the datagram callback, no per-packet coroutines); an
+optional :class:`loadtests.network.NetworkCondition` impairs its downlink.
 
 As a library: ``configure_ice()`` once, then ``ViewerPool(ViewerOptions(url,
 room)).join(n)``, ``mark()``, ``report()``, ``close()``.
@@ -38,7 +45,17 @@ from typing import Any
 import aiohttp
 from aiortc import RTCSessionDescription
 
-from loadtests.webrtc.metrics import FrameAssembler, FreezeMeter, WindowStats, percentile
+from loadtests.network import Impairment, NetworkCondition
+from loadtests.webrtc import capture_tag
+from loadtests.webrtc.metrics import (
+    Decodability,
+    FrameAssembler,
+    FreezeMeter,
+    Histogram,
+    WindowStats,
+    percentile,
+    vp8_descriptor_length,
+)
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_connection
 from loadtests.webrtc.signaling_client import (
     SessionResource,
@@ -47,7 +64,9 @@ from loadtests.webrtc.signaling_client import (
     fetch_dev_token,
     post_offer,
 )
-from relay.aiortc_bridge import ReceiverTap
+from relay.aiortc_bridge import LeanRtpPath, ReceiverTap, wrap_ice_delivery
+
+KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is broken
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +75,9 @@ class ViewerOptions:
     room: str
     token: str | None = None  # None: one /dev/token per viewer (dev servers only)
     first_frame_timeout: float = 15.0
+    network: NetworkCondition | None = None  # downlink impairment; None: none
+    lean: bool = True  # LeanRtpPath instead of aiortc's per-packet receive path
+    wait_for_host: bool = False  # treat 404 room_not_live like 503 (Retry-After) until the timeout
 
 
 class Viewer:
@@ -69,6 +91,14 @@ class Viewer:
         self.resource: SessionResource | None = None
         self.freezes = FreezeMeter()
         self.assembler = FrameAssembler(self._on_frame)
+        self.decodability = Decodability(self._show)
+        self.latency = Histogram()  # ms, capture to arrival, for the current window
+        self.impairment = Impairment(options.network) if options.network is not None else None
+        self.lean: LeanRtpPath | None = None
+        self._captures: dict[int, float] = {}  # RTP timestamp -> capture wall time
+        self._wall_offset = time.time() - time.monotonic()
+        self._last_pli = 0.0
+        self.keyframe_requests = 0
         self.audio_packets = 0
         self._window_audio_start = 0
         self.posted_at: float | None = None
@@ -77,8 +107,9 @@ class Viewer:
         self.first_keyframe = asyncio.Event()
         self.lost = False
         self.retries = 0  # POSTs refused with Retry-After before one was accepted
-        video = self.pc.addTransceiver("video", direction="recvonly")
-        audio = self.pc.addTransceiver("audio", direction="recvonly")
+        self.whep_ms: float | None = None  # the accepted POST's round trip
+        video = self._video = self.pc.addTransceiver("video", direction="recvonly")
+        audio = self._audio = self.pc.addTransceiver("audio", direction="recvonly")
         # Taps go in before negotiation: aiortc starts the receivers during setRemoteDescription.
         self._video_tap = ReceiverTap(video.receiver, self._on_video)
         self._audio_tap = ReceiverTap(audio.receiver, self._on_audio)
@@ -91,6 +122,12 @@ class Viewer:
     # -- per-packet callbacks (hot path: keep them small) ----------------
 
     def _on_video(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
+        if marker and payload[-4:] == capture_tag.MAGIC:
+            captured = capture_tag.read_tag(payload, vp8_descriptor_length(payload))
+            if captured is not None:
+                if len(self._captures) > 16:
+                    self._captures.clear()  # frames that never completed
+                self._captures[ts] = captured
         self.assembler.add(seq, ts, marker, payload, arrival)
 
     def _on_audio(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
@@ -106,7 +143,21 @@ class Viewer:
                 return  # undecodable until a keyframe: not yet a shown frame
             self.ttff_ms = (arrival - self.posted_at) * 1000
             self.first_keyframe.set()
-        self.freezes.frame(arrival)
+        shown = self.decodability.frame(self.assembler.last_picture_id, keyframe, arrival, self.assembler.last_ts)
+        if not shown and arrival - self._last_pli >= KEYFRAME_REQUEST_INTERVAL:
+            self._last_pli = arrival
+            self.keyframe_requests += 1
+            if self.lean is not None:
+                self.lean.request_keyframe()
+            else:
+                self._video_tap.request_keyframe()
+
+    def _show(self, at: float, keyframe: bool, ts: int) -> None:
+        """A frame a decoder could show now: smoothness, and capture-to-decodable latency."""
+        self.freezes.frame(at)
+        captured = self._captures.pop(ts, None)
+        if captured is not None:
+            self.latency.add((at + self._wall_offset - captured) * 1000)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -125,14 +176,26 @@ class Viewer:
             self.posted_at = time.monotonic()
             try:
                 self.resource = await post_offer(self._http, url, self.pc.localDescription.sdp, self._token)
+                self.whep_ms = (time.monotonic() - self.posted_at) * 1000
                 break
             except SignalingError as exc:
                 wait = exc.retry_after
-                if exc.status not in (429, 503) or wait is None or self.posted_at + wait >= deadline:
+                retryable = (429, 503, 404) if self.options.wait_for_host else (429, 503)
+                if exc.status == 404 and wait is not None:
+                    wait = min(wait, 1.0)  # a room going live is worth checking often
+                if exc.status not in retryable or wait is None or self.posted_at + wait >= deadline:
                     raise
                 self.retries += 1
                 await asyncio.sleep(wait)  # the server asked for exactly this pause
         await self.pc.setRemoteDescription(RTCSessionDescription(self.resource.answer_sdp, "answer"))
+        # Receive hooks go in after negotiation (payload types known), before ICE/DTLS start.
+        if self.options.lean:
+            self.lean = LeanRtpPath(self.pc)
+            self.lean.route(self._video, self._on_video, nack=True)
+            self.lean.route(self._audio, self._on_audio)
+            wrap_ice_delivery(self.pc, self.lean.wrap)
+        if self.impairment is not None:
+            wrap_ice_delivery(self.pc, self.impairment.wrap)
         await asyncio.wait_for(self.first_keyframe.wait(), max(0.0, deadline - time.monotonic()))
 
     async def stop(self) -> None:
@@ -144,12 +207,13 @@ class Viewer:
     def start_window(self, at: float) -> None:
         self.freezes.start_window(at)
         self._window_audio_start = self.audio_packets
+        self.latency = Histogram()
 
     def window(self, at: float) -> tuple[WindowStats, int]:
         return self.freezes.window(at), self.audio_packets - self._window_audio_start
 
 
-def _error_kind(exc: BaseException) -> str:
+def error_kind(exc: BaseException) -> str:
     # Constant strings, so that reports aggregate instead of listing each message.
     if isinstance(exc, SignalingError):
         return f"http_{exc.status}"
@@ -188,7 +252,7 @@ class ViewerPool:
                 try:
                     await viewer.start()
                 except Exception as exc:
-                    errors[_error_kind(exc)] += 1
+                    errors[error_kind(exc)] += 1
                     await viewer.stop()
                     return
             joined.append(viewer)
@@ -227,6 +291,9 @@ class ViewerPool:
         freeze = sum(w.freeze_s for w, _ in windows)
         window_s = now - self._window_start if self._window_start is not None else 0.0
         stutter = [w.stutter_ratio for w, _ in windows]
+        latency = Histogram()
+        for viewer in self.viewers:
+            latency.merge(viewer.latency)
         return {
             "viewers": len(windows),
             "lost": sum(1 for v in self.viewers if v.lost),
@@ -242,6 +309,9 @@ class ViewerPool:
             "audio_packets": sum(a for _, a in windows),
             "audio_pps_mean": round(sum(a for _, a in windows) / watch * 1, 2) if watch > 0 else None,
             "frames_abandoned": sum(v.assembler.abandoned for v in self.viewers),
+            "latency_p50_ms": _round(latency.percentile(50), 1),
+            "latency_p95_ms": _round(latency.percentile(95), 1),
+            "latency_samples": latency.total,
         }
 
     async def leave(self) -> int:

@@ -1,0 +1,394 @@
+"""Cherry Live Gateway load suite for Locust: join, latency and stutter against the targets.
+
+Run headless through ``python -m loadtests.run --profile smoke`` (``make loadtest PROFILE=smoke``),
+which also starts a local gateway, or directly against a running one::
+
+    locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8080 --load-profile smoke \\
+        -u 21 -r 10 [--processes 2] [--csv out/smoke --html out/smoke.html] [--summary-json out/summary.json]
+
+Users: ``HostUser`` (one per room: WHIP publish of a synthetic stream), ``ViewerUser`` (WHEP
+join, watch, leave, maybe rejoin), ``ChatUser`` (room events: chat, gifts, likes) and
+``PkUser`` (a stub until the gateway has PK battles). The WebRTC and WebSocket clients run
+in one plain-asyncio agent process per Locust process (:mod:`loadtests.agent`).
+
+Every measurement is a Locust request of type ``WEBRTC``: ``publish``, ``whep``, ``join``,
+``first_frame``, ``latency`` (a viewer's mean over a report interval), ``stutter`` (per
+session: freeze ms, length = watched ms), ``reconnect``, ``chat`` (echo time), ``ws``.
+The run ends after the profile's ``run_time_s``: the master asks every worker's agent to
+settle its viewers, merges the results, prints a table per room and per network condition
+and PASS/FAIL per target, and exits 0 PASS, 1 FAIL, 3 INVALID (generator-bound).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.lock import BoundedSemaphore
+from locust import User, constant, events, task
+from locust.env import Environment
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from loadtests import verdict
+from loadtests.agent_client import AgentClient, fire
+from loadtests.profiles import NETWORK_PATH, TARGETS_PATH, Profile, load_profile, load_targets
+from loadtests.summary import Summary
+
+FINISH_TIMEOUT = 60.0  # seconds the master waits for the workers' last results
+
+
+class _State:
+    """Per Locust process: the profile, the agent, the merged summary (master or local)."""
+
+    def __init__(self) -> None:
+        self.environment: Environment | None = None
+        self.profile: Profile | None = None
+        self.agent: AgentClient | None = None
+        self.agent_failed = False
+        self._agent_lock = BoundedSemaphore()
+        self.summary = Summary()
+        self.started_at: float | None = None
+        self.finals: dict[str, bool] = {}
+        self.finishing = False
+        self.counter = itertools.count()
+        self.rng = random.Random()
+        self.hosts_starting = 0
+        self.hosts_settled = Event()
+
+    def options(self) -> Any:
+        assert self.environment is not None and self.environment.parsed_options is not None
+        return self.environment.parsed_options
+
+    def get_profile(self) -> Profile:
+        if self.profile is None:
+            self.profile = load_profile(self.options().load_profile)
+        return self.profile
+
+    def get_agent(self) -> AgentClient | None:
+        """The process's agent, started on first use (never in a master: it runs no users)."""
+        with self._agent_lock:  # the first user starts it, the others wait for it
+            if self.agent is None and not self.agent_failed:
+                assert self.environment is not None
+                agent = AgentClient(self.environment, self.environment.host or "http://127.0.0.1:8080",
+                                    self.options().network_config)
+                self.agent = agent
+                try:
+                    agent.start()
+                except Exception as exc:
+                    self.agent_failed = True
+                    agent.pending.notes.append(f"load agent failed to start: {exc}")
+        return None if self.agent_failed else self.agent
+
+    def worker_slot(self) -> tuple[int, int]:
+        """(index of this worker, number of workers), to spread rooms over processes."""
+        assert self.environment is not None
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            opts = self.options()
+            count = int(getattr(opts, "processes", 0) or 0) or int(getattr(opts, "expect_workers", 1) or 1)
+            return runner.worker_index, max(count, 1)
+        return 0, 1
+
+
+STATE = _State()
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--load-profile", default="smoke", help="load profile: configs/profiles/NAME.toml, or a path")
+    parser.add_argument("--targets", default=str(TARGETS_PATH), help="stability targets TOML")
+    parser.add_argument("--network-config", default=str(NETWORK_PATH), help="network conditions TOML")
+    parser.add_argument("--summary-json", default="", help="write the end-of-run summary and verdict here")
+    parser.add_argument("--load-duration", type=float, default=0.0,
+                        help="seconds of load before the verdict; 0: the profile's run_time_s")
+
+
+@events.init.add_listener
+def _init(environment: Environment, **_: Any) -> None:
+    STATE.environment = environment
+    runner = environment.runner
+    if environment.parsed_options is None:
+        return
+    profile = STATE.get_profile()
+    HostUser.fixed_count = profile.rooms
+    ChatUser.fixed_count = profile.chat_users
+    # The profile decides who runs (a worker spawns only what the master dispatches).
+    classes: list[type[User]] = [HostUser]
+    if profile.viewers > 0:
+        classes.append(ViewerUser)
+    if profile.chat_users > 0 or isinstance(runner, WorkerRunner):
+        classes.append(ChatUser)
+    environment.user_classes = classes
+    if isinstance(runner, WorkerRunner):
+        runner.register_message("cherry_finish", _worker_finish)
+    if isinstance(runner, MasterRunner):
+        runner.register_message("cherry_final", _master_final)
+
+
+@events.test_start.add_listener
+def _test_start(environment: Environment, **_: Any) -> None:
+    STATE.started_at = time.monotonic()
+    if isinstance(environment.runner, (MasterRunner, LocalRunner)):
+        profile = STATE.get_profile()
+        duration = STATE.options().load_duration or profile.run_time_s
+        gevent.spawn_later(duration, _finish_run)
+
+
+def _finish_run() -> None:
+    """End of the load: collect every agent's final results, then quit Locust."""
+    environment = STATE.environment
+    assert environment is not None and environment.runner is not None
+    runner = environment.runner
+    STATE.finishing = True
+    if isinstance(runner, MasterRunner):
+        workers = [client.id for client in runner.clients.values()]
+        STATE.finals = {worker: False for worker in workers}
+        runner.send_message("cherry_finish")
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        while not all(STATE.finals.values()) and time.monotonic() < deadline:
+            gevent.sleep(0.1)  # waiting on messages from other processes
+        missing = [w for w, done in STATE.finals.items() if not done]
+        if missing:
+            STATE.summary.notes.append(f"no final results from {len(missing)} worker(s) within {FINISH_TIMEOUT:.0f} s")
+    else:
+        STATE.summary.merge(_finish_agent())
+    runner.quit()
+
+
+def _finish_agent() -> Summary:
+    """This process's agent: stop every client and return everything it measured."""
+    agent = STATE.agent
+    if agent is None:
+        return Summary()
+    reply = agent.call("finish", wait=45)
+    result = agent.take_pending()
+    if reply.get("ok"):
+        result.merge(Summary.from_json(reply["delta"]))
+    else:
+        result.notes.append(f"load agent did not finish: {reply.get('error')}")
+    agent.stop()
+    result.merge(agent.take_pending())
+    return result
+
+
+def _worker_finish(environment: Environment, msg: Any, **_: Any) -> None:
+    def run() -> None:
+        STATE.finishing = True
+        summary = _finish_agent()
+        assert environment.runner is not None
+        environment.runner.send_message("cherry_final", summary.to_json())
+
+    gevent.spawn(run)
+
+
+def _master_final(environment: Environment, msg: Any, **_: Any) -> None:
+    STATE.summary.merge(Summary.from_json(msg.data))
+    STATE.finals[msg.node_id] = True
+
+
+@events.report_to_master.add_listener
+def _report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    if STATE.agent is not None and not STATE.finishing:
+        data["cherry"] = STATE.agent.take_pending().to_json()
+
+
+@events.worker_report.add_listener
+def _worker_report(client_id: str, data: dict[str, Any], **_: Any) -> None:
+    if "cherry" in data:
+        STATE.summary.merge(Summary.from_json(data["cherry"]))
+
+
+@events.quitting.add_listener
+def _quitting(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        if STATE.agent is not None:
+            STATE.agent.stop()
+        return
+    if STATE.agent is not None and not STATE.finishing:  # stopped early (Ctrl-C, web UI)
+        STATE.summary.merge(_finish_agent())
+    elif STATE.agent is not None:
+        STATE.summary.merge(STATE.agent.take_pending())
+    options = STATE.options()
+    profile = STATE.get_profile()
+    document = verdict.evaluate(STATE.summary, load_targets(Path(options.targets), profile.targets), profile.name)
+    document["profile_settings"] = {"description": profile.description, "run_time_s": profile.run_time_s,
+                                    "rooms": profile.rooms, "viewers": profile.viewers,
+                                    "network": profile.network, "chat_users": profile.chat_users}
+    print("\n" + verdict.render(document), flush=True)
+    if options.summary_json:
+        path = Path(options.summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    environment.process_exit_code = document["exit_code"]
+
+
+def _stopping() -> bool:
+    return STATE.finishing
+
+
+def _wait_for_hosts(profile: Profile) -> None:
+    """Viewers start ``start_after_s`` into the run, and after this process's own hosts are live.
+
+    Hosts on other workers cannot be awaited from here: ``start_after_s`` covers them, and a
+    viewer that still finds its room not live retries within its join timeout.
+    """
+    if STATE.started_at is not None:
+        wait = STATE.started_at + profile.start_after_s - time.monotonic()
+        if wait > 0:
+            gevent.sleep(wait)  # a run-level schedule, not a synchronisation point
+    if STATE.hosts_starting:
+        STATE.hosts_settled.wait(timeout=60)
+
+
+class HostUser(User):
+    """One synthetic host per room (WHIP, pre-encoded VP8 + Opus, capture-time tags)."""
+
+    fixed_count = 1
+    weight = 0
+    wait_time = constant(1)
+
+    def on_start(self) -> None:
+        profile = STATE.get_profile()
+        STATE.hosts_starting += 1
+        try:
+            self._publish(profile)
+        finally:
+            STATE.hosts_starting -= 1
+            if STATE.hosts_starting == 0:
+                STATE.hosts_settled.set()
+
+    def _publish(self, profile: Profile) -> None:
+        agent = STATE.get_agent()
+        if agent is None:
+            return
+        reply = agent.call("host", wait=60, key=f"h{next(STATE.counter)}", rooms=profile.room_names,
+                           freeze=profile.freeze,
+                           freeze_rooms=[profile.room_names[i] for i in profile.freeze_rooms if i < profile.rooms])
+        error = None if reply.get("ok") else str(reply.get("error"))
+        fire(self.environment, "publish", float(reply.get("ms") or 0.0), error)
+        if error and error != "no_free_room":
+            agent.pending.host_failures[error] = agent.pending.host_failures.get(error, 0) + 1
+
+    @task
+    def publishing(self) -> None:
+        pass  # the agent streams; nothing to do per tick
+
+
+class ViewerUser(User):
+    """Joins a room over WHEP, watches for a profile-drawn time, leaves, maybe rejoins."""
+
+    weight = 1
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        profile = STATE.get_profile()
+        index = next(STATE.counter)
+        worker, workers = STATE.worker_slot()
+        self.key = f"v{worker}-{index}"
+        self.room = profile.room_names[(index * workers + worker) % profile.rooms]
+        nets = list(profile.network)
+        self.net = STATE.rng.choices(nets, weights=[profile.network[n] for n in nets])[0]
+        self.watching = False
+        self.sessions = 0
+        _wait_for_hosts(profile)
+
+    @task
+    def session(self) -> None:
+        profile = STATE.get_profile()
+        agent = STATE.get_agent()
+        if agent is None or _stopping():
+            gevent.sleep(1)
+            return
+        flag = agent.lost[self.key] = Event()
+        reply = agent.call("view", wait=profile.join_timeout_s + 30, key=self.key, room=self.room, net=self.net,
+                           timeout=profile.join_timeout_s)
+        if reply.get("stage") == "agent" or reply.get("error") in ("agent_gone", "agent_timeout"):
+            gevent.sleep(1)  # the generator's problem, not a join failure (the verdict notes it)
+            return
+        ms = float(reply.get("ms") or 0.0)
+        if self.sessions:
+            fire(self.environment, "reconnect", ms if not reply.get("ok") else float(reply["join_ms"]),
+                 None if reply.get("ok") else str(reply.get("error")))
+        self.sessions += 1
+        if not reply.get("ok"):
+            error = str(reply.get("error"))
+            if reply.get("stage") == "whep":
+                fire(self.environment, "whep", ms, error)
+            fire(self.environment, "join", ms, error)
+            gevent.sleep(profile.retry_after_failure_s)
+            return
+        fire(self.environment, "whep", float(reply["whep_ms"]))
+        fire(self.environment, "join", float(reply["join_ms"]))
+        fire(self.environment, "first_frame", float(reply["ttff_ms"]))
+        self.watching = True
+        low, high = profile.watch_s
+        duration = STATE.rng.uniform(low, high) if high > 0 else None
+        flag.wait(timeout=duration)  # ends early if the session is lost
+        if _stopping():
+            self._park()
+        left = agent.call("leave", wait=30, key=self.key)
+        self.watching = False
+        if left.get("ok"):
+            fire(self.environment, "stutter", float(left["freeze_s"]) * 1000, None, int(float(left["watch_s"]) * 1000))
+        if flag.is_set():
+            return  # lost: rejoin right away, as a player would
+        if STATE.rng.random() >= profile.rejoin:
+            self._park()
+        gevent.sleep(STATE.rng.uniform(*profile.pause_s))
+
+    def _park(self) -> None:
+        while True:
+            gevent.sleep(3600)  # this viewer is done; the run's end stops it
+
+    def on_stop(self) -> None:
+        if self.watching and STATE.agent is not None and not _stopping():
+            STATE.agent.send("leave", key=self.key)
+
+
+class ChatUser(User):
+    """A room-events client: chat, gifts and likes at the profile's rates (run by the agent)."""
+
+    fixed_count = 0
+    weight = 0
+    wait_time = constant(1)
+
+    def on_start(self) -> None:
+        profile = STATE.get_profile()
+        agent = STATE.get_agent()
+        if agent is None:
+            return
+        _wait_for_hosts(profile)
+        index = next(STATE.counter)
+        worker, workers = STATE.worker_slot()
+        room = profile.room_names[(index * workers + worker) % profile.rooms]
+        reply = agent.call("chat", wait=30, key=f"c{worker}-{index}", room=room, chat_per_s=profile.chat_per_s,
+                           gifts_per_s=profile.gifts_per_s, likes_per_s=profile.likes_per_s)
+        error = None if reply.get("ok") else str(reply.get("error"))
+        fire(self.environment, "ws", float(reply.get("ms") or 0.0), error)
+
+    @task
+    def chatting(self) -> None:
+        pass
+
+
+class PkUser(User):
+    """STUB for the PK-battle work: two hosts link rooms, audiences watch both, gifts score.
+
+    The gateway has no PK battles yet, so the ``pk-battle`` profile is marked ``status = "stub"``
+    and ``loadtests.run`` skips it with the reason (exit code 4). When PK lands, this user
+    should: invite/accept over room events, assert both audiences receive both hosts' tracks
+    (two video SSRCs per viewer), send gifts during the battle, and time the link set-up.
+    """
+
+    abstract = True  # never spawned until it is filled in
+    wait_time = constant(1)
+
+    @task
+    def pk(self) -> None:
+        raise NotImplementedError("PK battles do not exist in the gateway yet")

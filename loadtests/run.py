@@ -1,0 +1,199 @@
+"""Headless load run against a local gateway that this command starts and stops itself.
+
+``python -m loadtests.run --profile smoke`` (``make loadtest PROFILE=smoke``):
+
+1. loads ``configs/profiles/smoke.toml`` (a ``status = "stub"`` profile is skipped, exit 4);
+2. starts ``python -m gateway serve --host 127.0.0.1 --port FREE --ice-host 127.0.0.1 --dev
+   --config configs/load-gateway.toml`` unless ``--base-url`` names a running gateway;
+3. runs Locust headless with the profile's user count and spawn rate (``--processes`` from the
+   profile or the command line), CSV and HTML reports and the summary JSON in ``--out``;
+4. stops Locust (if it overran its time budget) and the gateway, by pid, and exits with Locust's
+   code: 0 PASS, 1 FAIL, 3 INVALID, 2 set-up error.
+
+Everything is bounded: the gateway must be healthy within 30 s, Locust gets the run time plus
+``--grace`` seconds. Only 127.0.0.1 carries traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from loadtests.profiles import ROOT, ProfileError, load_profile
+from loadtests.verdict import EXIT
+
+GATEWAY_CONFIG = ROOT / "configs" / "load-gateway.toml"
+LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, SIGKILL after ``grace`` s; then SIGKILL its leftover descendants, by pid."""
+    leftovers = _descendants(process.pid)
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class Gateway:
+    """A gateway process on 127.0.0.1 for the duration of one run."""
+
+    def __init__(self, module: str, config: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
+        self.log_path = log_path
+        argv = [sys.executable, "-m", module, "serve", "--host", LOOPBACK, "--port", str(self.port),
+                "--ice-host", LOOPBACK, "--dev", "--config", str(config)]
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, preexec_fn=_die_with_parent,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}; see {self.log_path}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+            time.sleep(0.2)  # polling a port that is not open yet: there is nothing to await
+        raise RuntimeError(f"gateway not healthy after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        stop_process(self.process, grace=10)
+        self._log.close()
+
+
+def locust_argv(args: argparse.Namespace, base_url: str, users: int, spawn_rate: float, processes: int,
+                out: Path, name: str) -> list[str]:
+    argv = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless",
+            "--host", base_url, "--load-profile", args.profile, "-u", str(users), "-r", str(spawn_rate),
+            "--csv", str(out / name), "--html", str(out / f"{name}.html"),
+            "--summary-json", str(out / "summary.json"), "--only-summary", "--loglevel", args.loglevel,
+            "--exit-code-on-error", "0"]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    if args.duration:
+        argv += ["--load-duration", str(args.duration)]
+    if args.targets:
+        argv += ["--targets", args.targets]
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except (ProfileError, OSError, ValueError) as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return EXIT["ERROR"]
+    if profile.status == "stub":
+        print(f"loadtest: SKIPPED profile {profile.name}: {profile.skip_reason}")
+        return EXIT["SKIPPED"]
+    out = Path(args.out) if args.out else ROOT / "loadtests" / "results" / profile.name
+    out.mkdir(parents=True, exist_ok=True)
+    processes = args.processes or profile.processes
+    duration = args.duration or profile.run_time_s
+    users = args.users or profile.users
+    spawn_rate = args.spawn_rate or profile.spawn_rate
+    print(f"loadtest: profile {profile.name} ({profile.description}); {users} users, {processes} process(es), "
+          f"{duration:.0f} s; reports in {out}", flush=True)
+    gateway: Gateway | None = None
+    base_url = args.base_url
+    try:
+        if not base_url:
+            gateway = Gateway(args.gateway_module, Path(args.gateway_config), out / "gateway.log")
+            gateway.wait_healthy(30)
+            base_url = gateway.base_url
+            print(f"loadtest: gateway pid {gateway.process.pid} on {base_url}", flush=True)
+        argv = locust_argv(args, base_url, users, spawn_rate, processes, out, profile.name)
+        locust = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            code = locust.wait(timeout=duration + args.grace)
+        except subprocess.TimeoutExpired:
+            print(f"loadtest: Locust overran {duration + args.grace:.0f} s; stopping it", file=sys.stderr)
+            stop_process(locust, grace=15)
+            return EXIT["ERROR"]
+        except KeyboardInterrupt:
+            stop_process(locust, grace=15)
+            raise
+        finally:
+            stop_process(locust, grace=15)
+    except RuntimeError as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return EXIT["ERROR"]
+    finally:
+        if gateway is not None:
+            gateway.stop()
+    print(f"loadtest: Locust exit code {code}; summary {out / 'summary.json'}, report {out / (profile.name + '.html')}")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Headless load run with PASS/FAIL/INVALID verdict")
+    parser.add_argument("--profile", default="smoke", help="configs/profiles/NAME.toml or a path")
+    parser.add_argument("--base-url", default="", help="a running gateway; default: start one on 127.0.0.1")
+    parser.add_argument("--processes", type=int, default=0, help="Locust processes; default: the profile's")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds of load; default: the profile's")
+    parser.add_argument("--users", type=int, default=0, help="Locust users; default: the profile's")
+    parser.add_argument("--spawn-rate", type=float, default=0.0, help="default: the profile's")
+    parser.add_argument("--targets", default="", help="targets TOML; default configs/targets.toml")
+    parser.add_argument("--out", default="", help="report directory; default loadtests/results/PROFILE")
+    parser.add_argument("--grace", type=float, default=120.0, help="seconds Locust may run past the duration")
+    parser.add_argument("--gateway-module", default="gateway", help="python -m MODULE serve ... (tests swap it)")
+    parser.add_argument("--gateway-config", default=str(GATEWAY_CONFIG))
+    parser.add_argument("--loglevel", default="WARNING")
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""PASS / FAIL / INVALID from a run's :class:`~loadtests.summary.Summary` and the targets.
+
+INVALID wins over everything: when a generator process was starved (CPU, event-loop lag) or
+died, its timings say nothing about the gateway, so neither PASS nor FAIL may be claimed.
+Otherwise any missed target is FAIL. Exit codes: 0 PASS, 1 FAIL, 3 INVALID, 4 SKIPPED
+(a stub profile), 2 for set-up errors (no gateway, bad profile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loadtests.profiles import Targets
+from loadtests.summary import GroupStats, Summary
+
+EXIT = {"PASS": 0, "FAIL": 1, "ERROR": 2, "INVALID": 3, "SKIPPED": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    scope: str  # "all", or a network condition
+    measured: float | None
+    limit: float
+    kind: str  # "max" or "min"
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        if self.measured is None:
+            return False
+        return self.measured <= self.limit if self.kind == "max" else self.measured >= self.limit
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "scope": self.scope, "measured": self.measured, "limit": self.limit,
+                "kind": self.kind, "passed": self.passed, "detail": self.detail}
+
+
+def viewer_figures(stats: GroupStats) -> dict[str, Any]:
+    """The figures targets are checked on, for one pooled group."""
+    attempts = stats.join_attempts
+    whep_errors = sum(v for k, v in stats.join_failed.items() if k.startswith("http_"))
+    return {
+        "viewers_joined": stats.join_ok,
+        "join_attempts": attempts,
+        "join_success": stats.join_ok / attempts if attempts else None,
+        "join_errors": dict(sorted(stats.join_failed.items())),
+        "whep_error_rate": whep_errors / attempts if attempts else None,
+        "ttff_p50_ms": _r(stats.ttff_ms.percentile(50)),
+        "ttff_p95_ms": _r(stats.ttff_ms.percentile(95)),
+        "join_p95_ms": _r(stats.join_ms.percentile(95)),
+        "whep_p95_ms": _r(stats.whep_ms.percentile(95)),
+        "watch_s": round(stats.watch_s, 2),
+        "fps": round(stats.frames / stats.watch_s, 2) if stats.watch_s else None,
+        "freezes": stats.freezes,
+        "freeze_s": round(stats.freeze_s, 3),
+        "stutter_ratio": round(stats.freeze_s / stats.watch_s, 6) if stats.watch_s else None,
+        "session_stutter_p95": _r(_div(stats.session_stutter.percentile(95), 1000), 5),
+        "decode_gaps": stats.decode_gaps,
+        "latency_p50_ms": _r(stats.latency_ms.percentile(50)),
+        "latency_p95_ms": _r(stats.latency_ms.percentile(95)),
+        "latency_samples": stats.latency_ms.total,
+        "sessions": stats.sessions,
+        "lost": stats.lost,
+        "lost_session_rate": stats.lost / stats.sessions if stats.sessions else (0.0 if stats.join_ok == 0 else None),
+    }
+
+
+def event_figures(stats: GroupStats) -> dict[str, Any]:
+    sent = stats.chat_sent + stats.gifts_sent + stats.likes_sent
+    errors = sum(stats.event_errors.values())
+    return {
+        "sockets": stats.sockets,
+        "chat_sent": stats.chat_sent,
+        "chat_echoed": stats.chat_echoed,
+        "gifts_sent": stats.gifts_sent,
+        "likes_sent": stats.likes_sent,
+        "event_errors": dict(sorted(stats.event_errors.items())),
+        "event_error_rate": errors / sent if sent else (1.0 if errors else None),
+        "chat_echo_p50_ms": _r(stats.chat_latency.percentile(50)),
+        "chat_echo_p95_ms": _r(stats.chat_latency.percentile(95)),
+    }
+
+
+def _div(value: float | None, by: float) -> float | None:
+    return None if value is None else value / by
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _viewer_checks(figures: dict[str, Any], limits: dict[str, float], scope: str) -> list[Check]:
+    table = [
+        ("stutter_ratio", "stutter_ratio_max", "max"),
+        ("join_success", "join_success_min", "min"),
+        ("ttff_p95_ms", "ttff_p95_ms_max", "max"),
+        ("latency_p95_ms", "latency_p95_ms_max", "max"),
+        ("whep_error_rate", "whep_error_rate_max", "max"),
+        ("lost_session_rate", "lost_session_rate_max", "max"),
+    ]
+    return [Check(figure, scope, figures[figure], limits[key], kind) for figure, key, kind in table if key in limits]
+
+
+def generator_problems(summary: Summary, targets: Targets) -> list[str]:
+    """Why the generator, not the gateway, may have limited this run (empty: healthy)."""
+    limits = targets.generator
+    problems = list(summary.notes)
+    for proc, health in sorted(summary.health.items()):
+        lag = health.loop_lag_ms.percentile(99)
+        busy = health.busy_intervals / health.intervals if health.intervals else 0.0
+        if health.cpu_mean > limits["cpu_mean_max"]:
+            problems.append(f"{proc}: CPU {health.cpu_mean:.0%} of a core on average > {limits['cpu_mean_max']:.0%}")
+        if busy > limits["cpu_busy_share_max"]:
+            problems.append(f"{proc}: over {health.BUSY:.0%} CPU in {busy:.0%} of intervals "
+                            f"> {limits['cpu_busy_share_max']:.0%}")
+        if lag is not None and lag > limits["loop_lag_p99_ms_max"]:
+            problems.append(f"{proc}: event-loop lag p99 {lag:.0f} ms > {limits['loop_lag_p99_ms_max']:.0f} ms")
+    return problems
+
+
+def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict[str, Any]:
+    """The verdict document: checks, figures per room and per network condition, health."""
+    viewers = summary.pooled()
+    events = summary.pooled(events=True)
+    overall = viewer_figures(viewers)
+    checks = _viewer_checks(overall, targets.viewers, "all")
+    for net, limits in sorted(targets.by_network.items()):
+        if net in summary.nets():
+            checks += _viewer_checks(viewer_figures(summary.pooled(net=net)), limits, net)
+    chat = event_figures(events)
+    if events.sockets or events.event_errors:
+        checks.append(Check("chat_echo_p95_ms", "events", chat["chat_echo_p95_ms"],
+                            targets.events["chat_echo_p95_ms_max"], "max"))
+        checks.append(Check("event_error_rate", "events", chat["event_error_rate"],
+                            targets.events["event_error_rate_max"], "max"))
+    published = len(summary.hosts)
+    host_attempts = published + sum(summary.host_failures.values())
+    if host_attempts:
+        checks.append(Check("publish_success", "hosts", published / host_attempts,
+                            targets.hosts["publish_success_min"], "min",
+                            ", ".join(f"{k}: {v}" for k, v in sorted(summary.host_failures.items()))))
+    problems = generator_problems(summary, targets)
+    if viewers.join_attempts == 0 and not events.sockets:
+        problems.append("no measurements: the generator made no join attempt")
+    if problems:
+        verdict = "INVALID"
+    elif all(c.passed for c in checks):
+        verdict = "PASS"
+    else:
+        verdict = "FAIL"
+    return {
+        "profile": profile_name,
+        "verdict": verdict,
+        "exit_code": EXIT[verdict],
+        "invalid_reasons": problems,
+        "checks": [c.to_json() for c in checks],
+        "overall": overall,
+        "events": chat,
+        "by_room": {room: viewer_figures(summary.pooled(room=room)) for room in summary.rooms()
+                    if summary.pooled(room=room).join_attempts},
+        "by_network": {net: viewer_figures(summary.pooled(net=net)) for net in summary.nets()},
+        "generator": {
+            proc: {
+                "cpu_mean": round(h.cpu_mean, 4),
+                "cpu_max": round(h.cpu_max, 4),
+                "busy_intervals": h.busy_intervals,
+                "intervals": h.intervals,
+                "loop_lag_p50_ms": _r(h.loop_lag_ms.percentile(50)),
+                "loop_lag_p99_ms": _r(h.loop_lag_ms.percentile(99)),
+            }
+            for proc, h in sorted(summary.health.items())
+        },
+        "hosts": summary.hosts,
+        "host_failures": summary.host_failures,
+    }
+
+
+# -- text rendering -------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.1f}"
+    return str(value)
+
+
+_ROW = [
+    ("joined", "viewers_joined", 6),
+    ("tries", "join_attempts", 6),
+    ("join ok", "join_success", 8),
+    ("ttff p50", "ttff_p50_ms", 8),
+    ("ttff p95", "ttff_p95_ms", 8),
+    ("lat p50", "latency_p50_ms", 7),
+    ("lat p95", "latency_p95_ms", 7),
+    ("watch s", "watch_s", 8),
+    ("fps", "fps", 5),
+    ("freezes", "freezes", 7),
+    ("stutter", "stutter_ratio", 8),
+    ("lost", "lost", 4),
+]
+
+
+def _table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    width = max([len(title)] + [len(k) for k in rows])
+    lines = [title.ljust(width) + "  " + "  ".join(h.rjust(w) for h, _, w in _ROW)]
+    for name, figures in rows.items():
+        lines.append(name.ljust(width) + "  " + "  ".join(_fmt(figures.get(k)).rjust(w) for _, k, w in _ROW))
+    return lines
+
+
+def render(document: dict[str, Any]) -> str:
+    lines = [f"== load test {document['profile']}: per room"]
+    lines += _table("room", document["by_room"])
+    lines += ["", "== per network condition"]
+    lines += _table("network", document["by_network"])
+    lines += _table("ALL", {"ALL": document["overall"]})[1:]
+    events = document["events"]
+    if events["sockets"] or events["event_errors"]:
+        lines += ["", f"== room events: {events['sockets']} sockets, chat {events['chat_sent']} sent / "
+                  f"{events['chat_echoed']} echoed (p50 {_fmt(events['chat_echo_p50_ms'])} ms, p95 "
+                  f"{_fmt(events['chat_echo_p95_ms'])} ms), gifts {events['gifts_sent']}, "
+                  f"likes {events['likes_sent']}, "
+                  f"errors {events['event_errors'] or 'none'}"]
+    lines += ["", "== generator (share of one core; event-loop lag of a 50 ms timer)"]
+    for proc, h in document["generator"].items():
+        lines.append(f"{proc}: CPU mean {h['cpu_mean']:.0%}, max {h['cpu_max']:.0%}, "
+                     f"lag p50 {_fmt(h['loop_lag_p50_ms'])} ms, p99 {_fmt(h['loop_lag_p99_ms'])} ms")
+    lines += ["", "== targets"]
+    for check in document["checks"]:
+        mark = "PASS" if check["passed"] else "FAIL"
+        op = "<=" if check["kind"] == "max" else ">="
+        scope = "" if check["scope"] == "all" else f" [{check['scope']}]"
+        detail = f"  ({check['detail']})" if check["detail"] else ""
+        lines.append(f"{mark}  {check['name']}{scope}: {_fmt(check['measured'])} {op} {_fmt(check['limit'])}{detail}")
+    for reason in document["invalid_reasons"]:
+        lines.append(f"INVALID  {reason}")
+    lines.append(f"\nVERDICT: {document['verdict']} (exit code {document['exit_code']})")
+    return "\n".join(lines)
