@@ -499,11 +499,10 @@ class Operations:
         yield GaugeMetricFamily("cherry_viewer_stutter_ratio", "Freeze time / watch time over the rooms' "
                                 "current report windows (alert on the rate of the two counters instead)",
                                 value=quality.stutter_ratio)
-        latency = GaugeMetricFamily("cherry_viewer_latency_seconds", "Real-user capture-to-display latency "
-                                    "quantiles (watch-time-weighted mean over rooms)", labels=["quantile"])
-        latency.add_metric(["0.5"], quality.latency_ms_p50 / 1000)
-        latency.add_metric(["0.95"], quality.latency_ms_p95 / 1000)
-        yield latency
+        for pct, ms in (("50", quality.latency_ms_p50), ("95", quality.latency_ms_p95)):
+            yield GaugeMetricFamily(f"cherry_viewer_latency_p{pct}_seconds", f"Real-user capture-to-display "
+                                    f"latency, {pct}th percentile (watch-time-weighted mean over rooms)",
+                                    value=ms / 1000)
         yield GaugeMetricFamily("cherry_viewer_fps", "Real-user decoded frames per second (mean)",
                                 value=quality.fps_mean)
 

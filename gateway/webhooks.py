@@ -32,7 +32,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,6 +278,15 @@ class RoomWebhooks:
         if present is not None:
             present.pop(participant.participant_id, None)
         self._participant_event("participant_left", room, participant)
+
+    # PK battles: whatever runs them reports each with one call (e.g. through the room observers).
+
+    def pk_started(self, pk_id: str, rooms: Sequence[str], **details: Any) -> None:
+        self.emitter.emit("pk_started", {"pk_id": pk_id, "rooms": [{"name": r} for r in rooms], **details})
+
+    def pk_ended(self, pk_id: str, rooms: Sequence[str], **details: Any) -> None:
+        """``details`` e.g. ``winner``, ``scores``, ``reason``."""
+        self.emitter.emit("pk_ended", {"pk_id": pk_id, "rooms": [{"name": r} for r in rooms], **details})
 
 
 def install_webhooks(app: web.Application, config: WebhooksConfig, rooms: Any) -> WebhookEmitter:

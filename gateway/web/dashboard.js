@@ -1,7 +1,7 @@
 // SRE dashboard: polls /dashboard/data every sample interval, draws the charts and the busiest rooms.
 const $ = (sel) => document.querySelector(sel);
-const STUTTER_TARGET = 0.005;
-const JOIN_TARGET = 0.99;
+const STUTTER_TARGET = 0.005;  // configs/targets.toml
+const JOIN_TARGET = 0.999;  // configs/targets.toml
 
 const state = { points: [], rooms: [], latest: null, updates: 0, since: 0, interval: 1, errors: 0 };
 window.cherryDashboard = state;  // read by the browser tests
@@ -21,7 +21,7 @@ function duration(s) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-function draw(canvas, series, { min = 0, max = null, format = String, target = null } = {}) {
+function draw(canvas, series, { min = 0, max = null, format = String, target = null, integer = false } = {}) {
   const ratio = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   if (canvas.width !== w * ratio || canvas.height !== h * ratio) { canvas.width = w * ratio; canvas.height = h * ratio; }
@@ -36,6 +36,7 @@ function draw(canvas, series, { min = 0, max = null, format = String, target = n
     top = target == null ? 0 : target * 1.5;
     for (const s of series) for (const p of pts) { const v = s.value(p); if (v != null && v > top) top = v; }
     top = top > 0 ? top * 1.15 : 1;
+    if (integer) top = Math.max(2, 2 * Math.ceil(top / 2));  // whole numbers on every grid line
   }
   const left = 46, bottom = h - 14;
   const x = (t) => left + (w - left - 4) * (t1 > t0 ? (t - t0) / (t1 - t0) : 1);
@@ -87,7 +88,7 @@ function render() {
   $("#now-cpu").textContent = `${p.cpu_percent.toFixed(0)} %`;
 
   draw($("#chart-audience"), [{ color: "#e8364f", value: (q) => q.viewers }, { color: "#f0b429", value: (q) => q.rooms_live }],
-    { format: (v) => v.toFixed(0) });
+    { format: (v) => v.toFixed(0), integer: true });
   draw($("#chart-bitrate"), [{ color: "#4aa3ff", value: (q) => q.egress_bps }, { color: "#2fbf71", value: (q) => q.ingest_bps }],
     { format: (v) => bits(v).replace(" ", "") });
   draw($("#chart-stutter"), [{ color: "#e8364f", value: (q) => q.watch_reports ? q.stutter_ratio : null }],

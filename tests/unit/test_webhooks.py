@@ -207,7 +207,11 @@ async def test_room_lifecycle_becomes_events_in_order(receiver: tuple[Receiver, 
 
 async def test_pk_events_are_one_call(receiver: tuple[Receiver, str], started: list[WebhookEmitter]) -> None:
     rec, url = receiver
-    emitter = await start(started, config(url))
-    emitter.emit("pk_started", {"rooms": [{"name": "a"}, {"name": "b"}], "pk_id": "pk1", "duration_s": 300})
-    event = await rec.next("pk_started")
-    assert event["event"] == "pk_started" and event["pk_id"] == "pk1"
+    emitter = await start(started, config(url, concurrency=1))
+    hooks = RoomWebhooks(emitter)
+    hooks.pk_started("pk1", ["a", "b"], duration_s=300)
+    hooks.pk_ended("pk1", ["a", "b"], winner="a", scores={"a": 120, "b": 80}, reason="timer")
+    started_event, ended = await rec.next("pk_started"), await rec.next("pk_ended")
+    assert started_event["event"] == "pk_started" and started_event["pk_id"] == "pk1"
+    assert [r["name"] for r in started_event["rooms"]] == ["a", "b"] and started_event["duration_s"] == 300
+    assert ended["event"] == "pk_ended" and ended["winner"] == "a" and ended["scores"] == {"a": 120, "b": 80}
