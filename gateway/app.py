@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from gateway.config import GatewayConfig
 from gateway.operations import install_operations
@@ -17,9 +18,14 @@ from gateway.pages import add_page_routes
 from relay.aiortc_bridge import pin_ice_hosts
 from relay.room import RoomLimits, Rooms
 from relay.stats import DelaySampler
+from signaling.admin import add_admin_routes
 from signaling.auth import ROLES, TokenService
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import HttpError, error_middleware
+from signaling.events.costream import CostreamSettings
+from signaling.events.hub import EventHub, EventSettings
+from signaling.events.moderation import WordMask
+from signaling.events.ws import room_socket
 from signaling.negotiation import delete_handler, patch_handler
 from signaling.ratelimit import RateLimiter
 from signaling.sessions import SessionRegistry, SessionSettings
@@ -31,21 +37,44 @@ CONFIG = web.AppKey("config", GatewayConfig)
 STARTED_AT = web.AppKey("started_at", float)
 
 
+def event_settings(config: GatewayConfig) -> EventSettings:
+    ev = config.events
+    return EventSettings(
+        max_chat_length=ev.max_chat_length,
+        chat_rate=(ev.chat_per_second, ev.chat_burst),
+        gift_rate=(ev.gifts_per_second, ev.gift_burst),
+        like_rate=(ev.likes_per_second, ev.like_burst),
+        max_gift_count=ev.max_gift_count,
+        gift_values=tuple((g.kind, g.value) for g in ev.gifts),
+        send_queue_limit=ev.send_queue_limit,
+        max_frame_bytes=ev.max_frame_bytes,
+        max_errors=ev.max_errors,
+        aggregate_interval=ev.aggregate_interval_s,
+        default_mute_s=ev.default_mute_s,
+        default_ban_s=ev.default_ban_s,
+        chat_history=ev.chat_history,
+        max_sockets_per_room=ev.max_sockets_per_room,
+    )
+
+
 def build_context(config: GatewayConfig) -> SignalingContext:
     secret = config.auth.secret or secrets.token_urlsafe(32)
     ice_servers = tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers)
+    # max-bundle: every m-line on one transport. WHIP/WHEP clients bundle, and aiortc's default
+    # ("balanced") leaves a second m-line of the same kind on a transport that never starts.
     rtc = RTCConfiguration(iceServers=[
         RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None)
         for s in ice_servers
-    ])
+    ], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     media = config.media
-    return SignalingContext(
+    ctx = SignalingContext(
         tokens=TokenService(secret, config.auth.issuer, config.auth.default_ttl, config.auth.leeway),
         rooms=Rooms(RoomLimits(
             max_rooms=config.limits.max_rooms,
             max_viewers_per_room=config.limits.max_viewers_per_room,
             empty_room_grace=config.rooms.empty_room_grace_s,
             host_absent_timeout=config.rooms.host_absent_timeout_s,
+            max_guests=config.costream.max_guests,
         )),
         sessions=SessionRegistry(),
         session_settings=SessionSettings(
@@ -66,6 +95,14 @@ def build_context(config: GatewayConfig) -> SignalingContext:
         public_url=config.server.public_url,
         dev=config.dev,
     )
+    co = config.costream
+    ctx.max_slots = co.max_slots
+    ctx.hub = EventHub(event_settings(config), ctx.rooms, ctx.sessions, ctx.moderation,
+                       WordMask(config.events.word_filter), ctx.tokens,
+                       CostreamSettings(pk_duration=co.pk_duration_s, pk_invite_timeout=co.pk_invite_timeout_s,
+                                        pk_host_grace=co.pk_host_grace_s, pk_tick=co.pk_tick_s,
+                                        guest_invite_timeout=co.guest_invite_timeout_s))
+    return ctx
 
 
 @web.middleware
@@ -120,8 +157,14 @@ async def dev_token(request: web.Request) -> web.Response:
     if role not in ROLES:
         raise HttpError(400, "bad_role", f"role must be one of {', '.join(ROLES)}")
     identity = request.query.get("identity") or None
+    try:
+        ttl = int(request.query["ttl"]) if "ttl" in request.query else None
+    except ValueError as exc:
+        raise HttpError(400, "bad_ttl", "ttl must be a whole number of seconds") from exc
+    if ttl is not None and not 1 <= ttl <= 86400:
+        raise HttpError(400, "bad_ttl", "ttl must be from 1 to 86400 seconds")
     ctx = context(request)
-    token = ctx.tokens.mint(room, role, identity)
+    token = ctx.tokens.mint(room, role, identity, ttl)
     grant = ctx.tokens.verify(token)
     return web.json_response({"token": token, "room": room, "role": role,
                               "identity": grant.identity, "expires_at": grant.expires_at})
@@ -131,7 +174,11 @@ async def api_stats(request: web.Request) -> web.Response:
     """Relay figures for operators and the benchmark (admin grant)."""
     authorize(request, "*", "admin")
     ctx = context(request)
-    p50, p99 = ctx.forwarding_delay.percentiles(0.5, 0.99)
+    try:
+        window = float(request.query["window"]) if "window" in request.query else None
+    except ValueError as exc:
+        raise HttpError(400, "bad_window", "window must be a number of seconds") from exc
+    p50, p99 = ctx.forwarding_delay.percentiles(0.5, 0.99, window=window)
     rooms = []
     for room in ctx.rooms:
         subs = [s for _, ss in room.viewers.values() for s in ss]
@@ -152,8 +199,9 @@ async def api_stats(request: web.Request) -> web.Response:
         "uptime_s": time.time() - request.app[STARTED_AT],
         "sessions": len(ctx.sessions),
         "forwarding_delay_ms": {"p50": p50 * 1000, "p99": p99 * 1000,
-                                "samples": ctx.forwarding_delay.count},
+                                "samples": ctx.forwarding_delay.samples(window)},
         "requests": dict(ctx.counters),
+        "events": dict(ctx.hub.stats) if ctx.hub else {},
         "rooms": rooms,
     })
 
@@ -178,6 +226,8 @@ def create_app(config: GatewayConfig) -> web.Application:
         r.add_route("OPTIONS", f"/{kind}/{{room}}", _options)
         r.add_route("OPTIONS", f"/{kind}/{{room}}/{{session}}", _options)
     r.add_get("/api/stats", api_stats)
+    r.add_get("/ws/{room}", room_socket)
+    add_admin_routes(app)
     if config.dev:
         r.add_get("/dev/token", dev_token)
     add_page_routes(app)
@@ -192,7 +242,11 @@ async def _options(request: web.Request) -> web.Response:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     log.info("gateway ready (dev=%s, ice hosts=%s)", ctx.dev, app[CONFIG].ice.hosts or "all")
+    assert ctx.hub is not None
+    ticker = asyncio.ensure_future(ctx.hub.run())
     yield
     ctx.draining = True
+    ticker.cancel()
+    await ctx.hub.close_all(1001, "gateway shutting down")
     ctx.rooms.close_all("gateway shutting down")
     await ctx.sessions.close_all("gateway shutting down")

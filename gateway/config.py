@@ -126,6 +126,22 @@ class EventsConfig:
 
 
 @dataclass(slots=True)
+class CostreamConfig:
+    # Guests on mic a room may have at once.
+    max_guests: int = 2
+    # Video (and audio) m-lines of one viewer that get a stream: own host + co-stream slots.
+    max_slots: int = 4
+    pk_duration_s: float = 300.0
+    # An invitation nobody answers in this time is rejected.
+    pk_invite_timeout_s: float = 15.0
+    # A host that drops mid-battle has this long to come back before its side loses.
+    pk_host_grace_s: float = 10.0
+    # Scores and the remaining time are sent at least this often during a battle.
+    pk_tick_s: float = 1.0
+    guest_invite_timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "info"
     json: bool = False
@@ -183,6 +199,7 @@ class GatewayConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    costream: CostreamConfig = field(default_factory=CostreamConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
@@ -237,6 +254,12 @@ class GatewayConfig:
             need(bool(gift.kind), f"events.gifts[{i}].kind", "must not be empty")
             need(gift.value >= 0, f"events.gifts[{i}].value", "must be >= 0")
         need(len({g.kind for g in ev.gifts}) == len(ev.gifts), "events.gifts", "kinds must be unique")
+        co = self.costream
+        need(co.max_guests >= 0, "costream.max_guests", "must be >= 0")
+        need(co.max_slots >= 1, "costream.max_slots", "must be at least 1")
+        for key in ("pk_duration_s", "pk_invite_timeout_s", "pk_tick_s", "guest_invite_timeout_s"):
+            need(getattr(co, key) > 0, f"costream.{key}", "must be positive")
+        need(co.pk_host_grace_s >= 0, "costream.pk_host_grace_s", "must be >= 0")
         need(self.log.level.lower() in ("debug", "info", "warning", "error"), "log.level",
              "must be debug, info, warning or error")
         need(self.metrics.top_rooms >= 0, "metrics.top_rooms", "must be >= 0")

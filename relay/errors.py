@@ -19,3 +19,11 @@ class CapacityExceeded(RelayError):
 
 class RoomClosed(RelayError):
     """The room was closed while the request was in flight."""
+
+
+class GuestSlotsFull(RelayError):
+    """The room already has the configured number of guests on mic."""
+
+
+class PkBusy(RelayError):
+    """A room of a PK request is already linked (or is the same room)."""

@@ -28,9 +28,10 @@ class RtpSink(Protocol):
     """One outgoing stream of a playback session, already negotiated."""
 
     ssrc: int
-    payload_type: int
     rtx_ssrc: int
-    rtx_payload_type: int | None  # None when RTX was not negotiated
+
+    def payload_types(self, mime_type: str) -> tuple[int, int | None] | None:
+        """(payload type, RTX payload type or None) negotiated for a codec; None if not negotiated."""
 
     def send(self, data: bytes) -> bool:
         """Protect and send one RTP/RTCP packet now; False if the session cannot send yet."""
@@ -74,22 +75,28 @@ class RoomObserver(Protocol):
 
     def participant_left(self, room: object, participant: Participant) -> None: ...
 
+    def layout_changed(self, room: object) -> None: ...
+
 
 class Observers:
     """Fans each notification out to several observers; one failing never stops the others."""
 
     def __init__(self) -> None:
-        self._observers: list[RoomObserver] = []
+        self._observers: list[object] = []
 
-    def add(self, observer: RoomObserver) -> None:
+    def add(self, observer: object) -> None:
+        """Add an observer implementing any subset of :class:`RoomObserver`'s methods."""
         self._observers.append(observer)
 
     def _each(self, method: str, *args: object) -> None:
         import logging
 
         for observer in self._observers:
+            handler = getattr(observer, method, None)
+            if handler is None:
+                continue  # observers may implement only what they care about
             try:
-                getattr(observer, method)(*args)
+                handler(*args)
             except Exception:
                 logging.getLogger("cherry.relay").exception("room observer %r failed in %s", observer, method)
 
@@ -107,3 +114,6 @@ class Observers:
 
     def participant_left(self, room: object, participant: Participant) -> None:
         self._each("participant_left", room, participant)
+
+    def layout_changed(self, room: object) -> None:
+        self._each("layout_changed", room)

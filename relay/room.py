@@ -1,4 +1,11 @@
-"""Rooms: who publishes, who watches, and how long an idle room lives."""
+"""Rooms: who publishes, who watches, how co-streams are laid out, and how long an idle room lives.
+
+A viewer's session carries one subscription per (kind, slot). Slot 0 is always the room's own host;
+further slots show the PK partner's host and then guests on mic. A layout change (host back, guest
+on, PK linked or unlinked) switches subscription sources; each switch starts at a keyframe, so no
+session is renegotiated and no viewer decodes a broken frame. Players that offered one audio and
+one video simply have slot 0 only.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from relay.errors import CapacityExceeded, HostAlreadyLive, RoomClosed, RoomNotLive
+from relay.errors import (
+    CapacityExceeded,
+    GuestSlotsFull,
+    HostAlreadyLive,
+    PkBusy,
+    RoomClosed,
+    RoomNotLive,
+)
 from relay.ports import CodecInfo, Observers, Participant
 from relay.publication import Publication
 from relay.subscription import Subscription
@@ -22,10 +36,22 @@ class RoomLimits:
     max_viewers_per_room: int
     empty_room_grace: float  # seconds an empty room lingers before it is closed
     host_absent_timeout: float  # seconds viewers wait for a host before the room closes
+    max_guests: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Who a viewer sees in one slot of a room's layout."""
+
+    index: int
+    role: str  # "host", "partner" or "guest"
+    room: str
+    identity: str | None
+    publications: dict[str, Publication]
 
 
 class Room:
-    """One live channel: a host's publications and the viewers subscribed to them."""
+    """One live channel: its host, guests on mic, viewers, and at most one PK partner."""
 
     def __init__(self, name: str, registry: Rooms) -> None:
         self.name = name
@@ -36,6 +62,9 @@ class Room:
         self.publications: dict[str, Publication] = {}
         # Codecs of the last host: viewers negotiated them, so a returning host is held to them.
         self.codecs: dict[str, CodecInfo] = {}
+        self.guests: dict[str, Participant] = {}
+        self.guest_publications: dict[str, dict[str, Publication]] = {}
+        self.pk_partner: Room | None = None
         self.viewers: dict[str, tuple[Participant, list[Subscription]]] = {}
         self.closed = False
         self._registry = registry
@@ -51,6 +80,33 @@ class Room:
 
     def _log(self, msg: str, *args: object) -> None:
         log.info("room=%s " + msg, self.name, *args)
+
+    # -- layout ------------------------------------------------------------
+
+    def layout(self) -> list[Slot]:
+        slots = [Slot(0, "host", self.name, self.host.identity if self.host else None, self.publications)]
+        partner = self.pk_partner
+        if partner is not None:
+            slots.append(Slot(len(slots), "partner", partner.name,
+                              partner.host.identity if partner.host else None, partner.publications))
+        for pid, guest in self.guests.items():
+            slots.append(Slot(len(slots), "guest", self.name, guest.identity,
+                              self.guest_publications.get(pid, {})))
+        return slots
+
+    def _refresh(self) -> None:
+        """Point every viewer subscription at its slot's current publication."""
+        slots = self.layout()
+        for _, subscriptions in self.viewers.values():
+            for subscription in subscriptions:
+                slot = slots[subscription.slot] if subscription.slot < len(slots) else None
+                subscription.switch_source(slot.publications.get(subscription.kind) if slot else None)
+        self._registry.observers.layout_changed(self)
+
+    def _refresh_linked(self) -> None:
+        self._refresh()
+        if self.pk_partner is not None:
+            self.pk_partner._refresh()
 
     # -- host side -------------------------------------------------------
 
@@ -69,25 +125,40 @@ class Room:
         self._cancel_idle_timer()
         self._registry.observers.participant_joined(self, participant)
 
-    def publish(self, participant: Participant, publication: Publication) -> None:
-        """Make ``publication`` the room's source of its kind; every viewer follows it."""
+    def claim_guest(self, participant: Participant) -> None:
+        """A guest on mic takes a slot; the same identity replaces its stale session."""
         self._check_open()
-        if self.host is not participant:
-            raise HostAlreadyLive("only the room's host publishes here")
-        old = self.publications.get(publication.kind)
-        self.publications[publication.kind] = publication
-        self.codecs[publication.kind] = publication.codec
+        for pid, guest in list(self.guests.items()):
+            if guest.identity == participant.identity and pid != participant.participant_id:
+                self.release_guest(guest)
+                guest.close("replaced by a new session of the same guest")
+        if participant.participant_id not in self.guests and len(self.guests) >= self._registry.limits.max_guests:
+            raise GuestSlotsFull(f"room {self.name!r} already has {len(self.guests)} guests on mic")
+        self.guests[participant.participant_id] = participant
+        self._cancel_idle_timer()
+        self._registry.observers.participant_joined(self, participant)
+
+    def publish(self, participant: Participant, publication: Publication) -> None:
+        """Make ``publication`` the participant's track of its kind; viewers follow at a keyframe."""
+        self._check_open()
+        kind = publication.kind
+        if self.host is participant:
+            old = self.publications.get(kind)
+            self.publications[kind] = publication
+            self.codecs[kind] = publication.codec
+        elif participant.participant_id in self.guests:
+            tracks = self.guest_publications.setdefault(participant.participant_id, {})
+            old = tracks.get(kind)
+            tracks[kind] = publication
+        else:
+            raise HostAlreadyLive("only the room's host or its guests publish here")
         if old is not None and old is not publication:
             old.close()
-        for _, subscriptions in self.viewers.values():
-            for subscription in subscriptions:
-                if subscription.kind == publication.kind:
-                    subscription.switch_source(publication)
-        if self.live_since is None:
+        if self.host is participant and self.live_since is None:
             self.live_since = time.time()
             self._registry.observers.host_changed(self, True)
-        self._log("participant=%s publishes %s %s", participant.identity,
-                  publication.kind, publication.codec.mime_type)
+        self._log("participant=%s publishes %s %s", participant.identity, kind, publication.codec.mime_type)
+        self._refresh_linked()
 
     def release_host(self, participant: Participant) -> None:
         """The host's session ended: viewers stay and wait for it to come back."""
@@ -102,12 +173,44 @@ class Room:
         if was_live:
             self._registry.observers.host_changed(self, False)
         self._registry.observers.participant_left(self, participant)
-        for _, subscriptions in self.viewers.values():
-            for subscription in subscriptions:
-                subscription.switch_source(None)
-        self._log("participant=%s host left; %d viewers wait", participant.identity,
-                  len(self.viewers))
+        self._refresh_linked()
+        self._log("participant=%s host left; %d viewers wait", participant.identity, len(self.viewers))
         self._schedule_idle_check()
+
+    def release_guest(self, participant: Participant) -> None:
+        if self.guests.pop(participant.participant_id, None) is None:
+            return
+        for publication in self.guest_publications.pop(participant.participant_id, {}).values():
+            publication.close()
+        self._registry.observers.participant_left(self, participant)
+        self._refresh()
+        self._log("participant=%s guest left the mic", participant.identity)
+        self._schedule_idle_check()
+
+    # -- PK ----------------------------------------------------------------
+
+    def link_pk(self, other: Room) -> None:
+        """Link two rooms for a PK battle: each room's viewers get the other host in slot 1."""
+        self._check_open()
+        other._check_open()
+        if other is self:
+            raise PkBusy("a room cannot battle itself")
+        for room in (self, other):
+            if room.pk_partner is not None:
+                raise PkBusy(f"room {room.name!r} is already in a PK")
+        self.pk_partner, other.pk_partner = other, self
+        self._log("PK linked with room %s", other.name)
+        self._refresh()
+        other._refresh()
+
+    def unlink_pk(self) -> None:
+        other = self.pk_partner
+        if other is None:
+            return
+        self.pk_partner = other.pk_partner = None
+        self._log("PK unlinked from room %s", other.name)
+        self._refresh()
+        other._refresh()
 
     # -- viewer side -----------------------------------------------------
 
@@ -122,8 +225,10 @@ class Room:
     def add_viewer(self, participant: Participant, subscriptions: list[Subscription]) -> None:
         self.check_can_view()
         self.viewers[participant.participant_id] = (participant, subscriptions)
+        slots = self.layout()
         for subscription in subscriptions:
-            subscription.switch_source(self.publications.get(subscription.kind))
+            slot = slots[subscription.slot] if subscription.slot < len(slots) else None
+            subscription.switch_source(slot.publications.get(subscription.kind) if slot else None)
         self._cancel_idle_timer()
         self._registry.observers.participant_joined(self, participant)
 
@@ -148,7 +253,7 @@ class Room:
             self._idle_timer = None
 
     def _schedule_idle_check(self) -> None:
-        if self.closed or self.host is not None:
+        if self.closed or self.host is not None or self.guests:
             return
         limits = self._registry.limits
         delay = limits.empty_room_grace if not self.viewers else limits.host_absent_timeout
@@ -157,7 +262,7 @@ class Room:
 
     def _idle_expired(self) -> None:
         self._idle_timer = None
-        if self.host is None:
+        if self.host is None and not self.guests:
             reason = "empty room grace period over" if not self.viewers else "host did not return"
             self.close(reason)
 
@@ -165,10 +270,11 @@ class Room:
         """Idempotent; ends every participant's sessions and forgets the room."""
         if self.closed:
             return
+        self.unlink_pk()
         self.closed = True
         self._cancel_idle_timer()
         self._log("closed: %s", reason)
-        participants = [p for p, _ in self.viewers.values()]
+        participants = [p for p, _ in self.viewers.values()] + list(self.guests.values())
         if self.host is not None:
             participants.append(self.host)
         for _, subscriptions in self.viewers.values():
@@ -176,8 +282,13 @@ class Room:
                 subscription.close()
         for publication in self.publications.values():
             publication.close()
+        for tracks in self.guest_publications.values():
+            for publication in tracks.values():
+                publication.close()
         self.viewers.clear()
         self.publications.clear()
+        self.guests.clear()
+        self.guest_publications.clear()
         self.host = None
         self._registry._forget(self, reason)
         for participant in participants:

@@ -38,6 +38,7 @@ class Subscription:
 
     __slots__ = (
         "kind",
+        "slot",
         "clock_rate",
         "stats",
         "_sink",
@@ -56,12 +57,15 @@ class Subscription:
         "_last_out_at",
         "_rtx_seq",
         "_closed",
+        "_pt",
+        "_rtx_pt",
     )
 
     def __init__(
-        self, kind: str, clock_rate: int, sink: RtpSink, *, queue_limit: int, cname: str
+        self, kind: str, clock_rate: int, sink: RtpSink, *, queue_limit: int, cname: str, slot: int = 0
     ) -> None:
         self.kind = kind
+        self.slot = slot  # which source of the room's layout this stream shows (0: the room's host)
         self.clock_rate = clock_rate
         self.stats = SubscriptionStats()
         self._sink = sink
@@ -82,6 +86,8 @@ class Subscription:
         self._last_out_at: float | None = None
         self._rtx_seq = random.randrange(0, 0x7FFF)
         self._closed = False
+        self._pt = 0
+        self._rtx_pt: int | None = None
 
     @property
     def source(self) -> Publication | None:
@@ -117,10 +123,9 @@ class Subscription:
     def forward(self, packet: MediaPacket) -> None:
         """Hot path: rewrite one packet for this viewer and send it without awaiting."""
         if self._waiting:
-            if not packet.keyframe or not self._started:
+            if not packet.keyframe or not self._started or not self._anchor(packet):
                 self.stats.dropped_waiting_keyframe += 1
                 return
-            self._anchor(packet)
         else:
             d = seq_diff(packet.seq, self._max_in_ext & 0xFFFF)
             if d > 0:
@@ -133,7 +138,7 @@ class Subscription:
             return
         seq = (packet.seq + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        second = sink.payload_type | 0x80 if packet.marker else sink.payload_type
+        second = self._pt | 0x80 if packet.marker else self._pt
         if not sink.send(RTP_HEADER.pack(0x80, second, seq, ts, sink.ssrc) + packet.payload):
             self.stats.dropped_not_connected += 1
             return
@@ -145,8 +150,17 @@ class Subscription:
             self._last_out_ts = ts
             self._last_out_at = packet.arrival
 
-    def _anchor(self, packet: MediaPacket) -> None:
-        """Continue the viewer's sequence (and, on a new source, timestamp) space at ``packet``."""
+    def _anchor(self, packet: MediaPacket) -> bool:
+        """Continue the viewer's sequence (and, on a new source, timestamp) space at ``packet``.
+
+        False when the viewer never negotiated the new source's codec: it keeps waiting.
+        """
+        if self._new_source:
+            source = self._source
+            mapping = self._sink.payload_types(source.codec.mime_type) if source is not None else None
+            if mapping is None:
+                return False
+            self._pt, self._rtx_pt = mapping
         out_seq = (self._last_out_seq + 1) & 0xFFFF
         self._seq_offset = (out_seq - packet.seq) & 0xFFFF
         if self._new_source:
@@ -161,6 +175,7 @@ class Subscription:
         self._waiting = False
         if self.stats.first_packet_at is None:
             self.stats.first_packet_at = packet.arrival
+        return True
 
     def _congested(self) -> None:
         self.stats.dropped_congestion += 1
@@ -193,14 +208,12 @@ class Subscription:
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             marker = 0x80 if packet.marker else 0
-            if sink.rtx_payload_type is None:
-                data = RTP_HEADER.pack(0x80, sink.payload_type | marker, out_seq, ts, sink.ssrc)
+            if self._rtx_pt is None:
+                data = RTP_HEADER.pack(0x80, self._pt | marker, out_seq, ts, sink.ssrc)
                 data += packet.payload
             else:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-                data = RTP_HEADER.pack(
-                    0x80, sink.rtx_payload_type | marker, self._rtx_seq, ts, sink.rtx_ssrc
-                )
+                data = RTP_HEADER.pack(0x80, self._rtx_pt | marker, self._rtx_seq, ts, sink.rtx_ssrc)
                 data += rtx_payload(out_seq, packet.payload)
             if sink.send(data):
                 self.stats.retransmitted += 1

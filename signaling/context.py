@@ -47,6 +47,8 @@ class SignalingContext:
     draining: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     moderation: Moderation = field(default_factory=Moderation)
+    # Video (and audio) m-lines a viewer may use: its own host plus co-stream slots.
+    max_slots: int = 4
     hub: EventHub | None = None
 
 

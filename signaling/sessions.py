@@ -127,6 +127,7 @@ class IngestSession(Session):
 
     def detach(self) -> None:
         self.room.release_host(self)
+        self.room.release_guest(self)
 
 
 class PlaybackSession(Session):

@@ -6,8 +6,9 @@ import logging
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
+from aiortc.codecs import is_rtx
 
-from relay.aiortc_bridge import SenderPort, capabilities_matching, prefer_dtls_server
+from relay.aiortc_bridge import SenderPort, capabilities_for, capabilities_matching, prefer_dtls_server
 from relay.errors import CapacityExceeded, RoomClosed, RoomNotLive
 from relay.subscription import Subscription
 from signaling.context import (
@@ -53,14 +54,20 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
     except RoomClosed as exc:
         raise HttpError(404, "room_not_live", str(exc)) from exc
 
-    # Every offered kind that the room carries must share the host's codec.
-    kinds = []
+    # One subscription per offered m-line: the first of each kind shows the room's host (and must
+    # share its codec), further ones are co-stream slots (PK partner, guests) filled as they come.
+    plan: list[tuple[str, int]] = []
     for media in offered:
         codec = room.codecs.get(media.kind)
-        if codec is not None and media.kind not in kinds:
+        if codec is None:
+            continue
+        slot = sum(1 for kind, _ in plan if kind == media.kind)
+        if slot >= ctx.max_slots:
+            continue
+        if slot == 0:
             require_codec(media, [codec.mime_type])
-            kinds.append(media.kind)
-    if not kinds:
+        plan.append((media.kind, slot))
+    if not plan:
         raise HttpError(400, "no_common_codec",
                         "offer has no m-line for the room's tracks ("
                         + ", ".join(sorted(room.codecs)) + ")")
@@ -69,13 +76,17 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
     settings = ctx.session_settings
     try:
         pc = session.pc
-        for kind in kinds:
+        for kind, slot in plan:
             codec = room.codecs[kind]
             transceiver = pc.addTransceiver(kind, direction="sendonly")
-            transceiver.setCodecPreferences(capabilities_matching(codec))
+            accepted = ctx.video_codecs if kind == "video" else ctx.audio_codecs
+            others = [c for c in accepted if c.lower() != codec.mime_type.split("/")[-1].lower()]
+            # The host's codec first; the others let a co-streamer with another codec through.
+            transceiver.setCodecPreferences(capabilities_matching(codec)
+                                            + [c for c in capabilities_for(kind, others) if not is_rtx(c)])
             port = SenderPort(transceiver.sender, f"cherry-{room.name}", settings.report_interval)
             subscription = Subscription(kind, codec.clock_rate, port, queue_limit=settings.queue_limit,
-                                        cname=f"cherry-{room.name}")
+                                        cname=f"cherry-{room.name}", slot=slot)
             port.on_keyframe_request = subscription.on_keyframe_request
             port.on_nack = subscription.on_nack
             port.sender_report = subscription.sender_report
@@ -92,5 +103,5 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
         session.close("negotiation failed")
         raise
     count(ctx, "whep_201")
-    log.info("%s watching (%s)", session.tag, ", ".join(kinds))
+    log.info("%s watching (%s)", session.tag, ", ".join(f"{k}#{slot}" for k, slot in plan))
     return response

@@ -14,7 +14,7 @@ from relay.aiortc_bridge import (
     negotiated_codec,
     prefer_dtls_server,
 )
-from relay.errors import CapacityExceeded, HostAlreadyLive, RoomClosed
+from relay.errors import CapacityExceeded, GuestSlotsFull, HostAlreadyLive, RoomClosed
 from relay.publication import Publication
 from signaling.context import (
     authorize,
@@ -43,12 +43,15 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
     check_not_banned(ctx, room_id, grant.identity)
     check_draining(ctx)
     offered = parse_offer(offer_sdp, sending=True)
-    # A returning host is held to the codecs its waiting viewers already negotiated.
+    # A returning host is held to the codecs its waiting viewers already negotiated; a guest is
+    # steered to them first (viewers' co-stream slots negotiated every codec their offer allowed).
     preferences = {"video": list(ctx.video_codecs), "audio": list(ctx.audio_codecs)}
     existing = ctx.rooms.get(room_id)
-    if existing is not None and existing.viewers:
+    as_guest = grant.role == "guest"
+    if existing is not None and (existing.viewers or as_guest):
         for kind, codec in existing.codecs.items():
-            preferences[kind] = [codec.mime_type]
+            others = [c for c in preferences[kind] if c.lower() != codec.mime_type.split("/")[-1].lower()]
+            preferences[kind] = [codec.mime_type] + (others if as_guest else [])
     for media in offered:
         require_codec(media, preferences[media.kind])
     try:
@@ -59,7 +62,14 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
 
     session = IngestSession(room, grant.identity, grant.role, ctx.session_settings, ctx.sessions)
     try:
-        room.claim_host(session)
+        if as_guest:
+            room.claim_guest(session)
+        else:
+            room.claim_host(session)
+    except GuestSlotsFull as exc:
+        session.close("refused")
+        count(ctx, "whip_409")
+        raise HttpError(409, "guest_slots_full", str(exc)) from exc
     except (HostAlreadyLive, RoomClosed) as exc:
         session.close("refused")
         count(ctx, "whip_409")

@@ -15,8 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from relay.room import Room, Rooms
+from signaling.auth import TokenService
+from signaling.events.costream import Costream, CostreamSettings
 from signaling.events.moderation import ChatFilter, Moderation
 from signaling.events.protocol import (
+    COSTREAM,
     MODERATION,
     VERSION,
     ClientFrame,
@@ -130,8 +133,8 @@ class Channel:
 
 class EventHub:
     def __init__(self, settings: EventSettings, rooms: Rooms, sessions: SessionRegistry,
-                 moderation: Moderation, chat_filter: ChatFilter,
-                 clock: Callable[[], float] = time.time) -> None:
+                 moderation: Moderation, chat_filter: ChatFilter, tokens: TokenService,
+                 costream: CostreamSettings | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.rooms = rooms
         self.sessions = sessions
@@ -141,8 +144,11 @@ class EventHub:
         self.stats = {"messages_in": 0, "messages_out": 0, "dropped_slow": 0, "rate_limited": 0,
                       "errors": 0, "sockets": 0}
         self.gift_values = dict(settings.gift_values)
-        # Called for every accepted gift (PK scoring subscribes here).
+        # Called for every accepted gift: (room, identity, kind, points).
         self.gift_listeners: list[Callable[[str, str, str, int], None]] = []
+        # Called when a PK battle starts or ends: (battle id, "started"/"ended", rooms, result or None).
+        self.pk_listeners: list[Callable[[str, str, list[str], dict[str, str] | None], None]] = []
+        self.costream = Costream(self, rooms, tokens, costream or CostreamSettings(), clock)
         self._clock = clock
         self._ids = itertools.count(1)
         self._chat_limit = RateLimiter(*settings.chat_rate)
@@ -202,7 +208,20 @@ class EventHub:
                     "max_chat_length": self.settings.max_chat_length,
                     "chat": list(channel.chat),
                     "muted_until": int(muted * 1000) if muted else None,
+                    "layout": self._layout(room) if room else [],
+                    "pk": self._battle_state(channel.name),
                 }}
+
+    def _layout(self, room: Room) -> list[dict[str, Any]]:
+        return [{"slot": s.index, "role": s.role, "room": s.room, "identity": s.identity,
+                 "live": bool(s.publications)} for s in room.layout()]
+
+    def _battle_state(self, room: str) -> dict[str, Any] | None:
+        battle = self.costream.battles.get(room)
+        if battle is None:
+            return None
+        return {"id": battle.id, "rooms": list(battle.rooms), "hosts": battle.hosts, "scores": dict(battle.scores),
+                "ends_at": int(battle.ends_at * 1000), "remaining_s": round(battle.remaining(self._clock()), 1)}
 
     def _send(self, client: Client, message: dict[str, Any]) -> None:
         self._enqueue(client, encode(message))
@@ -226,6 +245,31 @@ class EventHub:
         text = encode(message)
         for client in list(channel.clients):
             self._enqueue(client, text)
+
+    def to_role(self, room: str, roles: tuple[str, ...], message: dict[str, Any]) -> None:
+        channel = self.channels.get(room)
+        text = encode(message)
+        for client in list(channel.clients) if channel else ():
+            if client.role in roles or client.role == "admin":
+                self._enqueue(client, text)
+
+    def to_identity(self, room: str, identity: str, message: dict[str, Any]) -> None:
+        channel = self.channels.get(room)
+        text = encode(message)
+        for client in list(channel.clients) if channel else ():
+            if client.identity == identity:
+                self._enqueue(client, text)
+
+    def has_socket(self, room: str, identity: str) -> bool:
+        channel = self.channels.get(room)
+        return any(c.identity == identity for c in channel.clients) if channel else False
+
+    def notify_pk(self, battle_id: str, event: str, rooms: list[str], result: dict[str, str] | None) -> None:
+        for listener in self.pk_listeners:
+            try:
+                listener(battle_id, event, rooms, result)
+            except Exception:
+                log.exception("PK listener failed")
 
     def _disconnect(self, client: Client, code: int, reason: str) -> None:
         if client.closed:
@@ -287,6 +331,8 @@ class EventHub:
             self._quality(client, frame)
         elif kind in MODERATION:
             self._moderate(client, frame)
+        elif kind in COSTREAM:
+            self.costream.handle(client, frame)
 
     def _chat(self, client: Client, frame: ClientFrame) -> None:
         text = text_field(frame, "text", self.settings.max_chat_length)
@@ -314,8 +360,11 @@ class EventHub:
         self.broadcast(client.room, {"type": "gift", "id": next(self._ids),
                                      "from": {"identity": client.identity, "role": client.role},
                                      "kind": kind, "count": count, "ts": int(self._clock() * 1000)})
+        points = count * self.gift_values[kind]
+        side = frame.data.get("side")
+        self.costream.on_gift(client.room, client.identity, points, side if isinstance(side, str) else None)
         for listener in self.gift_listeners:
-            listener(client.room, client.identity, kind, count * self.gift_values[kind])
+            listener(client.room, client.identity, kind, points)
 
     def _quality(self, client: Client, frame: ClientFrame) -> None:
         watch = number_field(frame, "watch_s", 0, 86400 * 7)
@@ -438,12 +487,14 @@ class EventHub:
 
     def room_closed(self, room: object, reason: str) -> None:
         assert isinstance(room, Room)
+        self.costream.room_closed(room.name)
         channel = self.channels.get(room.name)
         if channel is not None and not channel.clients:
             del self.channels[room.name]
 
     def host_changed(self, room: object, live: bool) -> None:
         assert isinstance(room, Room)
+        self.costream.host_changed(room.name, live)
         self.broadcast(room.name, {"type": "host", "live": live,
                                    "host": room.host.identity if room.host and live else None,
                                    "title": room.title or room.name})
@@ -453,3 +504,7 @@ class EventHub:
 
     def participant_left(self, room: object, participant: object) -> None:
         pass
+
+    def layout_changed(self, room: object) -> None:
+        assert isinstance(room, Room)
+        self.broadcast(room.name, {"type": "layout", "slots": self._layout(room)})

@@ -8,7 +8,9 @@ from typing import Any
 
 VERSION = 1
 MODERATION = ("mute", "unmute", "kick", "ban")
-CLIENT_TYPES = ("chat", "gift", "like", "ping", "quality", *MODERATION)
+COSTREAM = ("pk_invite", "pk_accept", "pk_reject", "pk_end", "guest_invite", "guest_accept", "guest_reject",
+            "guest_end")
+CLIENT_TYPES = ("chat", "gift", "like", "ping", "quality", *MODERATION, *COSTREAM)
 
 
 class ProtocolError(Exception):

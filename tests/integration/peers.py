@@ -11,6 +11,7 @@ import aiohttp
 import av
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
@@ -19,7 +20,7 @@ from aiortc import (
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from multidict import CIMultiDict
 
-LOOPBACK = RTCConfiguration(iceServers=[])
+LOOPBACK = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 VIDEO_CLOCK = 90000
 
 
@@ -77,9 +78,10 @@ class Host:
     pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(LOOPBACK))
     location: str | None = None
     video_codec: str | None = None  # e.g. "video/H264"; default: aiortc's preference (VP8)
+    luma: int = 200  # brightness of the moving bar: tells hosts apart at the viewer
 
     async def publish(self, http: aiohttp.ClientSession) -> None:
-        video = self.pc.addTransceiver(MovingBarTrack(), direction="sendonly")
+        video = self.pc.addTransceiver(MovingBarTrack(luma=self.luma), direction="sendonly")
         if self.video_codec is not None:
             video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                        if c.mimeType in (self.video_codec, "video/rtx")])
@@ -115,10 +117,17 @@ class Viewer:
     first_video: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    slots: int = 1  # video+audio m-line pairs offered: 1 is a standard WHEP player
+    # slot > 0: frame arrival times, bar samples and audio frames of co-stream slots
+    slot_times: dict[int, list[float]] = field(default_factory=dict)
+    slot_bars: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    slot_audio: dict[int, int] = field(default_factory=dict)
 
     async def watch(self, http: aiohttp.ClientSession) -> None:
-        self.pc.addTransceiver("video", direction="recvonly")
-        self.pc.addTransceiver("audio", direction="recvonly")
+        for _ in range(self.slots):
+            self.pc.addTransceiver("video", direction="recvonly")
+        for _ in range(self.slots):
+            self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.posted_at = time.monotonic()
@@ -129,12 +138,24 @@ class Viewer:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        self._tasks.append(asyncio.ensure_future(self._read(track)))
+        same_kind = [t for t in self.pc.getTransceivers() if t.kind == track.kind]
+        slot = next(i for i, t in enumerate(same_kind) if t.receiver.track is track)
+        self._tasks.append(asyncio.ensure_future(self._read(track, slot)))
 
-    async def _read(self, track: MediaStreamTrack) -> None:
+    async def _read(self, track: MediaStreamTrack, slot: int = 0) -> None:
         try:
             while True:
                 frame = await track.recv()
+                if slot > 0:
+                    if track.kind == "video":
+                        times = self.slot_times.setdefault(slot, [])
+                        times.append(time.monotonic())
+                        if len(times) % 7 == 1:
+                            self.slot_bars.setdefault(slot, []).append(bar_of(frame))
+                        self._progress.set()
+                    else:
+                        self.slot_audio[slot] = self.slot_audio.get(slot, 0) + 1
+                    continue
                 if track.kind == "video":
                     self.video_times.append(time.monotonic())
                     if len(self.video_times) % 7 == 1:  # 7 is coprime with the 30-frame loop
@@ -145,6 +166,20 @@ class Viewer:
                     self.audio_frames += 1
         except MediaStreamError:
             pass
+
+    async def wait_slot_frames(self, slot: int, count: int, timeout: float) -> None:
+        """Wait until slot ``slot`` has ``count`` more video frames, or fail with a clear message."""
+        times = self.slot_times.setdefault(slot, [])
+        target = len(times) + count
+        deadline = time.monotonic() + timeout
+        while len(times) < target:
+            self._progress.clear()
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._progress.wait(), max(remaining, 0.001))
+            except TimeoutError:
+                raise AssertionError(f"slot {slot} got {len(times) - target + count}/{count} frames "
+                                     f"in {timeout}s") from None
 
     def frames_between(self, start: float, end: float) -> list[float]:
         return [t for t in self.video_times if start <= t <= end]

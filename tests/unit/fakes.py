@@ -13,6 +13,7 @@ class FakeSink:
     rtx_ssrc: int = 0x22222222
     rtx_payload_type: int | None = None
     connected: bool = True
+    codecs: tuple[str, ...] = ("video/vp8", "audio/opus", "video/h264")
     queued: int = 0
     sent: list[bytes] = field(default_factory=list)
 
@@ -21,6 +22,12 @@ class FakeSink:
             return False
         self.sent.append(data)
         return True
+
+    def payload_types(self, mime_type: str) -> tuple[int, int | None] | None:
+        if mime_type.lower() not in self.codecs:
+            return None
+        offset = self.codecs.index(mime_type.lower())
+        return self.payload_type + 2 * offset, (self.rtx_payload_type + 2 * offset if self.rtx_payload_type else None)
 
     def backlog(self) -> int:
         return self.queued
