@@ -27,7 +27,7 @@ def _room_summary(room) -> dict[str, object]:  # type: ignore[no-untyped-def]
         "viewers": room.viewer_count,
         "live": room.live,
         "live_since": room.live_since,
-        "pk": False,
+        "pk": room.pk_partner is not None,
     }
 
 

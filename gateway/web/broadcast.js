@@ -1,5 +1,5 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
-import { appendCapped, feedLine, giftIcon, RoomEvents } from "/static/events.js";
+import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   roomFromUrl, sleep } from "/static/common.js";
 
@@ -198,19 +198,123 @@ function stopStats() {
 
 // -- room events: chat, gifts, moderation ------------------------------------------------------------
 
-const chat = { events: null, me: null, gifts: {} };
+const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null };
 window.cherryStudioChat = chat;
 
 function moderationActions(message) {
   if (!message.from || message.from.identity === chat.me || ["host", "admin"].includes(message.from.role)) return [];
   const act = (action, extra = {}) => (m) => chat.events.send({ type: action, identity: m.from.identity, ...extra });
-  return [["mute", act("mute", { duration_s: 600 })], ["kick", act("kick")], ["ban", act("ban", { duration_s: 3600 })]];
+  return [["on mic", act("guest_invite")], ["mute", act("mute", { duration_s: 600 })], ["kick", act("kick")],
+    ["ban", act("ban", { duration_s: 3600 })]];
 }
 
 function showGiftTotals() {
   const parts = Object.entries(chat.gifts).map(([kind, n]) => `${giftIcon(kind)} ${n}`);
   $("#gift-totals").textContent = parts.length ? parts.join("  ") : "none yet";
 }
+
+// -- co-streaming: PK battles and guests on mic -------------------------------------------------------
+
+function pkStatus(text) {
+  $("#pk-status").textContent = text || "";
+}
+
+function showBattle(battle) {
+  chat.battle = battle;
+  $("#pk-board").hidden = !battle;
+  $("#pk-end").hidden = !battle;
+  $("#pk-invite").hidden = Boolean(battle);
+  $("#pk-room").hidden = Boolean(battle);
+  document.body.dataset.pk = battle ? "on" : "off";
+  if (!battle) return;
+  const other = battle.rooms.find((r) => r !== room);
+  $("#pk-mine").textContent = `You ${battle.scores[room]}`;
+  $("#pk-theirs").textContent = `${battle.scores[other]} ${battle.hosts[other] || other}`;
+}
+
+setInterval(() => {
+  if (!chat.battle) return;
+  const left = Math.max(0, Math.round((chat.battle.ends_at - Date.now()) / 1000));
+  $("#pk-clock").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+}, 500);
+
+async function watchPartner(partnerRoom, token) {
+  stopPartner();
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream();
+  pc.addEventListener("track", (event) => {
+    stream.addTrack(event.track);
+    $("#partner").srcObject = stream;
+    $("#partner").play().catch(() => {});
+  });
+  try {
+    const session = await exchange(pc, `/whep/${encodeURIComponent(partnerRoom)}`, token);
+    chat.partner = { pc, session, token };
+    $("#partner").hidden = false;
+  } catch (error) {
+    pc.close();
+    pkStatus(`Cannot show your partner: ${explain(error)}`);
+  }
+}
+
+function stopPartner() {
+  if (!chat.partner) return;
+  chat.partner.pc.close();
+  endSession(chat.partner.session, chat.partner.token);
+  chat.partner = null;
+  $("#partner").hidden = true;
+}
+
+function showGuests(slots) {
+  const guests = slots.filter((s) => s.role === "guest");
+  $("#guests").replaceChildren(...guests.map((g) => {
+    const span = document.createElement("span");
+    span.textContent = `${g.identity} on mic${g.live ? "" : " (connecting)"} `;
+    const end = document.createElement("button");
+    end.className = "mini";
+    end.textContent = "end";
+    end.onclick = () => chat.events.send({ type: "guest_end", identity: g.identity });
+    span.append(end);
+    return span;
+  }));
+}
+
+const costreamHandlers = {
+  layout(message) { showGuests(message.slots); },
+  pk_invite_sent(message) { pkStatus(`Invitation sent to ${message.to_room}…`); },
+  pk_invitation(message) {
+    chat.invitation = message.id;
+    $("#pk-incoming-text").textContent = `${message.from} (${message.from_room}) challenges you to a PK.`;
+    $("#pk-incoming").hidden = false;
+  },
+  pk_rejected(message) {
+    $("#pk-incoming").hidden = true;
+    pkStatus(`No PK: ${message.reason}.`);
+  },
+  pk_started(message) {
+    $("#pk-incoming").hidden = true;
+    pkStatus("");
+    showBattle({ ...message });
+    appendCapped($("#feed"), noticeLine(`PK started against ${message.rooms.find((r) => r !== room)}`));
+  },
+  pk_partner(message) { watchPartner(message.room, message.token); },
+  pk_score(message) {
+    if (!chat.battle) return;
+    chat.battle.scores = message.scores;
+    chat.battle.ends_at = Date.now() + message.remaining_s * 1000;
+    showBattle(chat.battle);
+  },
+  pk_ended(message) {
+    stopPartner();
+    showBattle(null);
+    const mine = message.result[room];
+    pkStatus(`PK over (${message.reason}): ${mine === "win" ? "you won" : mine === "lose" ? "you lost" : "a draw"}.`);
+  },
+  guest_accepted(message) { appendCapped($("#feed"), noticeLine(`${message.identity} is joining on mic`)); },
+  guest_rejected(message) { appendCapped($("#feed"), noticeLine(`${message.identity} did not join (${message.reason})`)); },
+};
 
 function startRoomEvents() {
   chat.events = new RoomEvents(room, state.token, {
@@ -221,6 +325,8 @@ function startRoomEvents() {
       $("#likes").textContent = message.snapshot.likes;
       $("#audience").textContent = `${message.snapshot.viewers} watching · ${message.snapshot.online} in chat`;
       $("#feed").replaceChildren(...message.snapshot.chat.map((m) => feedLine(m, moderationActions(m))));
+      showGuests(message.snapshot.layout || []);
+      showBattle(message.snapshot.pk);
     },
     chat(message) { appendCapped($("#feed"), feedLine(message, moderationActions(message))); },
     gift(message) {
@@ -231,7 +337,9 @@ function startRoomEvents() {
     likes(message) { $("#likes").textContent = message.total; },
     viewers(message) { $("#audience").textContent = `${message.count} watching · ${message.online} in chat`; },
     moderation(message) { appendCapped($("#feed"), feedLine(message)); },
+    ...costreamHandlers,
     error(message) {
+      if (message.code.startsWith("pk_")) pkStatus(message.message);
       const box = $("#chat-error");
       box.textContent = message.message;
       box.hidden = false;
@@ -239,6 +347,16 @@ function startRoomEvents() {
     },
   });
   chat.events.connect();
+  $("#pk-invite").onclick = () => {
+    const target = $("#pk-room").value.trim();
+    if (target) chat.events.send({ type: "pk_invite", room: target });
+  };
+  $("#pk-accept").onclick = () => chat.events.send({ type: "pk_accept", id: chat.invitation });
+  $("#pk-reject").onclick = () => {
+    chat.events.send({ type: "pk_reject", id: chat.invitation });
+    $("#pk-incoming").hidden = true;
+  };
+  $("#pk-end").onclick = () => chat.events.send({ type: "pk_end" });
   $("#composer").onsubmit = (event) => {
     event.preventDefault();
     const text = $("#chat-input").value.trim();

@@ -83,3 +83,11 @@ export function appendCapped(list, item, cap = 200) {
   while (list.children.length > cap) list.firstChild.remove();
   if (nearBottom) list.scrollTop = list.scrollHeight;
 }
+
+/** A plain notice line for a feed (PK results, guests coming and going). */
+export function noticeLine(text) {
+  const li = document.createElement("li");
+  li.className = "mod-line";
+  li.textContent = text;
+  return li;
+}

@@ -1,10 +1,11 @@
 // Player: WHEP playback, "waiting for host" while the host is away, automatic resume and retry.
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   roomFromUrl, sleep } from "/static/common.js";
-import { appendCapped, feedLine, giftIcon, RoomEvents } from "/static/events.js";
+import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 
 const room = roomFromUrl();
 const video = $("#player");
+const SLOTS = 4;
 const state = { pc: null, session: null, token: null, attempt: 0, frames: 0, framesAt: 0, last: null,
   playing: false, stopped: false, openedAt: performance.now(), firstFrameMs: null };
 window.cherryPlayer = state; // read by tests and by curious operators in the console
@@ -28,14 +29,19 @@ async function roomStatus() {
 async function playOnce() {
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   state.pc = pc;
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  const stream = new MediaStream();
+  // Slot 0 is this room's host; further slots carry a PK partner or guests on mic when the layout says so.
+  for (let i = 0; i < SLOTS; i++) pc.addTransceiver("video", { direction: "recvonly" });
+  for (let i = 0; i < SLOTS; i++) pc.addTransceiver("audio", { direction: "recvonly" });
+  const streams = [];
   pc.addEventListener("track", (event) => {
-    stream.addTrack(event.track);
-    video.srcObject = stream;
-    video.play().catch(() => {});
-    if (event.track.kind === "video") watchFirstFrame();
+    const kind = event.track.kind;
+    const slot = pc.getTransceivers().filter((t) => t.receiver.track.kind === kind).indexOf(event.transceiver);
+    const element = slot === 0 ? video : tileVideo(slot);
+    streams[slot] = streams[slot] || new MediaStream();
+    streams[slot].addTrack(event.track);
+    element.srcObject = streams[slot];
+    element.play().catch(() => {});
+    if (slot === 0 && kind === "video") watchFirstFrame();
   });
   pc.addEventListener("connectionstatechange", () => {
     if (pc !== state.pc) return;
@@ -88,9 +94,76 @@ function teardown() {
   state.session = null;
 }
 
+// -- co-stream tiles: PK partner and guests ------------------------------------------------------
+
+function tileVideo(slot) {
+  let tile = document.querySelector(`.tile[data-slot="${slot}"]`);
+  if (!tile) {
+    tile = document.createElement("div");
+    tile.className = "tile";
+    tile.dataset.slot = slot;
+    tile.hidden = true;
+    const element = document.createElement("video");
+    element.autoplay = true;
+    element.playsInline = true;
+    element.muted = video.muted;
+    const name = document.createElement("span");
+    name.className = "tile-name";
+    name.id = `name-${slot}`;
+    tile.append(element, name);
+    $("#tiles").append(tile);
+  }
+  return tile.querySelector("video");
+}
+
+function applyLayout(slots) {
+  chat.layout = slots;
+  let shown = 0;
+  for (const slot of slots) {
+    if (slot.slot >= SLOTS) continue;
+    if (slot.slot > 0) tileVideo(slot.slot);
+    const tile = document.querySelector(`.tile[data-slot="${slot.slot}"]`);
+    const visible = slot.slot === 0 || slot.live;
+    tile.hidden = !visible;
+    if (visible) shown++;
+    const label = slot.role === "partner" ? `${slot.identity || "partner"} · ${slot.room}`
+      : slot.role === "guest" ? `${slot.identity} · on mic` : (slots.length > 1 ? slot.identity || "" : "");
+    $(`#name-${slot.slot}`).textContent = label;
+  }
+  document.querySelectorAll(".tile").forEach((tile) => {
+    if (!slots.some((s) => s.slot === Number(tile.dataset.slot))) tile.hidden = Number(tile.dataset.slot) !== 0;
+  });
+  $("#tiles").style.setProperty("--tiles", String(Math.max(1, shown)));
+}
+
+function showBattle(battle) {
+  chat.battle = battle;
+  $("#scoreboard").hidden = !battle;
+  $("#gift-side-box").hidden = !battle;
+  if (!battle) return;
+  const [a, b] = battle.rooms;
+  const mine = a === room ? a : b;
+  const other = mine === a ? b : a;
+  $("#score-a").textContent = `${battle.hosts[mine] || mine} ${battle.scores[mine]}`;
+  $("#score-b").textContent = `${battle.scores[other]} ${battle.hosts[other] || other}`;
+  const select = $("#gift-side");
+  if (select.dataset.battle !== battle.id) {
+    select.dataset.battle = battle.id;
+    select.replaceChildren(new Option(battle.hosts[mine] || mine, mine), new Option(battle.hosts[other] || other, other));
+  }
+}
+
+function tickBattle() {
+  const battle = chat.battle;
+  if (!battle) return;
+  const left = Math.max(0, Math.round((battle.ends_at - Date.now()) / 1000));
+  $("#pk-timer").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+}
+setInterval(tickBattle, 500);
+
 // -- room events: danmaku, chat, gifts, likes, counts ---------------------------------------------
 
-const chat = { events: null, danmaku: true, lanes: [], likes: 0 };
+const chat = { events: null, danmaku: true, lanes: [], likes: 0, layout: [], battle: null, guest: null };
 window.cherryChat = chat;
 
 function flyDanmaku(text) {
@@ -139,11 +212,35 @@ function startRoomEvents() {
         const button = document.createElement("button");
         button.textContent = `${giftIcon(kind)} ${kind}`;
         button.dataset.gift = kind;
-        button.onclick = () => chat.events.send({ type: "gift", kind, count: 1 });
+        button.onclick = () => chat.events.send({ type: "gift", kind, count: 1,
+          ...(chat.battle ? { side: $("#gift-side").value } : {}) });
         return button;
       }));
       if (snap.title) $("#room-title").textContent = snap.title;
+      applyLayout(snap.layout || []);
+      showBattle(snap.pk);
     },
+    layout(message) { applyLayout(message.slots); },
+    pk_started(message) { showBattle({ ...message }); },
+    pk_score(message) {
+      if (!chat.battle) return;
+      chat.battle.scores = message.scores;
+      chat.battle.ends_at = Date.now() + message.remaining_s * 1000;
+      showBattle(chat.battle);
+    },
+    pk_ended(message) {
+      const mine = message.result[room];
+      const outcome = mine === "win" ? "we won" : mine === "lose" ? "we lost" : "a draw";
+      const scores = Object.entries(message.scores).map(([r, p]) => `${r} ${p}`).join(" : ");
+      appendCapped($("#feed"), noticeLine(`PK over: ${outcome} (${scores})`));
+      showBattle(null);
+    },
+    guest_invitation(message) {
+      chat.guestInvite = message.id;
+      $("#guest-text").textContent = `${message.from} invites you on mic.`;
+      $("#guest-prompt").hidden = false;
+    },
+    guest_token(message) { goOnMic(message.token); },
     chat(message) {
       appendCapped($("#feed"), feedLine(message));
       flyDanmaku(message.text);
@@ -176,6 +273,37 @@ function startRoomEvents() {
     else showChatError("Chat is reconnecting…");
   };
   $("#like").onclick = () => chat.events.send({ type: "like", count: 1 });
+  $("#guest-accept").onclick = () => chat.events.send({ type: "guest_accept", id: chat.guestInvite });
+  $("#guest-decline").onclick = () => {
+    chat.events.send({ type: "guest_reject", id: chat.guestInvite });
+    $("#guest-prompt").hidden = true;
+  };
+  $("#leave-mic").onclick = leaveMic;
+}
+
+async function goOnMic(token) {
+  $("#guest-prompt").hidden = true;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 360 } },
+      audio: true });
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+    const session = await exchange(pc, `/whip/${encodeURIComponent(room)}`, token);
+    chat.guest = { pc, stream, session, token };
+    $("#on-mic").hidden = false;
+  } catch (error) {
+    showChatError(explain(error));
+  }
+}
+
+function leaveMic() {
+  const guest = chat.guest;
+  if (!guest) return;
+  guest.pc.close();
+  guest.stream.getTracks().forEach((t) => t.stop());
+  endSession(guest.session, guest.token);
+  chat.guest = null;
+  $("#on-mic").hidden = true;
 }
 
 function setViewers(count, online) {
@@ -255,7 +383,7 @@ async function init() {
   $("#unmute").onclick = () => {
     video.muted = !video.muted;
     $("#unmute").textContent = video.muted ? "Unmute" : "Mute";
-    video.play().catch(() => {});
+    document.querySelectorAll(".tile video").forEach((v) => { v.muted = video.muted; v.play().catch(() => {}); });
   };
   $("#toggle-quality").onclick = () => { $("#quality").hidden = !$("#quality").hidden; };
   $("#toggle-danmaku").onclick = () => {
@@ -270,7 +398,7 @@ async function init() {
     $("#token-row").hidden = true;
     connectLoop();
   };
-  window.addEventListener("pagehide", () => { state.stopped = true; teardown(); chat.events?.close(); });
+  window.addEventListener("pagehide", () => { state.stopped = true; teardown(); leaveMic(); chat.events?.close(); });
   const status = await roomStatus();
   if (status && status.title) $("#room-title").textContent = status.title;
   try {

@@ -171,3 +171,40 @@ def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway)
     viewer.wait_for_selector("#chat-error:has-text('muted')", timeout=5000)
     host.screenshot(path=str(SHOTS / "broadcast-chat.png"))
     host.click("#stop")
+
+
+def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gateway):
+    host_a = go_live(context, gateway.base, "pk1", identity="alpha")
+    host_b = go_live(context, gateway.base, "pk2", identity="beta")
+    viewer = open_player(context, gateway.base, "pk1")
+    viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+    host_a.wait_for_function("window.cherryStudioChat.events.ws.readyState === 1", timeout=10000)
+    host_b.wait_for_function("window.cherryStudioChat.events.ws.readyState === 1", timeout=10000)
+    host_a.fill("#pk-room", "pk2")
+    host_a.click("#pk-invite")
+    host_b.wait_for_selector("#pk-incoming:not([hidden])", timeout=10000)
+    host_b.click("#pk-accept")
+    for page in (host_a, host_b):
+        page.wait_for_selector("body[data-pk=on]", timeout=10000)
+    # the viewer's page shows its host and the partner side by side, both moving
+    viewer.wait_for_selector('.tile[data-slot="1"]:not([hidden])', timeout=10000)
+    partner = '.tile[data-slot="1"] video'
+    viewer.wait_for_function(f"document.querySelector('{partner}').videoWidth > 0", timeout=15000)
+    first = [viewer.eval_on_selector(sel, PIXELS) for sel in ("#player", partner)]
+    viewer.wait_for_timeout(1500)  # let both pictures move on
+    second = [viewer.eval_on_selector(sel, PIXELS) for sel in ("#player", partner)]
+    for before, after in zip(first, second, strict=True):
+        assert after["mean"] > 10 and before["fingerprint"] != after["fingerprint"], "a PK picture is black or still"
+    assert viewer.is_visible("#scoreboard")
+    # each host sees its partner
+    host_a.wait_for_function("document.querySelector('#partner').videoWidth > 0", timeout=15000)
+    viewer.screenshot(path=str(SHOTS / "watch-pk.png"))
+    host_a.screenshot(path=str(SHOTS / "broadcast-pk.png"), full_page=True)
+    host_a.click("#pk-end")
+    viewer.wait_for_selector('.tile[data-slot="1"]', state="hidden", timeout=10000)
+    host_b.wait_for_selector("body[data-pk=off]", timeout=10000)
+    assert "PK over" in host_b.inner_text("#pk-status")
+    before = frames(viewer)
+    viewer.wait_for_function(f"window.cherryPlayer.quality.framesDecoded > {before + 20}", timeout=10000)
+    host_a.click("#stop")
+    host_b.click("#stop")
