@@ -215,3 +215,25 @@ def test_fan_out_delay_is_sampled():
         pub.on_rtp(i, i, True, VP8_KEY, clock.now - 0.002)
     assert sampler.count == 2
     assert abs(sampler.percentiles(0.5)[0] - 0.002) < 1e-9
+
+
+def test_a_new_source_with_another_codec_switches_the_payload_type_at_its_keyframe():
+    pub, sub, sink, upstream, clock = make()
+    sub.start()
+    feed(pub, 1, 0, VP8_KEY)
+    h264 = Publication("video", CodecInfo("video/H264", 90000), upstream, cache_size=64, keyframe_interval=0.3,
+                       clock=clock)
+    sub.switch_source(h264)
+    feed(h264, 500, 0, bytes([0x65, 0x88]))  # IDR
+    assert [h[0] for h in sink.headers()] == [96, 100]
+    assert sink.headers()[1][2] == (sink.headers()[0][2] + 1) & 0xFFFF
+
+
+def test_a_source_in_a_codec_the_viewer_never_negotiated_is_not_forwarded():
+    pub, sub, sink, upstream, clock = make(sink=FakeSink(codecs=("video/vp8",)))
+    sub.start()
+    h264 = Publication("video", CodecInfo("video/H264", 90000), upstream, cache_size=64, keyframe_interval=0.3,
+                       clock=clock)
+    sub.switch_source(h264)
+    feed(h264, 1, 0, bytes([0x65, 0x88]))
+    assert sink.sent == [] and sub.waiting_for_keyframe

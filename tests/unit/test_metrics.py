@@ -115,6 +115,17 @@ async def test_busiest_rooms_come_first_and_viewers_are_counted_by_role() -> Non
     assert [f.name for f in snap.room_figures] == ["busy", "quiet"]
     assert snap.participants == {"host": 2, "viewer": 4}
 
+    # A guest on mic counts as a guest, and its track as ingest.
+    guest = Person("gus", "g1", "guest")
+    quiet.claim_guest(guest)
+    guest_pub = Publication("video", VP8, FakeUpstream(), cache_size=64, keyframe_interval=0.1)
+    quiet.publish(guest, guest_pub)  # type: ignore[arg-type]
+    before = ledger.snapshot().traffic.ingest_packets["video"]
+    feed(guest_pub, 1, 3)
+    snap = ledger.snapshot()
+    assert snap.participants == {"host": 2, "guest": 1, "viewer": 4}
+    assert snap.traffic.ingest_packets["video"] == before + 3
+
 
 async def test_keyframe_wait_is_measured_from_connect_to_first_keyframe() -> None:
     rooms = make_rooms()

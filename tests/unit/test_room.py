@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from relay.errors import CapacityExceeded, HostAlreadyLive, RoomNotLive
+from relay.errors import CapacityExceeded, GuestSlotsFull, HostAlreadyLive, PkBusy, RoomNotLive
 from relay.ports import CodecInfo
 from relay.publication import Publication
 from relay.room import RoomLimits, Rooms
@@ -100,3 +100,78 @@ async def test_room_whose_host_never_returns_closes_and_ends_viewer_sessions():
     assert registry.get("a") is None and viewer.closed and room.closed
     room.close("again")  # idempotent
     assert len(viewer.closed) == 1
+
+
+def viewer_subs(room, slots: int = 2) -> list[Subscription]:  # type: ignore[no-untyped-def]
+    subs = [Subscription("video", 90000, FakeSink(), queue_limit=1000, cname="c", slot=i) for i in range(slots)]
+    room.add_viewer(Person("v", f"v{id(subs)}"), subs)
+    return subs
+
+
+def live(registry: Rooms, name: str) -> tuple:  # type: ignore[type-arg]
+    room = registry.get_or_create(name)
+    host = Person(f"host-{name}", f"h-{name}")
+    room.claim_host(host)
+    pub = publication()
+    room.publish(host, pub)
+    return room, host, pub
+
+
+async def test_pk_link_puts_each_partner_in_slot_one_and_unlink_empties_it():
+    registry = rooms()
+    a, _, pub_a = live(registry, "a")
+    b, _, pub_b = live(registry, "b")
+    subs_a, subs_b = viewer_subs(a), viewer_subs(b)
+    a.link_pk(b)
+    assert [s.source for s in subs_a] == [pub_a, pub_b]
+    assert [s.source for s in subs_b] == [pub_b, pub_a]
+    assert [(s.role, s.room) for s in a.layout()] == [("host", "a"), ("partner", "b")]
+    with pytest.raises(PkBusy):
+        b.link_pk(a)
+    a.unlink_pk()
+    assert [s.source for s in subs_a] == [pub_a, None] and b.pk_partner is None
+
+
+async def test_partner_host_reconnect_is_followed_by_the_other_rooms_viewers():
+    registry = rooms()
+    a, _, _ = live(registry, "a")
+    b, host_b, _ = live(registry, "b")
+    subs_a = viewer_subs(a)
+    a.link_pk(b)
+    b.release_host(host_b)
+    assert subs_a[1].source is None
+    again = Person("host-b", "h-b2")
+    b.claim_host(again)
+    new_pub = publication()
+    b.publish(again, new_pub)
+    assert subs_a[1].source is new_pub
+
+
+async def test_guests_take_slots_after_the_partner_and_are_limited():
+    registry = rooms()
+    registry.limits = RoomLimits(max_rooms=5, max_viewers_per_room=5, empty_room_grace=1, host_absent_timeout=1,
+                                 max_guests=1)
+    a, _, pub_a = live(registry, "a")
+    subs = viewer_subs(a, slots=3)
+    guest = Person("singer", "g1")
+    a.claim_guest(guest)
+    guest_pub = publication()
+    a.publish(guest, guest_pub)
+    assert [s.source for s in subs] == [pub_a, guest_pub, None]
+    with pytest.raises(GuestSlotsFull):
+        a.claim_guest(Person("other", "g2"))
+    b, _, pub_b = live(registry, "b")
+    a.link_pk(b)
+    assert [s.source for s in subs] == [pub_a, pub_b, guest_pub], "partner first, then guests"
+    a.release_guest(guest)
+    assert [s.source for s in subs] == [pub_a, pub_b, None]
+
+
+async def test_closing_a_room_in_pk_unlinks_its_partner():
+    registry = rooms()
+    a, _, _ = live(registry, "a")
+    b, _, pub_b = live(registry, "b")
+    subs_b = viewer_subs(b)
+    a.link_pk(b)
+    a.close("test")
+    assert b.pk_partner is None and [s.source for s in subs_b] == [pub_b, None]
