@@ -1,0 +1,129 @@
+"""The load suite's pure pieces: capture tags, histograms, decodability, impairment, profiles, verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import av
+import pytest
+
+from loadtests.network import Impairment, NetworkCondition
+from loadtests.profiles import ProfileError, Targets, load_profile, load_targets
+from loadtests.summary import GroupStats, HealthStats, Summary
+from loadtests.verdict import evaluate
+from loadtests.webrtc import capture_tag
+from loadtests.webrtc.media import encode_video_clip
+from loadtests.webrtc.metrics import Decodability, Histogram
+
+
+def _decode(frames: list[bytes]) -> list[bytes]:
+    codec = av.CodecContext.create("libvpx", "r")
+    pictures = []
+    for data in frames:
+        for frame in codec.decode(av.Packet(data)):
+            pictures.append(bytes(frame.planes[0]))
+    return pictures
+
+
+def test_capture_tag_round_trips_and_leaves_vp8_pictures_untouched() -> None:
+    clip = encode_video_clip(width=160, height=96, seconds=0.5, bitrate=300_000)
+    plain = [f.data for f in clip.frames]
+    tagged = [data + capture_tag.make_tag(1_800_000_000.25 + i) for i, data in enumerate(plain)]
+    assert _decode(tagged) == _decode(plain)  # libvpx ignores the trailer: same pixels
+    payload = b"\x90\x80\x81\x23" + tagged[3][-40:]  # a VP8 descriptor with a 15-bit picture ID
+    assert capture_tag.read_tag(payload, 4) == pytest.approx(1_800_000_003.25, abs=1e-6)
+    assert capture_tag.read_tag(b"\x90\x80\x81\x23" + plain[3][-40:], 4) is None
+    short = b"\x90\x80\x81\x23" + tagged[3][-8:]  # trailer split across packets: no sample
+    assert capture_tag.read_tag(short, 4) is None
+
+
+def test_histogram_percentiles_are_within_its_bucket_error() -> None:
+    values = [random.Random(1).uniform(0, 400) for _ in range(5000)]
+    histogram = Histogram()
+    for value in values:
+        histogram.add(value)
+    merged = Histogram.from_json(histogram.to_json())
+    ordered = sorted(values)
+    for q in (50, 95, 99):
+        exact = ordered[int(q / 100 * len(ordered)) - 1]
+        assert abs(merged.percentile(q) - exact) <= max(1.0, exact * 0.02), q  # type: ignore[operator]
+
+
+def test_decodability_waits_for_a_late_frame_then_breaks_until_a_keyframe() -> None:
+    shown: list[tuple[float, int]] = []
+    meter = Decodability(lambda at, key, ts: shown.append((at, ts)), max_wait=0.5)
+    assert meter.frame(100, True, 0.0, 1)
+    assert meter.frame(102, False, 0.07, 3)  # 101 missing: held
+    assert [ts for _, ts in shown] == [1]
+    assert meter.frame(101, False, 0.10, 2)  # NACK recovered it: both shown now
+    assert shown[-2:] == [(0.10, 2), (0.10, 3)]
+    meter.frame(104, False, 0.20, 5)  # 103 never comes
+    assert not meter.frame(105, False, 0.75, 6)  # waited too long: lost, picture broken
+    assert meter.gaps == 1 and meter.broken
+    assert not meter.frame(106, False, 0.8, 7)
+    assert meter.frame(107, True, 0.9, 8) and shown[-1] == (0.9, 8)
+
+
+async def test_impairment_delays_by_the_configured_time_and_drops_at_the_loss_rate() -> None:
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+    done = asyncio.Event()
+    sent_at = loop.time()
+
+    def deliver(data: bytes, component: int) -> None:
+        arrivals.append(loop.time() - sent_at)
+        if len(arrivals) == 20:
+            done.set()
+
+    delayed = Impairment(NetworkCondition("d", delay_ms=50)).wrap(deliver)
+    for _ in range(20):
+        delayed(b"x" * 100, 1)
+    await asyncio.wait_for(done.wait(), 2)
+    assert all(0.049 <= a <= 0.08 for a in arrivals), arrivals
+
+    lossy = Impairment(NetworkCondition("l", loss=0.2), random.Random(7))
+    kept: list[bytes] = []
+    receive = lossy.wrap(lambda data, c: kept.append(data))
+    for _ in range(5000):
+        receive(b"y", 1)
+    assert 0.18 <= lossy.dropped_loss / 5000 <= 0.22
+    capped = Impairment(NetworkCondition("b", bandwidth_kbps=80, queue_ms=100))  # 10 kB/s, 1 kB in the queue
+    send = capped.wrap(lambda data, c: None)
+    for _ in range(20):
+        send(b"z" * 200, 1)
+    assert capped.dropped_queue > 0
+
+
+def test_profiles_load_and_reject_unknown_keys(tmp_path: Path) -> None:
+    for name in ("smoke", "campaign-spike", "churn", "chat-storm", "soak", "pk-battle"):
+        assert load_profile(name).name == name
+    assert load_profile("pk-battle").status == "stub"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[viewers]\ncuont = 3\n")
+    with pytest.raises(ProfileError, match="cuont"):
+        load_profile(str(bad))
+
+
+def _summary(freeze_s: float, cpu_s: float) -> Summary:
+    summary = Summary()
+    group = GroupStats(join_attempts=10, join_ok=10, sessions=10, watch_s=100.0, freeze_s=freeze_s)
+    for _ in range(10):
+        group.ttff_ms.add(300)
+        group.latency_ms.add(20)
+    summary.groups["r|same-city"] = group
+    health = HealthStats()
+    health.add_interval(cpu_s, 10.0)
+    health.loop_lag_ms.add(1.0)
+    summary.health["agent"] = health
+    return summary
+
+
+def test_verdict_pass_fail_and_invalid_wins() -> None:
+    targets: Targets = load_targets()
+    assert evaluate(_summary(0.0, 1.0), targets)["verdict"] == "PASS"
+    failed = evaluate(_summary(2.0, 1.0), targets)
+    assert failed["verdict"] == "FAIL" and failed["exit_code"] == 1
+    starved = evaluate(_summary(2.0, 9.8), targets)  # a generator at 98 % of a core
+    assert starved["verdict"] == "INVALID" and starved["exit_code"] == 3

@@ -1,0 +1,58 @@
+"""End-to-end load runs: smoke on two Locust processes, a broken gateway, a starved generator.
+
+Each run starts its own gateway on 127.0.0.1 and stops it; every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.load.runs import check, run_load
+
+
+def test_smoke_profile_passes_with_two_locust_processes(tmp_path: Path) -> None:
+    run = run_load("smoke", tmp_path, "--processes", "2")
+    assert run.code == 0, run.explain()
+    summary = run.summary
+    assert summary["verdict"] == "PASS", run.explain()
+    overall = summary["overall"]
+    assert overall["viewers_joined"] == 20, run.explain()
+    assert overall["fps"] is not None and overall["fps"] > 27, run.explain()
+    assert overall["latency_samples"] > 1000, run.explain()
+    # Both Locust workers ran an agent and reported their health.
+    agents = [proc for proc in summary["generator"] if not proc.startswith("locust@")]
+    assert len(agents) == 2, summary["generator"]
+    assert set(summary["by_network"]) == {"same-city", "cross-region"}
+    # The cross-region condition adds 80 ms one way; same-city is loopback.
+    assert summary["by_network"]["cross-region"]["latency_p50_ms"] > 70, summary["by_network"]
+    assert summary["by_network"]["same-city"]["latency_p50_ms"] < 30, summary["by_network"]
+    assert summary["events"]["chat_echoed"] > 0, summary["events"]
+    # Locust's own reports.
+    for name in ("smoke_stats.csv", "smoke_failures.csv", "smoke.html"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    stats_csv = (tmp_path / "smoke_stats.csv").read_text()
+    for name in ("WEBRTC,whep", "WEBRTC,join", "WEBRTC,first_frame", "WEBRTC,latency", "WEBRTC,stutter"):
+        assert name in stats_csv, f"{name} missing from the Locust CSV:\n{stats_csv}"
+
+
+def test_gateway_dropping_5_percent_of_video_frames_fails(tmp_path: Path) -> None:
+    run = run_load("tiny", tmp_path, "--gateway-module", "tests.load.broken_gateway")
+    assert run.code == 1, run.explain()
+    assert run.summary["verdict"] == "FAIL", run.explain()
+    stutter = check(run.summary, "stutter_ratio")
+    assert not stutter["passed"], stutter
+    assert run.summary["overall"]["decode_gaps"] > 0, run.summary["overall"]
+
+
+def test_starved_generator_is_invalid_not_fail(tmp_path: Path) -> None:
+    run = run_load("tiny", tmp_path, env={"CHERRY_LOAD_STARVE": "0.95"})
+    assert run.code == 3, run.explain()
+    assert run.summary["verdict"] == "INVALID", run.explain()
+    reasons = " ".join(run.summary["invalid_reasons"])
+    assert "lag" in reasons or "CPU" in reasons, reasons
+
+
+def test_stub_profile_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    run = run_load("pk-battle", tmp_path, timeout=30)
+    assert run.code == 4, run.explain()
+    assert "SKIPPED" in run.output and "PK battles are not implemented" in run.output, run.output

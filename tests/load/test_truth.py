@@ -1,0 +1,51 @@
+"""Truth tests: the suite's stutter and latency match injected, known freezes and delay.
+
+One run: a host whose video stops for 0.6 s every 4 s (the host logs when each pause really
+started and ended), half the viewers on loopback, half behind exactly 100 ms of added delay.
+Measured must match the truth within 10 % and 10 ms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.load.runs import run_load
+
+FRAME_INTERVAL = 1 / 30
+
+
+def test_measured_stutter_and_latency_match_the_injected_truth(tmp_path: Path) -> None:
+    run = run_load("truth", tmp_path)
+    summary = run.summary
+    assert run.code == 1 and summary.get("verdict") == "FAIL", run.explain()  # freezes by design
+    host = summary["hosts"]["truth-0"]
+    marks = summary["marks"]
+    pauses = [(a, b) for a, b in host["pauses"] if a > marks["last_join_at"] and b < marks["settled_at"]]
+    if host["open_pause_since"] is not None:
+        # The run ended inside a pause: viewers count the gap so far, if it is already a freeze.
+        open_for = marks["settled_at"] - host["open_pause_since"]
+        assert not 0.1 < open_for < 0.3, f"run ended {open_for:.3f} s into a pause: too close to call"
+        if open_for >= 0.3:
+            host["pauses"].append([host["open_pause_since"], marks["settled_at"]])
+            pauses.append((host["open_pause_since"], marks["settled_at"]))
+    assert len(pauses) >= 2, f"expected pauses while everyone watched: {host['pauses']}, {marks}"
+    assert len(pauses) == len(host["pauses"]), f"a pause overlapped the joins: {host['pauses']}, {marks}"
+    room = summary["by_room"]["truth-0"]
+    viewers = room["viewers_joined"]
+    assert viewers == 6, run.explain()
+
+    # Stutter: every viewer sees each pause as one gap from the last frame before to the first after.
+    truth_freeze_s = viewers * sum(b - a for a, b in pauses)
+    measured = room["freeze_s"]
+    assert room["freezes"] == viewers * len(pauses), (room, pauses)
+    assert abs(measured - truth_freeze_s) <= 0.1 * truth_freeze_s, (measured, truth_freeze_s)
+    truth_ratio = truth_freeze_s / room["watch_s"]
+    assert abs(room["stutter_ratio"] - truth_ratio) <= 0.1 * truth_ratio, (room["stutter_ratio"], truth_ratio)
+
+    # Latency: the delayed viewers measure the loopback latency plus exactly 100 ms.
+    base = summary["by_network"]["same-city"]["latency_p50_ms"]
+    delayed = summary["by_network"]["truth-delay-100"]["latency_p50_ms"]
+    added = delayed - base
+    assert abs(added - 100) <= 10, f"added latency {added:.1f} ms (base {base}, delayed {delayed})"
+    assert base < 10, f"loopback latency {base} ms"
+    assert 100 <= delayed <= 110, f"delayed viewers' latency {delayed} ms"
