@@ -13,8 +13,9 @@ from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from gateway.config import GatewayConfig
-from gateway.operations import install_operations
+from gateway.operations import WEBHOOKS, install_operations
 from gateway.pages import add_page_routes
+from gateway.webhooks import RoomWebhooks
 from relay.aiortc_bridge import pin_ice_hosts
 from relay.room import RoomLimits, Rooms
 from relay.stats import DelaySampler
@@ -216,6 +217,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONTEXT] = build_context(config)
     app[STARTED_AT] = time.time()
     install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
+    _pk_webhooks(app)
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
@@ -233,6 +235,22 @@ def create_app(config: GatewayConfig) -> web.Application:
     add_page_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+def _pk_webhooks(app: web.Application) -> None:
+    """PK battles starting and ending go out as webhooks like the room lifecycle does."""
+    emitter, hub = app[WEBHOOKS], app[CONTEXT].hub
+    if not emitter.enabled or hub is None:
+        return
+    hooks = RoomWebhooks(emitter)
+
+    def on_pk(pk_id: str, event: str, rooms: list[str], result: dict[str, str] | None) -> None:
+        if event == "started":
+            hooks.pk_started(pk_id, rooms)
+        else:
+            hooks.pk_ended(pk_id, rooms, result=result)
+
+    hub.pk_listeners.append(on_pk)
 
 
 async def _options(request: web.Request) -> web.Response:

@@ -242,3 +242,55 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         assert [len(v.slot_times[1]) for v in vs] == counts
     finally:
         await stop_all(http, host, ev, singer, *vs, *([guest] if guest else []))
+
+
+async def test_pk_start_and_end_go_out_as_webhooks(tmp_path, http):
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.integration.conftest import free_port
+
+    received: list[dict] = []  # type: ignore[type-arg]
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        arrived.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks", hook)
+    port = free_port()
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    proc = GatewayProcess([], f'[webhooks]\nurls = ["http://127.0.0.1:{port}/hooks"]\n'
+                              f'secret = "pk-webhook-secret-value"\nevents = ["pk_started", "pk_ended"]\n', tmp_path)
+
+    async def wait_for(event: str) -> dict:  # type: ignore[type-arg]
+        deadline = time.monotonic() + 10
+        while not any(e["event"] == event for e in received):
+            arrived.clear()
+            assert time.monotonic() < deadline, f"no {event} webhook; got {[e['event'] for e in received]}"
+            try:
+                await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                pass
+        return next(e for e in received if e["event"] == event)
+
+    peers = []
+    try:
+        host_a, a = await live_room(proc, http, "wha", LUMA_A, "wa")
+        host_b, b = await live_room(proc, http, "whb", LUMA_B, "wb")
+        peers = [host_a, host_b, a, b]
+        await invite_and_accept(a, b, "whb")
+        started = await wait_for("pk_started")
+        assert [r["name"] for r in started["rooms"]] == ["wha", "whb"]
+        await a.send(type="pk_end")
+        ended = await wait_for("pk_ended")
+        assert ended["pk_id"] == started["pk_id"] and ended["result"] == {"wha": "draw", "whb": "draw"}
+    finally:
+        await stop_all(http, *peers)
+        proc.stop()
+        await server.close()
