@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PROFILE ?= smoke
 
-.PHONY: run test lint typecheck unit integration bench clean
+.PHONY: run test lint typecheck unit integration bench loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+
+# Headless Locust run of configs/profiles/$(PROFILE).toml against a gateway it starts and stops
+# itself on 127.0.0.1; bounded in time. Exit: 0 PASS, 1 FAIL, 3 INVALID, 4 skipped stub profile.
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run --profile $(PROFILE) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -251,6 +251,7 @@ class TargetRun:
             "background_core_pct": report.rounded(max(0.0, background) * 100, 1),
             "viewer_proc_core_pct": [report.rounded(c * 100, 1) for c in viewer_core],
             "viewer_proc_core_pct_max": report.rounded(max(viewer_core, default=0.0) * 100, 1),
+            "viewer_cpu_s": sum(b - a for a, b in zip(start.viewer_cpu, end.viewer_cpu, strict=True)),
             "machine_busy_pct": report.rounded(end.machine.busy_fraction_since(start.machine) * 100, 1),
             "viewer_stats": report.pooled_viewer_stats(reports),
             "server_stats": stats,
@@ -294,6 +295,10 @@ def _step_result(n: int, joins: dict[str, Any], win: dict[str, Any], idle: dict[
         "window_s": round(win["wall_s"], 3),
         "server_cpu_s": round(win["server_cpu_s"], 3),
         "server_rss_mb": round(win["server_rss"] / report.MB, 1),
+        # The load client's own cost (loadtests/webrtc lean viewers): its CPU per simulated viewer-second.
+        "client_cpu_ms_per_viewer_s": (
+            round(win["viewer_cpu_s"] * 1000 / (connected * win["wall_s"]), 3) if connected and win["wall_s"] else None
+        ),
         **{k: win[k] for k in ("server_core_pct", "host_core_pct", "viewer_proc_core_pct")},
         **{k: win[k] for k in ("viewer_proc_core_pct_max", "machine_busy_pct", "background_core_pct")},
     }
@@ -498,6 +503,16 @@ async def _main(settings: Settings) -> int:
     print(
         f"RSS MB per viewer: gateway {comp['gateway_rss_mb_per_viewer']}, baseline {comp['baseline_rss_mb_per_viewer']}"
     )
+    client = [
+        s["client_cpu_ms_per_viewer_s"]
+        for s in (document.get("gateway") or {}).get("steps", [])
+        if s.get("valid") and s.get("client_cpu_ms_per_viewer_s")
+    ]
+    if client:
+        print(
+            f"Load client (loadtests/webrtc lean viewers): {sorted(client)[len(client) // 2]} CPU-ms per simulated "
+            f"viewer-second (median over valid gateway steps; per step {client}; goal <= 3)"
+        )
     if "events_fanout" in document:
         from bench import events_fanout
 
