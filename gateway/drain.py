@@ -4,7 +4,7 @@
    new WHIP/WHEP offers and room-event sockets get ``503`` + ``Retry-After``.
 2. Every room-event socket gets ``{"type": "draining", "retry_after": s, "deadline": ms}`` so
    pages can move to another instance.
-3. Rooms without a host are closed (no host can come back here: WHIP is refused), and so is each
+3. Rooms with nobody on mic are closed (no one can start publishing here: WHIP is refused), and so is each
    room whose host leaves while draining; live rooms keep streaming.
 4. The process exits once every session has ended, or after ``drain.timeout_s``, whichever is
    first. A second SIGTERM (or SIGINT) exits at once.
@@ -71,8 +71,7 @@ class Drainer:
         try:
             await self._announce()
             for room in self.ctx.rooms:
-                if room.host is None:
-                    room.close("gateway draining")
+                self._close_if_hostless(room)
             await self._wait_for_sessions()
         except asyncio.CancelledError:
             raise
@@ -121,7 +120,8 @@ class Drainer:
     # -- relay.ports.RoomObserver: a room whose host leaves while draining closes --------
 
     def _close_if_hostless(self, room: Room) -> None:
-        if room.host is None and not room.closed:
+        """Nobody can start publishing here any more: a room with nobody on mic is over."""
+        if room.host is None and not getattr(room, "guests", None) and not room.closed:
             room.close("gateway draining")
 
     def participant_left(self, room: object, participant: Any) -> None:

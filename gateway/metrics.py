@@ -159,7 +159,7 @@ class TrafficLedger:
 
     def host_changed(self, room: object, live: bool) -> None:
         if live and isinstance(room, Room):
-            for pub in room.publications.values():
+            for pub in _publications(room):
                 self._pubs.setdefault(id(pub), _PubEntry(pub, room))
 
     def participant_joined(self, room: object, participant: Any) -> None:
@@ -202,7 +202,7 @@ class TrafficLedger:
         rooms_live = 0
         for room in self.rooms:
             ingest = egress = 0
-            for pub in room.publications.values():
+            for pub in _publications(room):
                 pubs[id(pub)] = self._pubs.get(id(pub)) or _PubEntry(pub, room)
                 live.add_publication(pub)
                 ingest += pub.stats.bytes_in
@@ -218,6 +218,8 @@ class TrafficLedger:
                     self._observe_keyframe_wait(entry)
             if room.host is not None:
                 participants[room.host.role] += 1
+            if guests := len(getattr(room, "guests", ())):
+                participants["guest"] += guests
             rooms_live += room.live
             retired = self._retired_room.get(room.name, (0, 0))
             figures.append(RoomFigures(
@@ -241,6 +243,13 @@ class TrafficLedger:
         return Snapshot(at=self._wall(), rooms=len(figures), rooms_live=rooms_live,
                         participants=dict(participants), traffic=self.retired.plus(live),
                         room_figures=figures)
+
+
+def _publications(room: Room) -> Iterator[Any]:
+    """The host's tracks, then those of its guests on mic."""
+    yield from room.publications.values()
+    for tracks in getattr(room, "guest_publications", {}).values():
+        yield from tracks.values()
 
 
 class ObservedDelaySampler(DelaySampler):
