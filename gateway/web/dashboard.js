@@ -74,9 +74,9 @@ function render() {
   $("#stat-egress").textContent = bits(p.egress_bps);
   $("#stat-ingest").textContent = bits(p.ingest_bps);
   $("#stat-stutter").textContent = p.watch_reports ? pct(p.stutter_ratio) : "–";
-  $("#tile-stutter").className = "tile " + (!p.watch_reports ? "" : p.stutter_ratio > STUTTER_TARGET ? "bad" : "good");
+  $("#tile-stutter").className = "dash-stat " + (!p.watch_reports ? "" : p.stutter_ratio > STUTTER_TARGET ? "bad" : "good");
   $("#stat-join").textContent = pct(p.join_success, 1);
-  $("#tile-join").className = "tile " + (p.join_success == null ? "" : p.join_success < JOIN_TARGET ? "bad" : "good");
+  $("#tile-join").className = "dash-stat " + (p.join_success == null ? "" : p.join_success < JOIN_TARGET ? "bad" : "good");
   $("#stat-delay").textContent = ms(p.delay_ms_p99);
   $("#stat-cpu").textContent = `${p.cpu_percent.toFixed(0)} %`;
   $("#stat-rss").textContent = bytes(p.rss_bytes);

@@ -24,6 +24,11 @@ def test_dashboard_renders_and_follows_a_live_stream(context, gateway):  # type:
     dash.wait_for_selector("body[data-state=ok]", timeout=10000)
     dash.wait_for_function("window.cherryDashboard.updates >= 2", timeout=10000)
     assert dash.inner_text("#stat-cpu").endswith("%")
+    # Laid out as meant (shared CSS must not stretch it): compact figures, charts of their set height.
+    stat = dash.locator(".dash-stat").first.bounding_box()
+    chart = dash.locator("#chart-bitrate").bounding_box()
+    assert stat is not None and stat["height"] < 120, stat
+    assert chart is not None and 80 < chart["height"] < 200 and chart["width"] > 250, chart
     assert dash.inner_text("#stat-rss").endswith("iB")
 
     host = go_live(context, gateway.base, "dash1", identity="dashhost", title="Dashboard check")
