@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,6 +53,7 @@ _original_get_host_addresses = aioice.ice.get_host_addresses
 _pinned_hosts: list[str] = []
 
 RtpCallback = Callable[[int, int, bool, bytes, float], None]
+_RTP_FIXED = struct.Struct("!BBHII")
 
 
 def pin_ice_hosts(addresses: Sequence[str]) -> None:
@@ -372,11 +374,65 @@ def wrap_ice_delivery(pc: RTCPeerConnection, wrap: Callable[[DatagramSink], Data
     which queues them for aiortc's DTLS transport. ``wrap`` gets that delivery function and
     returns its replacement, which may delay, drop or consume datagrams (user-space network
     impairment, a lean receive path). STUN (ICE checks, consent) is not routed through it.
-    Call after ``addTransceiver`` and before ``setRemoteDescription``; wraps compose (the last
-    one installed sees datagrams first). All transceivers of a BUNDLEd connection share it.
+    Call after ``setLocalDescription`` (candidates gathered) and before ICE connects; wraps
+    compose (the last one installed sees datagrams first). All transceivers of a BUNDLEd
+    connection share it.
+
+    The first call also short-cuts aioice's socket protocols: a datagram whose first byte says
+    DTLS or RTP/RTCP (RFC 7983: 20..63, 128..191) skips aioice's attempt to parse it as STUN.
     """
     connection = _ice_connection(pc)
     connection.data_received = wrap(connection.data_received)
+    if getattr(connection, "_cherry_fast_demux", False):
+        return
+    connection._cherry_fast_demux = True
+    for protocol in connection._protocols:
+        _fast_demux(connection, protocol)
+
+
+def _fast_demux(connection: Any, protocol: Any) -> None:
+    component = protocol.local_candidate.component
+    stun_path = protocol.datagram_received
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if data and data[0] >= 20:
+            connection.data_received(data, component)
+        else:
+            stun_path(data, addr)
+
+    protocol.datagram_received = datagram_received
+
+
+def _lean_unprotect(session: Any) -> Callable[[bytes], bytes | None]:
+    """SRTP unprotect without pylibsrtp's per-call allocations (None: replayed, corrupt, too long)."""
+    try:
+        from pylibsrtp import _binding
+
+        srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
+    except (ImportError, AttributeError):
+
+        def fallback(data: bytes) -> bytes | None:
+            try:
+                return bytes(session.unprotect(data))
+            except Exception:
+                return None
+
+        return fallback
+    length = _binding.ffi.new("int *")
+    limit = len(cdata)
+    srtp_unprotect = _binding.lib.srtp_unprotect
+
+    def unprotect(data: bytes) -> bytes | None:
+        n = len(data)
+        if n > limit:
+            return None
+        length[0] = n
+        buffer[0:n] = data
+        if srtp_unprotect(srtp, cdata, length) != 0:
+            return None
+        return bytes(buffer[0 : length[0]])
+
+    return unprotect
 
 
 class LeanRtpPath:
@@ -418,40 +474,46 @@ class LeanRtpPath:
         self._dtls = transceiver.receiver.transport
 
     def wrap(self, deliver: DatagramSink) -> DatagramSink:
-        routes, rtx = self._routes, self._rtx
+        routes, rtx, nacked = self._routes, self._rtx, self._nack_receivers
+        header = _RTP_FIXED.unpack_from
+        unprotect: Callable[[bytes], bytes | None] | None = None
+        monotonic = time.monotonic
 
         def receive(data: bytes, component: int) -> None:
-            dtls = self._dtls
-            first = data[0] if data else 0
-            srtp = dtls._rx_srtp if dtls is not None else None
+            nonlocal unprotect
             # 128..191: RTP/RTCP; RTCP packet types 192..223 sit in the second byte.
-            if srtp is None or not 127 < first < 192 or 191 < data[1] < 224:
+            if not 127 < data[0] < 192 or 191 < data[1] < 224:
                 deliver(data, component)
                 return
-            try:
-                packet = srtp.unprotect(data)
-            except Exception:
+            if unprotect is None:
+                srtp = self._dtls._rx_srtp if self._dtls is not None else None
+                if srtp is None:
+                    deliver(data, component)
+                    return
+                unprotect = _lean_unprotect(srtp)
+            packet = unprotect(data)
+            if packet is None:
                 return  # replayed or corrupt: what aiortc would drop too
-            pt = packet[1] & 0x7F
-            start = 12 + 4 * (packet[0] & 0x0F)
-            if packet[0] & 0x10:  # header extension
-                start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
-            end = len(packet) - (packet[-1] if packet[0] & 0x20 else 0)  # padding
-            seq = (packet[2] << 8) | packet[3]
+            b0, b1, seq, ts, ssrc = header(packet)
+            pt = b1 & 0x7F
+            start = 12 + 4 * (b0 & 0x0F)
+            if b0 & 0x10:  # header extension
+                start += 4 + 4 * ((packet[start + 2] << 8) | packet[start + 3])
+            end = len(packet) - (packet[-1] if b0 & 0x20 else 0)  # padding
             retransmission = pt in rtx
             if retransmission:
                 if end - start < 2:
                     return  # padding-only probe
-                seq = int.from_bytes(packet[start : start + 2], "big")
+                seq = (packet[start] << 8) | packet[start + 1]
                 start += 2
                 pt = rtx[pt]
             on_rtp = routes.get(pt)
             if on_rtp is None or end <= start:
                 return
             self.packets += 1
-            if not retransmission and pt in self._nack_receivers:
-                self._check_gap(pt, seq, int.from_bytes(packet[8:12], "big"))
-            on_rtp(seq, int.from_bytes(packet[4:8], "big"), bool(packet[1] & 0x80), packet[start:end], time.monotonic())
+            if not retransmission and pt in nacked:
+                self._check_gap(pt, seq, ssrc)
+            on_rtp(seq, ts, bool(b1 & 0x80), packet[start:end], monotonic())
 
         return receive
 
