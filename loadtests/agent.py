@@ -292,6 +292,7 @@ class Agent:
             await viewer.stop()
             return {"ok": False, "error": "finishing", "stage": "agent"}
         self.viewers[key] = slot
+        self.delta.mark("last_join_at", time.time())
         return {"ok": True, "whep_ms": whep_ms, "ttff_ms": viewer.ttff_ms, "join_ms": join_ms,
                 "retries": viewer.retries}
 
@@ -355,6 +356,7 @@ class Agent:
         self.finishing = True
         await self._drain()
         now = time.monotonic()
+        self.delta.mark("settled_at", time.time())
         for slot in list(self.viewers.values()):
             totals = self._account(slot, now, final=True)
             stats = self.group(slot.room, slot.net)
@@ -370,7 +372,7 @@ class Agent:
         for key, host in list(self.hosts.items()):
             room = self.host_rooms[key]
             hosts[room] = {**self.host_info.get(room, {}), "pauses": [[a, b] for a, b in host.video.pauses],
-                           "frames_sent": host.video.frames_sent}
+                           "open_pause_since": host.video.open_pause_since, "frames_sent": host.video.frames_sent}
             await host.stop()
         self.hosts = {}
         self._health_tick()

@@ -159,6 +159,10 @@ class Summary:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # room -> publish facts, pauses
     host_failures: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # generator-side problems (agent died, ...)
+    marks: dict[str, float] = field(default_factory=dict)  # wall-clock instants, merged by max
+
+    def mark(self, name: str, at: float) -> None:
+        self.marks[name] = max(self.marks.get(name, at), at)
 
     def group(self, key: str) -> GroupStats:
         stats = self.groups.get(key)
@@ -174,9 +178,11 @@ class Summary:
         self.hosts.update(other.hosts)
         _merge_counts(self.host_failures, other.host_failures)
         self.notes.extend(n for n in other.notes if n not in self.notes)
+        for name, at in other.marks.items():
+            self.mark(name, at)
 
     def empty(self) -> bool:
-        return not (self.groups or self.health or self.hosts or self.host_failures or self.notes)
+        return not (self.groups or self.health or self.hosts or self.host_failures or self.notes or self.marks)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,6 +191,7 @@ class Summary:
             "hosts": self.hosts,
             "host_failures": self.host_failures,
             "notes": self.notes,
+            "marks": self.marks,
         }
 
     @classmethod
@@ -195,6 +202,7 @@ class Summary:
             dict(data.get("hosts", {})),
             {str(k): int(v) for k, v in data.get("host_failures", {}).items()},
             list(data.get("notes", [])),
+            {str(k): float(v) for k, v in data.get("marks", {}).items()},
         )
 
     def pooled(self, room: str | None = None, net: str | None = None, events: bool = False) -> GroupStats:

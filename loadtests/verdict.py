@@ -174,6 +174,7 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
         },
         "hosts": summary.hosts,
         "host_failures": summary.host_failures,
+        "marks": summary.marks,
     }
 
 

@@ -125,5 +125,10 @@ class PacketLoopTrack(MediaStreamTrack):
         return self._clock_start + frames * self._clip.frame_interval
 
     @property
+    def open_pause_since(self) -> float | None:
+        """Wall time of the last frame before a pause still going on (None: not paused)."""
+        return self._paused_since
+
+    @property
     def frames_sent(self) -> int:
         return self._sent
