@@ -21,8 +21,8 @@ def test_dashboard_renders_and_follows_a_live_stream(context, gateway):  # type:
     errors: list[str] = []
     dash.on("pageerror", lambda e: errors.append(str(e)))
     dash.goto(f"{gateway.base}/dashboard")
-    dash.wait_for_selector("body[data-state=ok]", timeout=10000)
-    dash.wait_for_function("window.cherryDashboard.updates >= 2", timeout=10000)
+    dash.wait_for_selector("body[data-state=ok]", timeout=20000)
+    dash.wait_for_function("window.cherryDashboard.updates >= 2", timeout=20000)
     assert dash.inner_text("#stat-cpu").endswith("%")
     # Laid out as meant (shared CSS must not stretch it): compact figures, charts of their set height.
     stat = dash.locator(".dash-stat").first.bounding_box()
@@ -38,8 +38,8 @@ def test_dashboard_renders_and_follows_a_live_stream(context, gateway):  # type:
     # The room shows up in the busiest-rooms table with its viewer and bitrate.
     dash.wait_for_function(
         """() => { const r = (window.cherryDashboard.rooms || []).find((x) => x.room === 'dash1');
-                   return r && r.viewers >= 1 && r.egress_bps > 0; }""", timeout=15000)
-    dash.wait_for_selector("#rooms-table tr[data-room=dash1]", timeout=5000)
+                   return r && r.viewers >= 1 && r.egress_bps > 0; }""", timeout=20000)
+    dash.wait_for_selector("#rooms-table tr[data-room=dash1]", timeout=10000)
     row = dash.inner_text("#rooms-table tr[data-room=dash1]")
     assert "dashhost" in row and "Dashboard check" in row, row
     assert int(dash.inner_text("#stat-viewers")) >= 1
@@ -47,7 +47,7 @@ def test_dashboard_renders_and_follows_a_live_stream(context, gateway):  # type:
 
     # Numbers move: new samples arrive and the egress counter behind them keeps growing.
     before = dash.evaluate("({n: window.cherryDashboard.updates, t: window.cherryDashboard.latest.t})")
-    dash.wait_for_function(f"window.cherryDashboard.updates >= {before['n'] + 2}", timeout=10000)
+    dash.wait_for_function(f"window.cherryDashboard.updates >= {before['n'] + 2}", timeout=20000)
     after = dash.evaluate("window.cherryDashboard.latest")
     assert after["t"] > before["t"] and after["egress_bps"] > 0 and after["sessions"] >= 2, after
     assert dash.eval_on_selector("#chart-bitrate", CANVAS_DRAWN), "bitrate chart is empty"
