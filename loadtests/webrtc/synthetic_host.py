@@ -143,7 +143,8 @@ async def _run(args: argparse.Namespace) -> int:
     configure_ice(args.ice_host or DEFAULT_ICE_HOSTS)
     media = HostMedia.encode(seconds=args.loop_seconds, bitrate=args.bitrate)
     _emit("encoded", video_bps=round(media.video.bitrate), audio_bps=round(media.audio.bitrate))
-    host = SyntheticHost(HostOptions(args.base_url, args.room, args.token), media)
+    freeze = FreezeSchedule(args.freeze_every, args.freeze_for, args.freeze_first) if args.freeze_every else None
+    host = SyntheticHost(HostOptions(args.base_url, args.room, args.token, freeze=freeze), media)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -177,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to publish; 0: until SIGTERM")
     parser.add_argument("--loop-seconds", type=float, default=2.0, help="length of the pre-encoded loop")
     parser.add_argument("--bitrate", type=int, default=1_000_000, help="video bits per second")
+    parser.add_argument("--freeze-every", type=float, default=0.0, help="truth tests: pause video every N s")
+    parser.add_argument("--freeze-for", type=float, default=0.5, help="... for this many seconds")
+    parser.add_argument("--freeze-first", type=float, default=2.0, help="... the first pause this long after start")
     args = parser.parse_args(argv)
     return asyncio.run(_run(args))
 

@@ -27,7 +27,8 @@ class FreezeSchedule:
     """Known freezes for truth tests: no frame for ``for_s`` seconds every ``every_s`` seconds.
 
     The first pause starts ``first_s`` after the first frame. Like a camera that stalls: the
-    frames due during a pause are never sent, pacing resumes when it ends.
+    frames due during a pause are never sent, pacing resumes when it ends, and the RTP
+    timestamps jump by the pause (players' jitter buffers follow them).
     """
 
     every_s: float
@@ -94,6 +95,8 @@ class PacketLoopTrack(MediaStreamTrack):
                 end = start + self._freeze.for_s
                 self._next_pause += 1
                 self._paused_since = self._last_wall
+                # Like a stalled camera: the next frame's timestamp is its real capture time.
+                self._sent += round((end - due) / self._clip.frame_interval)
                 self._clock_start = end
                 self._clock_frames = 0
                 delay = end - now

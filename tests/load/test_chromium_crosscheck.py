@@ -1,0 +1,163 @@
+"""Cross-check against Chromium: its own getStats() freeze figures for the same frozen stream.
+
+A synthetic host stops its video for 0.6 s every 3 s. Chromium watches the room through the
+player page and reports ``freezeCount`` / ``totalFreezesDuration`` (libwebrtc's counters, the
+same W3C rule); our non-decoding viewer watches the same stream. The windows cannot start at
+the same instant, so the comparison is per freeze: the same freezes (count within one) and the
+same mean freeze duration within 10 %. Chromium decoding the stream at full rate also shows
+that the capture-time trailer in each VP8 frame is harmless to a real decoder.
+
+Like the browser tests: Chromium, the gateway and both clients run in a network namespace that
+has only loopback; skipped without Chromium or root (failed instead under CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+ROOM = "crosscheck"
+WATCH_S = 12.0
+STATS_JS = """async () => {
+  const pc = window.cherryPlayer && window.cherryPlayer.pc;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let best = null;
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video" && (!best || (s.framesDecoded || 0) > (best.framesDecoded || 0)))
+      best = s;
+  });
+  return best && {frames: best.framesDecoded || 0, freezes: best.freezeCount || 0,
+                  freeze_s: best.totalFreezesDuration || 0, at: performance.now() / 1000};
+}"""
+
+
+def _unavailable() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "python playwright is not installed"
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return "needs root and iproute2 for a loopback-only network namespace"
+    return None
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    reason = _unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium cross-check cannot run in CI: {reason}")
+        pytest.skip(reason)
+    name = f"cherry-load-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _spawn(netns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=handle, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _line(process: subprocess.Popen[bytes], want: str, timeout: float) -> dict[str, Any]:
+    """The first JSON line on stdout whose ``event`` or ``op`` is ``want`` (bounded by ``timeout``)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"process exited ({process.poll()}) before {want!r}")
+        message = json.loads(line)
+        if want in (message.get("event"), message.get("op")):
+            return dict(message)
+    raise AssertionError(f"no {want!r} within {timeout} s")
+
+
+def test_freezes_match_chromiums_own_getstats(netns: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    base = "http://127.0.0.1:8080"
+    gateway = _spawn(netns, ["-m", "gateway", "serve", "--dev", "--host", "127.0.0.1", "--port", "8080",
+                             "--ice-host", "127.0.0.1"], tmp_path / "gateway.log")
+    processes = [gateway]
+    try:
+        probe = f"import urllib.request; urllib.request.urlopen('{base}/healthz', timeout=1)"
+        deadline = time.monotonic() + 20
+        while subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe],
+                             capture_output=True, check=False).returncode != 0:
+            assert gateway.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()
+        host = _spawn(netns, ["-m", "loadtests.webrtc.synthetic_host", "--base-url", base, "--room", ROOM,
+                              "--freeze-every", "3", "--freeze-for", "0.6", "--freeze-first", "3"],
+                      tmp_path / "host.log")
+        processes.append(host)
+        _line(host, "publishing", 60)
+        wrapper = tmp_path / "chromium-in-netns"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {netns} {CHROMIUM} "$@"\n')
+        wrapper.chmod(0o755)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(wrapper), headless=True, args=FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"{base}/watch?room={ROOM}")
+                page.wait_for_function("() => window.cherryPlayer && window.cherryPlayer.frames > 0", timeout=20000)
+                viewer = _spawn(netns, ["-m", "loadtests.webrtc.viewer", "--base-url", base, "--room", ROOM,
+                                        "--count", "1", "--warmup", "1", "--watch", str(WATCH_S)],
+                                tmp_path / "viewer.log")
+                processes.append(viewer)
+                joined = _line(viewer, "join", 30)
+                assert joined["ok"] == 1, joined
+                start = page.evaluate(STATS_JS)
+                ours = _line(viewer, "report", WATCH_S + 30)
+                end = page.evaluate(STATS_JS)
+            finally:
+                browser.close()
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+    chrome_freezes = end["freezes"] - start["freezes"]
+    chrome_freeze_s = end["freeze_s"] - start["freeze_s"]
+    chrome_fps = (end["frames"] - start["frames"]) / (end["at"] - start["at"])
+    detail = f"chromium {start} -> {end}; ours {ours}"
+    assert chrome_fps > 20, f"Chromium did not decode the tagged stream at full rate: {detail}"
+    assert chrome_freezes >= 3 and ours["freezes"] >= 3, detail
+    assert abs(chrome_freezes - ours["freezes"]) <= 1, detail
+    chrome_mean = chrome_freeze_s / chrome_freezes
+    our_mean = ours["freeze_s"] / ours["freezes"]
+    assert abs(our_mean - chrome_mean) <= 0.1 * chrome_mean, f"mean {our_mean:.3f} vs {chrome_mean:.3f} s; {detail}"
+    print(f"\nmean freeze: ours {our_mean * 1000:.0f} ms, Chromium {chrome_mean * 1000:.0f} ms; "
+          f"freezes: ours {ours['freezes']}, Chromium {chrome_freezes}")
