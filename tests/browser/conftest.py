@@ -94,7 +94,9 @@ def gateway(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ne
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync Playwright runs an event loop in this thread while it is open, and the asyncio
+# tests of other modules need the thread to themselves.
+@pytest.fixture(scope="module")
 def browser(netns: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
