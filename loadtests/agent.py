@@ -233,7 +233,9 @@ class Agent:
         started = time.monotonic()
         last_error = "no_free_room"
         for room in rooms:
-            identity = f"host-{room}"  # one identity per room: a second claimant gets 409
+            # Each claimant its own identity: a room another host already publishes in answers 409
+            # (the same identity would replace that host's session instead).
+            identity = f"host-{key}-{self.proc_id}"
             schedule = FreezeSchedule(**freeze) if freeze and room in freeze_rooms else None
             token = await fetch_token(self.http(), self.base_url, room, "host", identity)
             host = SyntheticHost(HostOptions(self.base_url, room, token, freeze=schedule), self.media())
@@ -253,6 +255,8 @@ class Agent:
             self.host_info[room] = {"publish_ms": round(host.setup_ms or 0.0, 1),
                                     "freeze": freeze if schedule else None}
             return {"ok": True, "room": room, "ms": host.setup_ms}
+        if last_error == "http_409":
+            last_error = "no_free_room"  # every room already has its host
         return {"ok": False, "error": last_error, "ms": (time.monotonic() - started) * 1000}
 
     async def view(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -268,18 +272,26 @@ class Agent:
         viewer = Viewer(options, self.http())
         slot = ViewerSlot(key, room, net, viewer)
         stats = self.group(room, net)
-        stats.join_attempts += 1
         started = time.monotonic()
         try:
             await viewer.start()
         except Exception as exc:
             kind = error_kind(exc)
             await viewer.stop()
+            if self.finishing:  # cut short by the end of the run: no outcome to count
+                return {"ok": False, "error": "finishing", "stage": "agent"}
+            stats = self.group(room, net)  # the delta may have been shipped meanwhile
+            stats.join_attempts += 1
             stats.join_failed[kind] = stats.join_failed.get(kind, 0) + 1
             stage = "whep" if viewer.resource is None and isinstance(exc, SignalingError) else "first_frame"
             return {"ok": False, "error": kind, "stage": stage, "ms": (time.monotonic() - started) * 1000}
         join_ms = (time.monotonic() - started) * 1000
         whep_ms = viewer.whep_ms or 0.0
+        if self.finishing:  # the run ended while this one joined: do not count it
+            await viewer.stop()
+            return {"ok": False, "error": "finishing", "stage": "agent"}
+        stats = self.group(room, net)  # the delta may have been shipped meanwhile
+        stats.join_attempts += 1
         stats.join_ok += 1
         stats.join_ms.add(join_ms)
         stats.whep_ms.add(whep_ms)
@@ -288,9 +300,6 @@ class Agent:
         viewer.start_window(now)
         slot.watching = True
         slot.started_at = now
-        if self.finishing:  # the run ended while this one joined: do not count its watch time
-            await viewer.stop()
-            return {"ok": False, "error": "finishing", "stage": "agent"}
         self.viewers[key] = slot
         self.delta.mark("last_join_at", time.time())
         return {"ok": True, "whep_ms": whep_ms, "ttff_ms": viewer.ttff_ms, "join_ms": join_ms,

@@ -40,6 +40,7 @@ class AgentGone(RuntimeError):
 
 
 def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: this process gets SIGKILL when its parent exits (Linux)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 

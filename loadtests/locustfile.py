@@ -36,7 +36,7 @@ from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadtests import verdict
-from loadtests.agent_client import AgentClient, fire
+from loadtests.agent_client import AgentClient, _die_with_parent, fire
 from loadtests.profiles import NETWORK_PATH, TARGETS_PATH, Profile, load_profile, load_targets
 from loadtests.summary import Summary
 
@@ -127,6 +127,8 @@ def _init(environment: Environment, **_: Any) -> None:
     environment.user_classes = classes
     if isinstance(runner, WorkerRunner):
         runner.register_message("cherry_finish", _worker_finish)
+        if getattr(environment.parsed_options, "processes", None):
+            _die_with_parent()  # a worker forked by --processes goes when its master goes
     if isinstance(runner, MasterRunner):
         runner.register_message("cherry_final", _master_final)
 

@@ -121,7 +121,11 @@ def locust_argv(args: argparse.Namespace, base_url: str, users: int, spawn_rate:
             "--summary-json", str(out / "summary.json"), "--only-summary", "--loglevel", args.loglevel,
             "--exit-code-on-error", "0"]
     if processes > 1:
-        argv += ["--processes", str(processes)]
+        # A free master port: the default (5557) would let workers of another run on this machine
+        # join ours (and ours theirs).
+        port = free_port()
+        argv += ["--processes", str(processes), "--master-bind-host", LOOPBACK, "--master-bind-port", str(port),
+                 "--master-host", LOOPBACK, "--master-port", str(port)]
     if args.duration:
         argv += ["--load-duration", str(args.duration)]
     if args.targets:
