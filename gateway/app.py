@@ -22,7 +22,7 @@ from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
 from signaling.auth import ROLES, TokenService
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
-from signaling.errors import HttpError, error_middleware
+from signaling.errors import REQUEST_ID, HttpError, error_middleware
 from signaling.events.costream import CostreamSettings
 from signaling.events.hub import EventHub, EventSettings
 from signaling.events.moderation import WordMask
@@ -108,9 +108,9 @@ def build_context(config: GatewayConfig) -> SignalingContext:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:12]
+    request[REQUEST_ID] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:12]
     response = await handler(request)
-    response.headers["X-Request-Id"] = request["request_id"]
+    response.headers["X-Request-Id"] = request[REQUEST_ID]
     return response
 
 

@@ -22,6 +22,7 @@ from gateway.logs import REQUEST_ID
 from gateway.metrics import ObservedDelaySampler, Operations
 from gateway.webhooks import WebhookEmitter, install_webhooks
 from signaling.context import CONTEXT
+from signaling.errors import REQUEST_ID as REQUEST_KEY
 
 log = logging.getLogger("cherry.gateway.http")
 
@@ -72,7 +73,7 @@ def _webhook_metrics(emitter: WebhookEmitter) -> Iterator[Metric]:
 @web.middleware
 async def _request_context(request: web.Request, handler):  # type: ignore[no-untyped-def]
     """Tags every log line written while handling this request (and tasks it starts) with its id."""
-    token = REQUEST_ID.set(request.get("request_id"))
+    token = REQUEST_ID.set(request.get(REQUEST_KEY))
     request[_STARTED] = time.monotonic()
     try:
         return await handler(request)
@@ -88,5 +89,5 @@ async def _on_response(request: web.Request, response: web.StreamResponse) -> No
     elapsed_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
     level = logging.DEBUG if request.path.startswith(QUIET_PREFIXES) else logging.INFO
     if log.isEnabledFor(level):
-        log.log(level, "request=%s %s %s -> %d in %.1f ms (client %s)", request.get("request_id", "-"),
+        log.log(level, "request=%s %s %s -> %d in %.1f ms (client %s)", request.get(REQUEST_KEY, "-"),
                 request.method, request.path, response.status, elapsed_ms, request.remote)

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 log = logging.getLogger("cherry.signaling")
+# Set by the gateway's request-id middleware; read wherever a log line names the request.
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class HttpError(Exception):
@@ -37,7 +39,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except HttpError as exc:
         level = logging.WARNING if exc.status >= 500 else logging.INFO
-        log.log(level, "request=%s %s %s -> %d %s: %s", request.get("request_id", "-"),
+        log.log(level, "request=%s %s %s -> %d %s: %s", request.get(REQUEST_ID, "-"),
                 request.method, request.path, exc.status, exc.code, exc.message)
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPRequestEntityTooLarge as exc:
