@@ -264,6 +264,8 @@ class FreezeMeter:
         self._freezes = 0
         self._freeze_s = 0.0
         self._max_gap = 0.0
+        # Whole gaps of the freezes that ended inside the window (as libwebrtc counts them), capped.
+        self.freeze_gaps: list[float] = []
 
     def _threshold(self) -> float:
         mean = self._gap_sum / len(self._gaps) if len(self._gaps) >= self.MIN_SAMPLES else self._nominal
@@ -281,6 +283,8 @@ class FreezeMeter:
     def frame(self, at: float) -> None:
         last = self._last
         if last is not None:
+            if at - last > self._threshold() and len(self.freeze_gaps) < 1000:
+                self.freeze_gaps.append(at - last)
             self._account(last, at)
             gap = at - last
             if len(self._gaps) == self.HISTORY:
@@ -292,6 +296,7 @@ class FreezeMeter:
 
     def start_window(self, at: float) -> None:
         self._window_start = at
+        self.freeze_gaps = []
         self._frames = 0
         self._freezes = 0
         self._freeze_s = 0.0

@@ -312,6 +312,7 @@ class ViewerPool:
             "latency_p50_ms": _round(latency.percentile(50), 1),
             "latency_p95_ms": _round(latency.percentile(95), 1),
             "latency_samples": latency.total,
+            "freeze_gaps_ms": [round(g * 1000, 1) for v in self.viewers for g in v.freezes.freeze_gaps][:100],
         }
 
     async def leave(self) -> int:

@@ -4,7 +4,7 @@ A synthetic host stops its video for 0.6 s every 3 s. Chromium watches the room 
 player page and reports ``freezeCount`` / ``totalFreezesDuration`` (libwebrtc's counters, the
 same W3C rule); our non-decoding viewer watches the same stream. The windows cannot start at
 the same instant, so the comparison is per freeze: the same freezes (count within one) and the
-same mean freeze duration within 10 %. Chromium decoding the stream at full rate also shows
+same mean duration of a whole freeze within 10 %. Chromium decoding the stream at full rate also shows
 that the capture-time trailer in each VP8 frame is harmless to a real decoder.
 
 Like the browser tests: Chromium, the gateway and both clients run in a network namespace that
@@ -157,7 +157,10 @@ def test_freezes_match_chromiums_own_getstats(netns: str, tmp_path: Path) -> Non
     assert chrome_freezes >= 3 and ours["freezes"] >= 3, detail
     assert abs(chrome_freezes - ours["freezes"]) <= 1, detail
     chrome_mean = chrome_freeze_s / chrome_freezes
-    our_mean = ours["freeze_s"] / ours["freezes"]
+    # Whole gaps of the freezes that ended in our window, as libwebrtc counts them (our freeze_s
+    # counts only the part of a freeze inside the window, and the windows cannot be aligned).
+    gaps = ours["freeze_gaps_ms"]
+    our_mean = sum(gaps) / len(gaps) / 1000
     assert abs(our_mean - chrome_mean) <= 0.1 * chrome_mean, f"mean {our_mean:.3f} vs {chrome_mean:.3f} s; {detail}"
     print(f"\nmean freeze: ours {our_mean * 1000:.0f} ms, Chromium {chrome_mean * 1000:.0f} ms; "
           f"freezes: ours {ours['freezes']}, Chromium {chrome_freezes}")
