@@ -55,8 +55,8 @@ class Settings:
     watch: float = 10.0
     idle_watch: float = 5.0
     viewer_procs: int = 2
-    deadline: float = 330.0
-    targets: tuple[str, ...] = ("gateway", "baseline", "events")
+    deadline: float = 480.0
+    targets: tuple[str, ...] = ("gateway", "baseline", "events", "pk")
     output: Path = RESULTS / "bench.json"
 
 
@@ -437,6 +437,13 @@ async def bench(settings: Settings) -> dict[str, Any]:
                 log_dir = RESULTS / "logs"
                 log_dir.mkdir(parents=True, exist_ok=True)
                 document["events_fanout"] = await events_fanout.fanout(1000, 20.0, 10.0, log_dir)
+            if "pk" in settings.targets:
+                from bench import pk  # imports this module: load it only when used
+
+                print("PK: measuring solo and linked rooms", flush=True)
+                log_dir = RESULTS / "logs"
+                log_dir.mkdir(parents=True, exist_ok=True)
+                document["pk"] = await pk.pk_bench(50, 10.0, log_dir)
     except TimeoutError:
         document["aborted"] = f"deadline of {settings.deadline:.0f} s reached"
     except asyncio.CancelledError:
@@ -461,10 +468,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--idle-watch", type=float, default=defaults.idle_watch)
     parser.add_argument("--viewer-procs", type=int, choices=(1, 2), default=defaults.viewer_procs)
     parser.add_argument("--deadline", type=float, default=defaults.deadline, help="hard limit, seconds")
-    parser.add_argument("--target", choices=("all", "both", "gateway", "baseline", "events"), default="all")
+    parser.add_argument("--target", choices=("all", "both", "gateway", "baseline", "events", "pk"), default="all")
     parser.add_argument("--output", type=Path, default=defaults.output)
     args = parser.parse_args(argv)
-    targets = {"all": ("gateway", "baseline", "events"), "both": ("gateway", "baseline")}.get(
+    targets = {"all": ("gateway", "baseline", "events", "pk"), "both": ("gateway", "baseline")}.get(
         args.target, (args.target,))
     return Settings(
         args.steps,
@@ -517,6 +524,10 @@ async def _main(settings: Settings) -> int:
         from bench import events_fanout
 
         print(events_fanout.describe(document["events_fanout"]))
+    if "pk" in document:
+        from bench import pk
+
+        print(pk.describe(document["pk"]))
     if document.get("aborted"):
         print(f"ABORTED: {document['aborted']}")
     print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")
