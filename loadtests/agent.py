@@ -46,7 +46,7 @@ from typing import Any
 import aiohttp
 
 from loadtests.network import NetworkCondition, load_conditions
-from loadtests.summary import GroupStats, HealthStats, Summary, group_key
+from loadtests.summary import EVENTS_NET, GroupStats, HealthStats, Summary, group_key
 from loadtests.webrtc.metrics import Histogram
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice
 from loadtests.webrtc.signaling_client import SignalingError, fetch_dev_token
@@ -79,6 +79,8 @@ class ViewerSlot:
         self.reported_gaps = 0
         self.lost_reported = False
         self.started_at = 0.0
+        self.pk_span_s = 0.0  # with co-stream slots: a session this long must have seen a battle
+        self.reported_partner_frames = 0
 
 
 class ChatClient:
@@ -172,6 +174,116 @@ class ChatClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+class PkHost:
+    """A synthetic host's room-events socket for PK battles with the paired room's host.
+
+    The inviting side (even room index) invites its partner, times invite -> ``pk_started``,
+    lets the battle run ``battle_s``, ends it (``pk_end``), waits ``gap_s`` and invites again,
+    for as long as the run lasts; the other side invites back once when its socket opens (an
+    invitation sent before that reached no one; crossing invitations start a battle) and both
+    accept every invitation. ``pk_refused`` (the
+    partner is not live yet) and ``pk_busy`` are retried a second later without counting as
+    errors; anything else counts under the room's events.
+    """
+
+    def __init__(self, agent: Agent, room: str, partner: str, token: str, *, invite: bool, battle_s: float,
+                 gap_s: float) -> None:
+        self.agent = agent
+        self.room = room
+        self.partner = partner
+        self.token = token
+        self.invite = invite
+        self.battle_s = battle_s
+        self.gap_s = gap_s
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def stats(self) -> GroupStats:
+        return self.agent.group(self.room, EVENTS_NET)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        http = self.agent.http()
+        try:
+            self._ws = await http.ws_connect(f"{self.agent.base_url.rstrip('/')}/ws/{self.room}",
+                                             params={"token": self.token}, heartbeat=None)
+            reader = asyncio.ensure_future(self._read())
+            try:
+                if self.invite:
+                    await self._invite_loop()
+                else:
+                    # An invitation sent before this socket existed reached no one: inviting back
+                    # crosses it (the gateway starts the battle), or is refused harmlessly.
+                    await self._ws.send_str(json.dumps({"type": "pk_invite", "room": self.partner, "ref": "lt"}))
+                    await reader
+            finally:
+                reader.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            kind = error_kind(exc)
+            self.stats.event_errors[f"pk_{kind}"] = self.stats.event_errors.get(f"pk_{kind}", 0) + 1
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            if data.get("type") == "pk_invitation":  # either side accepts what its partner asks
+                await self._ws.send_str(json.dumps({"type": "pk_accept", "id": data["id"]}))
+            elif self.invite:
+                self._inbox.put_nowait(data)
+
+    async def _next(self, types: set[str], timeout: float) -> dict[str, Any] | None:
+        """The next frame of one of ``types`` (or an error frame), None on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                data = await asyncio.wait_for(self._inbox.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return None
+            if data.get("type") in types or data.get("type") == "error":
+                return data
+
+    async def _invite_loop(self) -> None:
+        assert self._ws is not None
+        while not self.agent.finishing:
+            sent = time.monotonic()
+            await self._ws.send_str(json.dumps({"type": "pk_invite", "room": self.partner, "ref": "lt"}))
+            self.stats.pk_invites += 1
+            answer = await self._next({"pk_started", "pk_rejected"}, 30)
+            if answer is None or answer.get("type") != "pk_started":
+                code = "pk_timeout" if answer is None else str(answer.get("code") or answer.get("reason") or "rejected")
+                if code not in ("pk_refused", "pk_busy"):
+                    self.stats.event_errors[code] = self.stats.event_errors.get(code, 0) + 1
+                await asyncio.sleep(1.0)  # the partner is not live yet, or still busy
+                continue
+            self.stats.pk_started += 1
+            self.stats.pk_setup_ms.add((time.monotonic() - sent) * 1000)
+            self.agent.sample("pk_start", (time.monotonic() - sent) * 1000, None)
+            await asyncio.sleep(self.battle_s)  # the battle itself
+            if self.agent.finishing:
+                return
+            await self._ws.send_str(json.dumps({"type": "pk_end"}))
+            if await self._next({"pk_ended"}, 15) is not None:
+                self.stats.pk_ended += 1
+            await asyncio.sleep(self.gap_s)  # solo again for a while
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+
+
 async def fetch_dev_token_identity(http: aiohttp.ClientSession, base_url: str, room: str, identity: str) -> str:
     async with http.get(f"{base_url.rstrip('/')}/dev/token", params={"room": room, "role": "viewer",
                                                                       "identity": identity}) as response:
@@ -193,6 +305,7 @@ class Agent:
         self.host_rooms: dict[str, str] = {}
         self.host_info: dict[str, dict[str, Any]] = {}
         self.chats: dict[str, ChatClient] = {}
+        self.pk_hosts: list[PkHost] = []
         self.delta = Summary()
         self.health = HealthStats()
         self.finishing = False
@@ -252,6 +365,15 @@ class Agent:
                 return {"ok": False, "error": error_kind(exc), "ms": (time.monotonic() - started) * 1000}
             self.hosts[key] = host
             self.host_rooms[key] = room
+            pk = command.get("pk")
+            if pk:
+                index = rooms.index(room)
+                partner = index ^ 1
+                if partner < len(rooms):
+                    battler = PkHost(self, room, rooms[partner], token, invite=index % 2 == 0,
+                                     battle_s=float(pk["battle_s"]), gap_s=float(pk["gap_s"]))
+                    self.pk_hosts.append(battler)
+                    battler.start()
             self.host_info[room] = {"publish_ms": round(host.setup_ms or 0.0, 1),
                                     "freeze": freeze if schedule else None}
             return {"ok": True, "room": room, "ms": host.setup_ms}
@@ -267,10 +389,12 @@ class Agent:
         if condition is None:
             return {"ok": False, "error": "unknown_network", "stage": "agent"}
         timeout = float(command.get("timeout", 10.0))
+        slots = int(command.get("slots", 1))
         options = ViewerOptions(self.base_url, room, None, timeout, condition if condition.impaired else None,
-                                lean=True, wait_for_host=True)
+                                lean=True, wait_for_host=True, video_slots=slots)
         viewer = Viewer(options, self.http())
         slot = ViewerSlot(key, room, net, viewer)
+        slot.pk_span_s = float(command.get("pk_span_s", 0.0))
         stats = self.group(room, net)
         started = time.monotonic()
         try:
@@ -322,6 +446,13 @@ class Agent:
         stats.latency_ms.merge(viewer.latency)
         latency_mean = viewer.latency.mean
         viewer.latency = Histogram()
+        stats.partner_frames += viewer.partner_frames - slot.reported_partner_frames
+        slot.reported_partner_frames = viewer.partner_frames
+        stats.partner_latency_ms.merge(viewer.partner_latency)
+        viewer.partner_latency = Histogram()
+        if final and slot.pk_span_s and watch >= slot.pk_span_s:
+            stats.pk_sessions += 1
+            stats.pk_sessions_with_partner += viewer.partner_frames > 0
         slot.reported_watch, slot.reported_frames = watch, frames
         slot.reported_freezes, slot.reported_freeze_s = freezes, freeze_s
         slot.reported_gaps = viewer.decodability.gaps
@@ -377,6 +508,8 @@ class Agent:
         await asyncio.gather(*(s.viewer.stop() for s in viewers), return_exceptions=True)
         chats, self.chats = list(self.chats.values()), {}
         await asyncio.gather(*(c.stop() for c in chats), return_exceptions=True)
+        pk_hosts, self.pk_hosts = self.pk_hosts, []
+        await asyncio.gather(*(p.stop() for p in pk_hosts), return_exceptions=True)
         hosts: dict[str, Any] = {}
         for key, host in list(self.hosts.items()):
             room = self.host_rooms[key]

@@ -6,14 +6,16 @@ which also starts a local gateway, or directly against a running one::
     locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8080 --load-profile smoke \\
         -u 21 -r 10 [--processes 2] [--csv out/smoke --html out/smoke.html] [--summary-json out/summary.json]
 
-Users: ``HostUser`` (one per room: WHIP publish of a synthetic stream), ``ViewerUser`` (WHEP
-join, watch, leave, maybe rejoin), ``ChatUser`` (room events: chat, gifts, likes) and
-``PkUser`` (a stub until the gateway has PK battles). The WebRTC and WebSocket clients run
+Users: ``HostUser`` (one per room: WHIP publish of a synthetic stream; with ``[pk]`` the hosts of
+rooms 0-1, 2-3, ... battle back to back over room events), ``ViewerUser`` (WHEP join, watch, leave,
+maybe rejoin; with ``slots = 2`` it also receives the PK partner) and ``ChatUser`` (room events:
+chat, gifts, likes). The WebRTC and WebSocket clients run
 in one plain-asyncio agent process per Locust process (:mod:`loadtests.agent`).
 
 Every measurement is a Locust request of type ``WEBRTC``: ``publish``, ``whep``, ``join``,
 ``first_frame``, ``latency`` (a viewer's mean over a report interval), ``stutter`` (per
-session: freeze ms, length = watched ms), ``reconnect``, ``chat`` (echo time), ``ws``.
+session: freeze ms, length = watched ms), ``reconnect``, ``chat`` (echo time), ``ws``,
+``pk_start`` (invite to battle started).
 The run ends after the profile's ``run_time_s``: the master asks every worker's agent to
 settle its viewers, merges the results, prints a table per room and per network condition
 and PASS/FAIL per target, and exits 0 PASS, 1 FAIL, 3 INVALID (generator-bound).
@@ -218,7 +220,13 @@ def _quitting(environment: Environment, **_: Any) -> None:
         STATE.summary.merge(STATE.agent.take_pending())
     options = STATE.options()
     profile = STATE.get_profile()
-    document = verdict.evaluate(STATE.summary, load_targets(Path(options.targets), profile.targets), profile.name)
+    try:
+        targets = load_targets(Path(options.targets), profile.targets)
+    except (OSError, ValueError) as exc:  # a broken targets file: no verdict, a set-up error
+        print(f"\nloadtest: cannot read targets: {exc}", flush=True)
+        environment.process_exit_code = verdict.EXIT["ERROR"]
+        return
+    document = verdict.evaluate(STATE.summary, targets, profile.name)
     document["profile_settings"] = {"description": profile.description, "run_time_s": profile.run_time_s,
                                     "rooms": profile.rooms, "viewers": profile.viewers,
                                     "network": profile.network, "chat_users": profile.chat_users}
@@ -270,7 +278,7 @@ class HostUser(User):
         if agent is None:
             return
         reply = agent.call("host", wait=60, key=f"h{next(STATE.counter)}", rooms=profile.room_names,
-                           freeze=profile.freeze,
+                           freeze=profile.freeze, pk=profile.pk_settings,
                            freeze_rooms=[profile.room_names[i] for i in profile.freeze_rooms if i < profile.rooms])
         error = None if reply.get("ok") else str(reply.get("error"))
         fire(self.environment, "publish", float(reply.get("ms") or 0.0), error)
@@ -309,7 +317,7 @@ class ViewerUser(User):
             return
         flag = agent.lost[self.key] = Event()
         reply = agent.call("view", wait=profile.join_timeout_s + 30, key=self.key, room=self.room, net=self.net,
-                           timeout=profile.join_timeout_s)
+                           timeout=profile.join_timeout_s, slots=profile.video_slots, pk_span_s=profile.pk_span_s)
         if reply.get("stage") == "agent" or reply.get("error") in ("agent_gone", "agent_timeout"):
             gevent.sleep(1)  # the generator's problem, not a join failure (the verdict notes it)
             return
@@ -379,18 +387,3 @@ class ChatUser(User):
         pass
 
 
-class PkUser(User):
-    """STUB for the PK-battle work: two hosts link rooms, audiences watch both, gifts score.
-
-    The gateway has no PK battles yet, so the ``pk-battle`` profile is marked ``status = "stub"``
-    and ``loadtests.run`` skips it with the reason (exit code 4). When PK lands, this user
-    should: invite/accept over room events, assert both audiences receive both hosts' tracks
-    (two video SSRCs per viewer), send gifts during the battle, and time the link set-up.
-    """
-
-    abstract = True  # never spawned until it is filled in
-    wait_time = constant(1)
-
-    @task
-    def pk(self) -> None:
-        raise NotImplementedError("PK battles do not exist in the gateway yet")

@@ -65,6 +65,19 @@ class Profile:
     processes: int = 1
     viewers_per_process: int = 200
     targets: dict[str, Any] = field(default_factory=dict)
+    video_slots: int = 1  # video m-lines per viewer: 2 to also receive a PK partner
+    pk: bool = False  # pair rooms (0-1, 2-3, ...) and battle repeatedly
+    pk_battle_s: float = 20.0
+    pk_gap_s: float = 3.0
+
+    @property
+    def pk_settings(self) -> dict[str, float] | None:
+        return {"battle_s": self.pk_battle_s, "gap_s": self.pk_gap_s} if self.pk else None
+
+    @property
+    def pk_span_s(self) -> float:
+        """A viewer session at least this long overlaps a battle (when battles run back to back)."""
+        return self.pk_battle_s + self.pk_gap_s + 5.0 if self.pk else 0.0
 
     @property
     def room_names(self) -> list[str]:
@@ -103,7 +116,7 @@ def load_profile(name_or_path: str) -> Profile:
         data,
         where,
         {"description": "", "status": "ready", "skip_reason": "", "run_time_s": 60.0, "rooms": {}, "hosts": {},
-         "viewers": {}, "chat": {}, "generator": {}, "targets": {}},
+         "viewers": {}, "chat": {}, "generator": {}, "targets": {}, "pk": {}},
     )
     rooms = _take(top["rooms"], f"{where} [rooms]", {"count": 1, "prefix": "lt"})
     hosts = _take(top["hosts"], f"{where} [hosts]",
@@ -112,11 +125,12 @@ def load_profile(name_or_path: str) -> Profile:
         top["viewers"],
         f"{where} [viewers]",
         {"count": 20, "spawn_rate": 10.0, "start_after_s": 3.0, "watch_s": 0.0, "rejoin": 0.0, "pause_s": [1.0, 3.0],
-         "join_timeout_s": 10.0, "retry_after_failure_s": 2.0, "network": {"same-city": 1.0}},
+         "join_timeout_s": 10.0, "retry_after_failure_s": 2.0, "network": {"same-city": 1.0}, "slots": 1},
     )
     chat = _take(top["chat"], f"{where} [chat]",
                  {"users": 0, "chat_per_s": 0.0, "gifts_per_s": 0.0, "likes_per_s": 0.0})
     generator = _take(top["generator"], f"{where} [generator]", {"processes": 1, "viewers_per_process": 200})
+    pk = _take(top["pk"], f"{where} [pk]", {"enabled": False, "battle_s": 20.0, "gap_s": 3.0})
     if top["status"] not in ("ready", "stub"):
         raise ProfileError(f"{where}: status must be 'ready' or 'stub'")
     network = {str(k): float(v) for k, v in viewers["network"].items()}
@@ -152,6 +166,10 @@ def load_profile(name_or_path: str) -> Profile:
         processes=int(generator["processes"]),
         viewers_per_process=int(generator["viewers_per_process"]),
         targets=dict(top["targets"]),
+        video_slots=int(viewers["slots"]),
+        pk=bool(pk["enabled"]),
+        pk_battle_s=float(pk["battle_s"]),
+        pk_gap_s=float(pk["gap_s"]),
     )
 
 
@@ -166,6 +184,7 @@ TARGET_KEYS: dict[str, dict[str, float]] = {
     },
     "events": {"chat_echo_p95_ms_max": 500.0, "event_error_rate_max": 0.01},
     "hosts": {"publish_success_min": 1.0},
+    "pk": {"pk_setup_p95_ms_max": 3000.0, "partner_video_min": 0.999, "rooms_without_battle_max": 0.0},
     "generator": {"cpu_mean_max": 0.85, "cpu_busy_share_max": 0.2, "loop_lag_p99_ms_max": 50.0,
                   "locust_lag_p99_ms_max": 1000.0},
 }
@@ -176,6 +195,7 @@ class Targets:
     viewers: dict[str, float]
     events: dict[str, float]
     hosts: dict[str, float]
+    pk: dict[str, float]
     generator: dict[str, float]
     by_network: dict[str, dict[str, float]]  # condition -> viewer target overrides
 
@@ -218,6 +238,7 @@ def load_targets(path: Path = TARGETS_PATH, overrides: dict[str, Any] | None = N
         _section(data, "viewers", str(path)),
         _section(data, "events", str(path)),
         _section(data, "hosts", str(path)),
+        _section(data, "pk", str(path)),
         _section(data, "generator", str(path)),
         by_network,
     )

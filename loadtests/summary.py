@@ -57,6 +57,15 @@ class GroupStats:
     likes_sent: int = 0
     event_errors: dict[str, int] = field(default_factory=dict)
     chat_latency: Histogram = field(default_factory=Histogram)
+    # PK battles: viewers with co-stream slots, and hosts' battles (counted in the inviter's room)
+    partner_frames: int = 0
+    partner_latency_ms: Histogram = field(default_factory=Histogram)
+    pk_sessions: int = 0  # viewer sessions long enough to span a battle
+    pk_sessions_with_partner: int = 0  # ... that received the partner's video
+    pk_invites: int = 0
+    pk_started: int = 0
+    pk_ended: int = 0
+    pk_setup_ms: Histogram = field(default_factory=Histogram)  # invite sent to pk_started
 
     def merge(self, other: GroupStats) -> None:
         for f in fields(self):

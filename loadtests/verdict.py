@@ -83,6 +83,26 @@ def event_figures(stats: GroupStats) -> dict[str, Any]:
     }
 
 
+def pk_figures(summary: Summary) -> dict[str, Any]:
+    events = summary.pooled(events=True)
+    viewers = summary.pooled()
+    inviting = [summary.pooled(room=room, events=True) for room in summary.rooms()]
+    return {
+        "invites": events.pk_invites,
+        "battles": events.pk_started,
+        "ended": events.pk_ended,
+        "setup_p50_ms": _r(events.pk_setup_ms.percentile(50)),
+        "setup_p95_ms": _r(events.pk_setup_ms.percentile(95)),
+        "rooms_without_battle": sum(1 for g in inviting if g.pk_invites and not g.pk_started),
+        "sessions": viewers.pk_sessions,
+        "sessions_with_partner": viewers.pk_sessions_with_partner,
+        "partner_video": viewers.pk_sessions_with_partner / viewers.pk_sessions if viewers.pk_sessions else None,
+        "partner_frames": viewers.partner_frames,
+        "partner_latency_p50_ms": _r(viewers.partner_latency_ms.percentile(50)),
+        "partner_latency_p95_ms": _r(viewers.partner_latency_ms.percentile(95)),
+    }
+
+
 def _div(value: float | None, by: float) -> float | None:
     return None if value is None else value / by
 
@@ -133,11 +153,21 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
         if net in summary.nets():
             checks += _viewer_checks(viewer_figures(summary.pooled(net=net)), limits, net)
     chat = event_figures(events)
-    if events.sockets or events.event_errors:
+    if events.chat_sent:
         checks.append(Check("chat_echo_p95_ms", "events", chat["chat_echo_p95_ms"],
                             targets.events["chat_echo_p95_ms_max"], "max"))
+    if events.sockets or events.event_errors:
         checks.append(Check("event_error_rate", "events", chat["event_error_rate"],
                             targets.events["event_error_rate_max"], "max"))
+    pk = pk_figures(summary)
+    if pk["invites"]:
+        limits = targets.pk
+        checks.append(Check("pk_setup_p95_ms", "pk", pk["setup_p95_ms"], limits["pk_setup_p95_ms_max"], "max"))
+        checks.append(Check("rooms_without_battle", "pk", float(pk["rooms_without_battle"]),
+                            limits["rooms_without_battle_max"], "max"))
+        if pk["sessions"]:
+            checks.append(Check("partner_video", "pk", pk["partner_video"], limits["partner_video_min"], "min",
+                                f"{pk['sessions_with_partner']} of {pk['sessions']} sessions"))
     published = len(summary.hosts)
     host_attempts = published + sum(summary.host_failures.values())
     if host_attempts:
@@ -161,6 +191,7 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
         "checks": [c.to_json() for c in checks],
         "overall": overall,
         "events": chat,
+        "pk": pk,
         "by_room": {room: viewer_figures(summary.pooled(room=room)) for room in summary.rooms()
                     if summary.pooled(room=room).join_attempts},
         "by_network": {net: viewer_figures(summary.pooled(net=net)) for net in summary.nets()},
@@ -231,6 +262,13 @@ def render(document: dict[str, Any]) -> str:
                   f"{_fmt(events['chat_echo_p95_ms'])} ms), gifts {events['gifts_sent']}, "
                   f"likes {events['likes_sent']}, "
                   f"errors {events['event_errors'] or 'none'}"]
+    pk = document.get("pk") or {}
+    if pk.get("invites"):
+        lines += ["", f"== PK: {pk['battles']} battles from {pk['invites']} invitations (set-up p50 "
+                  f"{_fmt(pk['setup_p50_ms'])} ms, p95 {_fmt(pk['setup_p95_ms'])} ms), {pk['ended']} ended; partner "
+                  f"video in {pk['sessions_with_partner']} of {pk['sessions']} sessions spanning a battle, "
+                  f"partner latency p50 {_fmt(pk['partner_latency_p50_ms'])} ms, "
+                  f"p95 {_fmt(pk['partner_latency_p95_ms'])} ms"]
     lines += ["", "== generator (share of one core; event-loop lag of a 50 ms timer)"]
     for proc, h in document["generator"].items():
         lines.append(f"{proc}: CPU mean {h['cpu_mean']:.0%}, max {h['cpu_max']:.0%}, "

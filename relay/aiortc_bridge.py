@@ -450,31 +450,43 @@ class LeanRtpPath:
     def __init__(self, pc: RTCPeerConnection) -> None:
         self._pc = pc
         self._routes: dict[int, RtpCallback] = {}
+        self._ssrc_routes: dict[int, RtpCallback] = {}  # media and RTX SSRC -> callback
         self._rtx: dict[int, int] = {}  # RTX payload type -> media payload type
-        self._nack_receivers: dict[int, RTCRtpReceiver] = {}
-        self._max_seq: dict[int, int] = {}
-        self._media_ssrc: dict[int, int] = {}
+        self._nack_receivers: dict[int, RTCRtpReceiver] = {}  # by payload type
+        self._nack_by_ssrc: dict[int, RTCRtpReceiver] = {}
+        self._max_seq: dict[int, int] = {}  # by media SSRC
+        self._media_ssrc: dict[int, RTCRtpReceiver] = {}  # NACKed media SSRCs seen, for PLIs
         self._dtls: Any = None
         self.packets = 0
         self.nacks_sent = 0
 
-    def route(self, transceiver: RTCRtpTransceiver, on_rtp: RtpCallback, nack: bool = False) -> None:
-        """Send this transceiver's negotiated payload types (and their RTX) to ``on_rtp``."""
+    def route(
+        self, transceiver: RTCRtpTransceiver, on_rtp: RtpCallback, nack: bool = False, ssrcs: Sequence[int] = ()
+    ) -> None:
+        """Send this transceiver's packets to ``on_rtp``: by ``ssrcs`` (media and RTX, from the
+        remote SDP) when given, which several m-lines of one payload type need, else by its
+        negotiated payload types (and their RTX). The first route of a payload type is the
+        fallback for SSRCs nobody announced."""
         for codec in transceiver._codecs:
             pt = codec.payloadType
             if pt is None:
                 continue
             apt = codec.parameters.get("apt")
             if not is_rtx(codec):
-                self._routes[pt] = on_rtp
+                self._routes.setdefault(pt, on_rtp)
                 if nack:
-                    self._nack_receivers[pt] = transceiver.receiver
+                    self._nack_receivers.setdefault(pt, transceiver.receiver)
             elif apt is not None:
                 self._rtx[pt] = int(apt)
+        for ssrc in ssrcs:
+            self._ssrc_routes[ssrc] = on_rtp
+            if nack:
+                self._nack_by_ssrc[ssrc] = transceiver.receiver
         self._dtls = transceiver.receiver.transport
 
     def wrap(self, deliver: DatagramSink) -> DatagramSink:
         routes, rtx, nacked = self._routes, self._rtx, self._nack_receivers
+        ssrc_routes, nack_by_ssrc = self._ssrc_routes, self._nack_by_ssrc
         header = _RTP_FIXED.unpack_from
         unprotect: Callable[[bytes], bytes | None] | None = None
         monotonic = time.monotonic
@@ -507,33 +519,35 @@ class LeanRtpPath:
                 seq = (packet[start] << 8) | packet[start + 1]
                 start += 2
                 pt = rtx[pt]
-            on_rtp = routes.get(pt)
+            on_rtp = ssrc_routes.get(ssrc) or routes.get(pt)
             if on_rtp is None or end <= start:
                 return
             self.packets += 1
-            if not retransmission and pt in nacked:
-                self._check_gap(pt, seq, ssrc)
+            if not retransmission:
+                receiver = nack_by_ssrc.get(ssrc) or nacked.get(pt)
+                if receiver is not None:
+                    self._check_gap(receiver, seq, ssrc)
             on_rtp(seq, ts, bool(b1 & 0x80), packet[start:end], monotonic())
 
         return receive
 
-    def request_keyframe(self) -> None:
-        """Send a PLI for each NACK-routed (video) stream seen so far."""
-        for pt, ssrc in self._media_ssrc.items():
-            task = asyncio.ensure_future(self._nack_receivers[pt]._send_rtcp_pli(ssrc))
-            task.add_done_callback(_log_task_failure)
+    def request_keyframe(self, ssrcs: Sequence[int] | None = None) -> None:
+        """Send a PLI for each NACK-routed (video) stream seen so far, or for ``ssrcs``."""
+        for ssrc, receiver in self._media_ssrc.items():
+            if ssrcs is None or ssrc in ssrcs:
+                task = asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+                task.add_done_callback(_log_task_failure)
 
-    def _check_gap(self, pt: int, seq: int, ssrc: int) -> None:
-        self._media_ssrc[pt] = ssrc
-        last = self._max_seq.get(pt)
+    def _check_gap(self, receiver: RTCRtpReceiver, seq: int, ssrc: int) -> None:
+        self._media_ssrc[ssrc] = receiver
+        last = self._max_seq.get(ssrc)
         if last is None or not 0 < (seq - last) & 0xFFFF < 0x8000:
             if last is None:
-                self._max_seq[pt] = seq
+                self._max_seq[ssrc] = seq
             return
-        self._max_seq[pt] = seq
+        self._max_seq[ssrc] = seq
         missing = [(last + i) & 0xFFFF for i in range(1, min((seq - last) & 0xFFFF, 64))]
         if missing:
             self.nacks_sent += 1
-            receiver = self._nack_receivers[pt]
             task = asyncio.ensure_future(receiver._send_rtcp_nack(ssrc, missing))
             task.add_done_callback(_log_task_failure)

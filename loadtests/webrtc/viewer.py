@@ -64,7 +64,7 @@ from loadtests.webrtc.signaling_client import (
     fetch_dev_token,
     post_offer,
 )
-from relay.aiortc_bridge import LeanRtpPath, ReceiverTap, wrap_ice_delivery
+from relay.aiortc_bridge import LeanRtpPath, ReceiverTap, RtpCallback, wrap_ice_delivery
 
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is broken
 
@@ -78,6 +78,23 @@ class ViewerOptions:
     network: NetworkCondition | None = None  # downlink impairment; None: none
     lean: bool = True  # LeanRtpPath instead of aiortc's per-packet receive path
     wait_for_host: bool = False  # treat 404 room_not_live like 503 (Retry-After) until the timeout
+    video_slots: int = 1  # video (and audio) m-lines offered: slot 0 the room's host, then co-stream slots
+
+
+def video_ssrcs(sdp: str) -> list[list[int]]:
+    """The ``a=ssrc`` values of each video m-line of an SDP, in m-line order (media and RTX)."""
+    found: list[list[int]] = []
+    current: list[int] | None = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            current = [] if line.startswith("m=video") else None
+            if current is not None:
+                found.append(current)
+        elif current is not None and line.startswith("a=ssrc:"):
+            ssrc = int(line[7:].split(" ", 1)[0])
+            if ssrc not in current:
+                current.append(ssrc)
+    return found
 
 
 class Viewer:
@@ -113,6 +130,21 @@ class Viewer:
         # Taps go in before negotiation: aiortc starts the receivers during setRemoteDescription.
         self._video_tap = ReceiverTap(video.receiver, self._on_video)
         self._audio_tap = ReceiverTap(audio.receiver, self._on_audio)
+        # Co-stream slots (PK partner, guests): frames and capture-to-arrival latency only.
+        self.partner_frames = 0
+        self.partner_latency = Histogram()
+        self._slots: list[tuple[Any, FrameAssembler]] = []
+        self._slot_taps: list[ReceiverTap] = []
+        for _ in range(1, options.video_slots):
+            assembler = FrameAssembler(lambda at, key: self._on_partner_frame(at))
+            transceiver = self.pc.addTransceiver("video", direction="recvonly")
+            self._slot_taps.append(ReceiverTap(transceiver.receiver, self._partner_rtp(assembler)))
+            self._slots.append((transceiver, assembler))
+        for _ in range(1, options.video_slots):
+            extra_audio = self.pc.addTransceiver("audio", direction="recvonly")
+            self._slot_taps.append(ReceiverTap(extra_audio.receiver, self._on_audio))
+        self._partner_captures: dict[int, float] = {}
+        self._partner_assembler: FrameAssembler | None = None
 
         @self.pc.on("connectionstatechange")
         def on_state() -> None:
@@ -133,6 +165,26 @@ class Viewer:
     def _on_audio(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
         self.audio_packets += 1
 
+    def _partner_rtp(self, assembler: FrameAssembler) -> RtpCallback:
+        def on_rtp(seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
+            if marker and payload[-4:] == capture_tag.MAGIC:
+                captured = capture_tag.read_tag(payload, vp8_descriptor_length(payload))
+                if captured is not None:
+                    if len(self._partner_captures) > 16:
+                        self._partner_captures.clear()
+                    self._partner_captures[ts] = captured
+            self._partner_assembler = assembler
+            assembler.add(seq, ts, marker, payload, arrival)
+
+        return on_rtp
+
+    def _on_partner_frame(self, arrival: float) -> None:
+        self.partner_frames += 1
+        assembler = self._partner_assembler
+        captured = self._partner_captures.pop(assembler.last_ts, None) if assembler is not None else None
+        if captured is not None:
+            self.partner_latency.add((arrival + self._wall_offset - captured) * 1000)
+
     def _on_frame(self, arrival: float, keyframe: bool) -> None:
         if self.ttff_ms is None:
             if self.posted_at is None:
@@ -148,9 +200,15 @@ class Viewer:
             self._last_pli = arrival
             self.keyframe_requests += 1
             if self.lean is not None:
-                self.lean.request_keyframe()
+                self.lean.request_keyframe(self._video_tap_ssrcs())
             else:
                 self._video_tap.request_keyframe()
+
+    def _video_tap_ssrcs(self) -> list[int] | None:
+        if not self._slots or self.resource is None:
+            return None  # one video stream: every NACKed stream is ours
+        ssrcs = video_ssrcs(self.resource.answer_sdp)
+        return ssrcs[0] if ssrcs else None
 
     def _show(self, at: float, keyframe: bool, ts: int) -> None:
         """A frame a decoder could show now: smoothness, and capture-to-decodable latency."""
@@ -191,8 +249,12 @@ class Viewer:
         # Receive hooks go in after negotiation (payload types known), before ICE/DTLS start.
         if self.options.lean:
             self.lean = LeanRtpPath(self.pc)
-            self.lean.route(self._video, self._on_video, nack=True)
+            ssrcs = video_ssrcs(self.resource.answer_sdp) if self._slots else []
+            self.lean.route(self._video, self._on_video, nack=True, ssrcs=ssrcs[0] if ssrcs else ())
             self.lean.route(self._audio, self._on_audio)
+            for index, (transceiver, assembler) in enumerate(self._slots, start=1):
+                slot_ssrcs = ssrcs[index] if index < len(ssrcs) else []
+                self.lean.route(transceiver, self._partner_rtp(assembler), nack=True, ssrcs=slot_ssrcs)
             wrap_ice_delivery(self.pc, self.lean.wrap)
         if self.impairment is not None:
             wrap_ice_delivery(self.pc, self.impairment.wrap)

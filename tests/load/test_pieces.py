@@ -99,7 +99,7 @@ async def test_impairment_delays_by_the_configured_time_and_drops_at_the_loss_ra
 def test_profiles_load_and_reject_unknown_keys(tmp_path: Path) -> None:
     for name in ("smoke", "campaign-spike", "churn", "chat-storm", "soak", "pk-battle"):
         assert load_profile(name).name == name
-    assert load_profile("pk-battle").status == "stub"
+    assert load_profile("pk-battle").pk and load_profile("pk-battle").video_slots == 2
     bad = tmp_path / "bad.toml"
     bad.write_text("[viewers]\ncuont = 3\n")
     with pytest.raises(ProfileError, match="cuont"):

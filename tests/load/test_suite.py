@@ -52,7 +52,19 @@ def test_starved_generator_is_invalid_not_fail(tmp_path: Path) -> None:
     assert "lag" in reasons or "CPU" in reasons, reasons
 
 
+def test_pk_battles_keep_both_audiences_watching_both_hosts(tmp_path: Path) -> None:
+    run = run_load("pk", tmp_path)
+    assert run.code == 0 and run.summary["verdict"] == "PASS", run.explain()
+    pk = run.summary["pk"]
+    assert pk["battles"] >= 2 and pk["ended"] >= 1, pk  # battles start and end back to back
+    assert pk["sessions"] == 6 and pk["sessions_with_partner"] == 6, pk
+    assert pk["partner_latency_p50_ms"] is not None, pk
+    assert run.summary["overall"]["stutter_ratio"] == 0, run.summary["overall"]  # PK start/end: no freeze
+
+
 def test_stub_profile_is_skipped_with_its_reason(tmp_path: Path) -> None:
-    run = run_load("pk-battle", tmp_path, timeout=30)
+    stub = tmp_path / "future.toml"
+    stub.write_text('status = "stub"\nskip_reason = "waits for the feature"\n')
+    run = run_load(str(stub), tmp_path, timeout=30)
     assert run.code == 4, run.explain()
-    assert "SKIPPED" in run.output and "PK battles are not implemented" in run.output, run.output
+    assert "SKIPPED" in run.output and "waits for the feature" in run.output, run.output
