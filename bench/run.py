@@ -518,7 +518,8 @@ async def _main(settings: Settings) -> int:
     if client:
         print(
             f"Load client (loadtests/webrtc lean viewers): {sorted(client)[len(client) // 2]} CPU-ms per simulated "
-            f"viewer-second (median over valid gateway steps; per step {client}; goal <= 3)"
+            f"viewer-second (median over valid gateway steps; per step {client}; goal <= 3; each viewer process's "
+            f"fixed cost dominates below ~50 viewers per process)"
         )
     if "events_fanout" in document:
         from bench import events_fanout

@@ -16,6 +16,7 @@ from loadtests.verdict import evaluate
 from loadtests.webrtc import capture_tag
 from loadtests.webrtc.media import encode_video_clip
 from loadtests.webrtc.metrics import Decodability, Histogram
+from loadtests.webrtc.viewer import video_ssrcs
 
 
 def _decode(frames: list[bytes]) -> list[bytes]:
@@ -127,3 +128,12 @@ def test_verdict_pass_fail_and_invalid_wins() -> None:
     assert failed["verdict"] == "FAIL" and failed["exit_code"] == 1
     starved = evaluate(_summary(2.0, 9.8), targets)  # a generator at 98 % of a core
     assert starved["verdict"] == "INVALID" and starved["exit_code"] == 3
+
+
+def test_video_ssrcs_per_m_line_for_co_stream_slots() -> None:
+    sdp = "\r\n".join([
+        "v=0", "m=video 9 UDP/TLS/RTP/SAVPF 97 98", "a=ssrc-group:FID 11 12", "a=ssrc:11 cname:x", "a=ssrc:12 cname:x",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=ssrc:21 cname:x",
+        "m=video 9 UDP/TLS/RTP/SAVPF 97 98", "a=ssrc:31 cname:y", "a=ssrc:31 msid:y v", "a=ssrc:32 cname:y", "",
+    ])
+    assert video_ssrcs(sdp) == [[11, 12], [31, 32]]
