@@ -321,7 +321,10 @@ class Agent:
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            # No connection cap: every room-event WebSocket holds a connection for the whole run
+            # (aiohttp's default of 100 would leave none for WHIP/WHEP in a chat storm).
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+                                               connector=aiohttp.TCPConnector(limit=0))
         return self._http
 
     def group(self, room: str, net: str) -> GroupStats:

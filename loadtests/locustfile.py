@@ -14,7 +14,8 @@ in one plain-asyncio agent process per Locust process (:mod:`loadtests.agent`).
 
 Every measurement is a Locust request of type ``WEBRTC``: ``publish``, ``whep``, ``join``,
 ``first_frame``, ``latency`` (a viewer's mean over a report interval), ``stutter`` (per
-session: freeze ms, length = watched ms), ``reconnect``, ``chat`` (echo time), ``ws``,
+session: freeze ms, length = watched ms), ``reconnect`` (after a lost session), ``rejoin``
+(churn), ``chat`` (echo time), ``ws``,
 ``pk_start`` (invite to battle started).
 The run ends after the profile's ``run_time_s``: the master asks every worker's agent to
 settle its viewers, merges the results, prints a table per room and per network condition
@@ -306,6 +307,7 @@ class ViewerUser(User):
         self.net = STATE.rng.choices(nets, weights=[profile.network[n] for n in nets])[0]
         self.watching = False
         self.sessions = 0
+        self.lost_last = False
         _wait_for_hosts(profile)
 
     @task
@@ -319,13 +321,17 @@ class ViewerUser(User):
         reply = agent.call("view", wait=profile.join_timeout_s + 30, key=self.key, room=self.room, net=self.net,
                            timeout=profile.join_timeout_s, slots=profile.video_slots, pk_span_s=profile.pk_span_s)
         if reply.get("stage") == "agent" or reply.get("error") in ("agent_gone", "agent_timeout"):
-            gevent.sleep(1)  # the generator's problem, not a join failure (the verdict notes it)
+            if reply.get("error") == "agent_timeout":
+                note = "the load agent left a join unanswered past its timeout (generator overloaded or stuck)"
+                if note not in agent.pending.notes:
+                    agent.pending.notes.append(note)
+            gevent.sleep(1)  # the generator's problem, not a join failure: the verdict says INVALID
             return
         ms = float(reply.get("ms") or 0.0)
-        if self.sessions:
-            fire(self.environment, "reconnect", ms if not reply.get("ok") else float(reply["join_ms"]),
-                 None if reply.get("ok") else str(reply.get("error")))
-        self.sessions += 1
+        if self.sessions:  # a reconnect after a lost session, or a viewer coming back (churn)
+            error = None if reply.get("ok") else str(reply.get("error"))
+            fire(self.environment, "reconnect" if self.lost_last else "rejoin",
+                 float(reply["join_ms"]) if reply.get("ok") else ms, error)
         if not reply.get("ok"):
             error = str(reply.get("error"))
             if reply.get("stage") == "whep":
@@ -336,6 +342,7 @@ class ViewerUser(User):
         fire(self.environment, "whep", float(reply["whep_ms"]))
         fire(self.environment, "join", float(reply["join_ms"]))
         fire(self.environment, "first_frame", float(reply["ttff_ms"]))
+        self.sessions += 1
         self.watching = True
         low, high = profile.watch_s
         duration = STATE.rng.uniform(low, high) if high > 0 else None
@@ -346,8 +353,9 @@ class ViewerUser(User):
         self.watching = False
         if left.get("ok"):
             fire(self.environment, "stutter", float(left["freeze_s"]) * 1000, None, int(float(left["watch_s"]) * 1000))
-        if flag.is_set():
-            return  # lost: rejoin right away, as a player would
+        self.lost_last = flag.is_set()
+        if self.lost_last:
+            return  # lost: reconnect right away, as a player would
         if STATE.rng.random() >= profile.rejoin:
             self._park()
         gevent.sleep(STATE.rng.uniform(*profile.pause_s))
