@@ -14,34 +14,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import procstat
 from bench.children import Child
-from bench.run import ICE_HOST, ROOT, free_port
+from bench.run import ROOT, start_gateway
 
 CONFIG = Path(__file__).with_name("gateway-events.toml")
 
 
 async def fanout(sockets: int, rate: float, duration: float, log_dir: Path) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://{ICE_HOST}:{port}"
-    gateway = Child("events-gateway", [sys.executable, "-m", "gateway", "serve", "--host", ICE_HOST,
-                                       "--port", str(port), "--ice-host", ICE_HOST, "--dev",
-                                       "--config", str(CONFIG), "--log-level", "warning"], log_dir, ROOT)
+    gateway, base = await start_gateway("events-gateway", CONFIG, log_dir)
     clients = Child("events-clients", [sys.executable, "-m", "bench.events_clients", "--base", base,
                                        "--sockets", str(sockets), "--rate", str(rate),
                                        "--duration", str(duration)], log_dir, ROOT)
     try:
-        await gateway.start()
-        async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)  # polling a port that is not open yet
         await clients.start()
         await clients.next_message(lambda m: bool(m.get("ready")), timeout=120)
         cpu0, t0 = procstat.cpu_seconds(gateway.pid), time.monotonic()

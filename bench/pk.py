@@ -21,7 +21,7 @@ import aiohttp
 
 from bench import procstat
 from bench.children import Child
-from bench.run import GATEWAY_CONFIG, ICE_HOST, RESULTS, ROOT, free_port
+from bench.run import GATEWAY_CONFIG, RESULTS, ROOT, start_gateway
 
 ROOMS = ("pk-bench-a", "pk-bench-b")
 
@@ -45,22 +45,10 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float =
 
 
 async def pk_bench(viewers_per_room: int, watch: float, log_dir: Path) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://{ICE_HOST}:{port}"
-    gateway = Child("pk-gateway", [sys.executable, "-m", "gateway", "serve", "--host", ICE_HOST, "--port", str(port),
-                                   "--ice-host", ICE_HOST, "--dev", "--config", str(GATEWAY_CONFIG),
-                                   "--log-level", "warning"], log_dir, ROOT)
+    gateway, base = await start_gateway("pk-gateway", GATEWAY_CONFIG, log_dir)
     children = [gateway]
     try:
-        await gateway.start()
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)  # polling a port that is not open yet
             tokens = {room: await _token(http, base, room, "host", f"host-{room}") for room in ROOMS}
             for room in ROOMS:
                 host = Child(f"pk-host-{room}", [sys.executable, "-m", "loadtests.webrtc.synthetic_host",

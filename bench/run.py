@@ -147,6 +147,19 @@ async def wait_healthy(http: aiohttp.ClientSession, base_url: str, server: Child
     raise TimeoutError(f"{server.name} not healthy after {timeout:.0f} s")
 
 
+async def start_gateway(name: str, config: Path, log_dir: Path) -> tuple[Child, str]:
+    """A gateway child process on a free port of 127.0.0.1 (ICE pinned there too), once healthy."""
+    port = free_port()
+    base = f"http://{ICE_HOST}:{port}"
+    gateway = Child(name, [sys.executable, "-m", "gateway", "serve", "--host", ICE_HOST, "--port", str(port),
+                           "--ice-host", ICE_HOST, "--dev", "--config", str(config), "--log-level", "warning"],
+                    log_dir, ROOT)
+    await gateway.start()
+    async with aiohttp.ClientSession() as http:
+        await wait_healthy(http, base, gateway, 30)
+    return gateway, base
+
+
 async def fetch_stats(http: aiohttp.ClientSession, base_url: str, window: float | None = None) -> dict[str, Any] | None:
     """GET /api/stats with an admin dev token (delay percentiles over the last ``window`` s); None if absent."""
     try:

@@ -3,17 +3,50 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from signaling.context import authorize, context, link_headers, read_body, room_name
+from signaling.auth import Grant
+from signaling.context import (
+    authorize,
+    check_draining,
+    check_not_banned,
+    check_offer_rate,
+    context,
+    link_headers,
+    read_body,
+    room_name,
+)
 from signaling.errors import HttpError
-from signaling.sdp import parse_trickle_fragment
+from signaling.sdp import OfferedMedia, parse_offer, parse_trickle_fragment
 from signaling.sessions import Session
 
 log = logging.getLogger("cherry.signaling")
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A WHIP/WHEP POST that passed every check before negotiation."""
+
+    room: str
+    sdp: str
+    grant: Grant
+    media: list[OfferedMedia]
+
+
+async def accept_offer(request: web.Request, at_least: str, *, sending: bool) -> Offer:
+    """The checks every offer goes through, cheapest first: room name, rate, body, token, ban, drain, SDP."""
+    ctx = context(request)
+    room = room_name(request)
+    check_offer_rate(request)
+    sdp = await read_body(request, "application/sdp")
+    grant = authorize(request, room, at_least)
+    check_not_banned(ctx, room, grant.identity)
+    check_draining(ctx)
+    return Offer(room, sdp, grant, parse_offer(sdp, sending=sending))
 
 
 async def apply_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> None:

@@ -12,18 +12,12 @@ from relay.aiortc_bridge import SenderPort, capabilities_for, capabilities_match
 from relay.errors import CapacityExceeded, RoomClosed, RoomNotLive
 from relay.subscription import Subscription
 from signaling.context import (
-    authorize,
-    check_draining,
-    check_not_banned,
-    check_offer_rate,
     context,
     count,
-    read_body,
-    room_name,
 )
 from signaling.errors import HttpError
-from signaling.negotiation import answer_response, apply_offer
-from signaling.sdp import parse_offer, require_codec
+from signaling.negotiation import accept_offer, answer_response, apply_offer
+from signaling.sdp import require_codec
 from signaling.sessions import PlaybackSession
 
 log = logging.getLogger("cherry.signaling.whep")
@@ -31,13 +25,8 @@ log = logging.getLogger("cherry.signaling.whep")
 
 async def post_whep(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    room_id = room_name(request)
-    check_offer_rate(request)
-    offer_sdp = await read_body(request, "application/sdp")
-    grant = authorize(request, room_id, "viewer")
-    check_not_banned(ctx, room_id, grant.identity)
-    check_draining(ctx)
-    offered = parse_offer(offer_sdp, sending=False)
+    offer = await accept_offer(request, "viewer", sending=False)
+    room_id, offer_sdp, grant, offered = offer.room, offer.sdp, offer.grant, offer.media
     room = ctx.rooms.get(room_id)
     try:
         if room is None:

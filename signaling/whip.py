@@ -17,18 +17,12 @@ from relay.aiortc_bridge import (
 from relay.errors import CapacityExceeded, GuestSlotsFull, HostAlreadyLive, RoomClosed
 from relay.publication import Publication
 from signaling.context import (
-    authorize,
-    check_draining,
-    check_not_banned,
-    check_offer_rate,
     context,
     count,
-    read_body,
-    room_name,
 )
 from signaling.errors import HttpError
-from signaling.negotiation import answer_response, apply_offer
-from signaling.sdp import parse_offer, require_codec
+from signaling.negotiation import accept_offer, answer_response, apply_offer
+from signaling.sdp import require_codec
 from signaling.sessions import IngestSession
 
 log = logging.getLogger("cherry.signaling.whip")
@@ -36,13 +30,8 @@ log = logging.getLogger("cherry.signaling.whip")
 
 async def post_whip(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
-    room_id = room_name(request)
-    check_offer_rate(request)
-    offer_sdp = await read_body(request, "application/sdp")
-    grant = authorize(request, room_id, "guest")
-    check_not_banned(ctx, room_id, grant.identity)
-    check_draining(ctx)
-    offered = parse_offer(offer_sdp, sending=True)
+    offer = await accept_offer(request, "guest", sending=True)
+    room_id, offer_sdp, grant, offered = offer.room, offer.sdp, offer.grant, offer.media
     # A returning host is held to the codecs its waiting viewers already negotiated; a guest is
     # steered to them first (viewers' co-stream slots negotiated every codec their offer allowed).
     preferences = {"video": list(ctx.video_codecs), "audio": list(ctx.audio_codecs)}
