@@ -61,6 +61,7 @@ class _State:
         self.finishing = False
         self.counter = itertools.count()
         self.rng = random.Random()
+        self._net_credit: dict[str, float] = {}
         self.hosts_starting = 0
         self.hosts_settled = Event()
 
@@ -87,6 +88,15 @@ class _State:
                     self.agent_failed = True
                     agent.pending.notes.append(f"load agent failed to start: {exc}")
         return None if self.agent_failed else self.agent
+
+    def next_network(self, weights: dict[str, float]) -> str:
+        """Smooth weighted round-robin: the profile's mix exactly over every cycle, not by chance."""
+        total = sum(weights.values())
+        for name, weight in weights.items():
+            self._net_credit[name] = self._net_credit.get(name, 0.0) + weight
+        chosen = max(weights, key=lambda name: self._net_credit[name])
+        self._net_credit[chosen] -= total
+        return chosen
 
     def worker_slot(self) -> tuple[int, int]:
         """(index of this worker, number of workers), to spread rooms over processes."""
@@ -303,8 +313,7 @@ class ViewerUser(User):
         worker, workers = STATE.worker_slot()
         self.key = f"v{worker}-{index}"
         self.room = profile.room_names[(index * workers + worker) % profile.rooms]
-        nets = list(profile.network)
-        self.net = STATE.rng.choices(nets, weights=[profile.network[n] for n in nets])[0]
+        self.net = STATE.next_network(profile.network)
         self.watching = False
         self.sessions = 0
         self.lost_last = False
