@@ -217,7 +217,7 @@ class Room:
     def check_can_view(self) -> None:
         """Raise unless a new viewer may join now."""
         self._check_open()
-        if self.host is None and not self.codecs:
+        if not self.codecs:  # no host has published yet (or one is still negotiating)
             raise RoomNotLive(f"room {self.name!r} has no live host")
         if len(self.viewers) >= self._registry.limits.max_viewers_per_room:
             raise CapacityExceeded(f"room {self.name!r} is full")

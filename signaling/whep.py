@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -88,8 +89,12 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
     except (RoomNotLive, RoomClosed, CapacityExceeded) as exc:
         session.close("room changed during negotiation")
         raise HttpError(409, "room_changed", str(exc)) from exc
-    except BaseException:
+    except BaseException as exc:
+        replaced = session.closed  # a newer session of the same identity took over mid-negotiation
         session.close("negotiation failed")
+        if replaced and not isinstance(exc, asyncio.CancelledError):
+            raise HttpError(409, "session_replaced",
+                            f"this session was ended while negotiating ({session.close_reason})") from exc
         raise
     count(ctx, "whep_201")
     log.info("%s watching (%s)", session.tag, ", ".join(f"{k}#{slot}" for k, slot in plan))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -93,8 +94,12 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
         room.title = request.query.get("title", "")[:120] or room.title
         for publication in session.publications:
             room.publish(session, publication)
-    except BaseException:
+    except BaseException as exc:
+        replaced = session.closed  # a newer session of the same identity took over mid-negotiation
         session.close("negotiation failed")
+        if replaced and not isinstance(exc, asyncio.CancelledError):
+            raise HttpError(409, "session_replaced",
+                            f"this session was ended while negotiating ({session.close_reason})") from exc
         raise
     count(ctx, "whip_201")
     log.info("%s publishing %s", session.tag,

@@ -48,6 +48,7 @@ async function playOnce() {
     if (pc.connectionState === "failed" || pc.connectionState === "closed") retry("Connection lost.");
   });
   state.session = await exchange(pc, `/whep/${encodeURIComponent(room)}`, state.token);
+  state.mainMid = pc.getTransceivers()[0].mid; // slot 0: this room's host, whose quality the overlay shows
 }
 
 let running = false;
@@ -342,8 +343,8 @@ async function watchQuality() {
     if (!report) continue;
     let inbound = null, audioBytes = 0, rtt = null;
     report.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
-      if (s.type === "inbound-rtp" && s.kind === "audio") audioBytes = s.bytesReceived || 0;
+      if (s.type === "inbound-rtp" && s.kind === "video" && (s.mid == null || s.mid === state.mainMid)) inbound = s;
+      if (s.type === "inbound-rtp" && s.kind === "audio") audioBytes += s.bytesReceived || 0;
       if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime != null) rtt = s.currentRoundTripTime;
     });
     if (!inbound) continue;

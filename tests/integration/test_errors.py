@@ -257,3 +257,37 @@ async def test_dev_token_route_rejects_bad_role(gateway, http):
 
 
 _ = aiohttp
+
+
+async def test_two_offers_of_one_host_at_once_never_answer_500(gateway, http):
+    """A host that retries while its first offer is still negotiating: one wins, the other gets 409."""
+    await wait_for_free_room_slot(gateway, http)
+    token = await dev_token(http, gateway.base, "twice", "host", "same-host")
+    offers = [await offer_sdp(), await offer_sdp()]
+    results = await asyncio.gather(*(post_sdp(http, f"{gateway.base}/whip/twice", token, o) for o in offers))
+    statuses = sorted(status for status, _, _ in results)
+    assert 500 not in statuses and 201 in statuses, results
+    for status, body, headers in results:
+        assert status == 201 or '"code": "session_replaced"' in body, body
+        if status == 201:  # the offers came from closed peers: end the session rather than wait it out
+            async with http.delete(gateway.base + headers["Location"], headers={"Authorization": f"Bearer {token}"}):
+                pass
+
+
+async def test_viewer_arriving_while_the_host_negotiates_is_told_to_wait(gateway, http):
+    """Before any host track is published the room is not live yet: 404 + Retry-After, not a codec error."""
+    await wait_for_free_room_slot(gateway, http)
+    host_token = await dev_token(http, gateway.base, "early", "host")
+    viewer_token = await dev_token(http, gateway.base, "early", "viewer")
+    host_post = asyncio.ensure_future(post_sdp(http, f"{gateway.base}/whip/early", host_token, await offer_sdp()))
+    viewer_sdp = await offer_sdp(direction="recvonly")
+    status, body, headers = await post_sdp(http, f"{gateway.base}/whep/early", viewer_token, viewer_sdp)
+    assert status in (201, 404), body
+    if status == 404:
+        assert '"code": "room_not_live"' in body and headers["Retry-After"]
+    host_status, _, host_headers = await host_post
+    assert host_status == 201
+    for location, who in ((host_headers["Location"], host_token), (headers.get("Location"), viewer_token)):
+        if location:
+            async with http.delete(gateway.base + location, headers={"Authorization": f"Bearer {who}"}):
+                pass
