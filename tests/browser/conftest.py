@@ -8,7 +8,6 @@ Chromium over a pipe, so it crosses the namespace boundary; HTTP checks run insi
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,43 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.chromium import FLAGS, chromium_in, loopback_netns
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
-
-
-def _unavailable() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "python playwright is not installed"
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return "needs root and iproute2 for a loopback-only network namespace"
-    return None
 
 
 @pytest.fixture(scope="session")
 def netns() -> Iterator[str]:
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests cannot run in CI: {reason}")
-        pytest.skip(reason)
-    name = f"cherry-browser-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    with loopback_netns("cherry-browser", "browser tests") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 class NetnsGateway:
@@ -100,9 +71,7 @@ def gateway(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ne
 def browser(netns: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
-    wrapper = tmp_path_factory.mktemp("chromium") / "chromium-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {netns} {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper = chromium_in(netns, tmp_path_factory.mktemp("chromium"))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(wrapper), headless=True, args=FLAGS)
         yield browser

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -25,15 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import FLAGS, chromium_in, loopback_netns
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 ROOM = "crosscheck"
 WATCH_S = 12.0
 STATS_JS = """async () => {
@@ -50,32 +43,10 @@ STATS_JS = """async () => {
 }"""
 
 
-def _unavailable() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "python playwright is not installed"
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return "needs root and iproute2 for a loopback-only network namespace"
-    return None
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
-    reason = _unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium cross-check cannot run in CI: {reason}")
-        pytest.skip(reason)
-    name = f"cherry-load-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    with loopback_netns("cherry-load", "Chromium cross-check") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _spawn(netns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -126,9 +97,7 @@ def test_freezes_match_chromiums_own_getstats(netns: str, tmp_path: Path) -> Non
                       tmp_path / "host.log")
         processes.append(host)
         _line(host, "publishing", 60)
-        wrapper = tmp_path / "chromium-in-netns"
-        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {netns} {CHROMIUM} "$@"\n')
-        wrapper.chmod(0o755)
+        wrapper = chromium_in(netns, tmp_path)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(wrapper), headless=True, args=FLAGS)
             try:
