@@ -37,9 +37,7 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     RtcpByePacket,
     RtcpPsfbPacket,
-    RtcpRrPacket,
     RtcpRtpfbPacket,
-    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
     unwrap_rtx,
@@ -191,9 +189,8 @@ class SenderPort:
     (which would report counts it never saw) are replaced before negotiation.
     """
 
-    def __init__(self, sender: RTCRtpSender, cname: str, report_interval: float) -> None:
+    def __init__(self, sender: RTCRtpSender, report_interval: float) -> None:
         self._sender = sender
-        self._cname = cname
         self._report_interval = report_interval
         self.ssrc: int = sender._ssrc
         self.rtx_ssrc: int = sender._rtx_ssrc
@@ -203,14 +200,10 @@ class SenderPort:
         self.on_keyframe_request: Callable[[], None] = _noop
         self.on_nack: Callable[[list[int]], None] = _noop_nack
         self.sender_report: Callable[[], bytes | None] = _no_report
-        self.fraction_lost = 0
-        self.rtt: float | None = None
         self._protect: Callable[[bytes], bytes] | None = None
         self._protect_rtcp: Callable[[bytes], bytes] | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._addr: Any = None
-        self._last_sr_ntp_mid: int | None = None
-        self._last_sr_time = 0.0
         original_send = sender.send
 
         async def send(parameters: Any) -> None:
@@ -273,10 +266,6 @@ class SenderPort:
         # asyncio's and uvloop's UDP transports both keep a user-space buffer when the socket is full.
         return udp.get_write_buffer_size() if udp is not None else 0  # type: ignore[attr-defined]
 
-    @property
-    def connected(self) -> bool:
-        return self._protect is not None or self._resolve()
-
     # -- replaced aiortc loops ------------------------------------------
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
@@ -296,10 +285,8 @@ class SenderPort:
             while True:
                 await asyncio.sleep(self._report_interval * (0.5 + random.random()))
                 report = self.sender_report()
-                if report is not None and self.send_rtcp(report):
-                    # middle 32 bits of the NTP time, to match RR's LSR for RTT
-                    self._last_sr_ntp_mid = int.from_bytes(report[10:14], "big")
-                    self._last_sr_time = time.monotonic()
+                if report is not None:
+                    self.send_rtcp(report)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -313,13 +300,7 @@ class SenderPort:
             self.on_nack(packet.lost)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.on_keyframe_request()
-        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            for report in packet.reports:
-                if report.ssrc != self.ssrc:
-                    continue
-                self.fraction_lost = report.fraction_lost
-                if report.lsr and report.lsr == self._last_sr_ntp_mid:
-                    self.rtt = max(0.0, time.monotonic() - self._last_sr_time - report.dlsr / 65536)
+        # Receiver reports are not used yet: nothing reads per-viewer loss or RTT.
 
 
 def _noop() -> None:

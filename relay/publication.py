@@ -54,7 +54,6 @@ class Publication:
         self._subscriptions: tuple[Subscription, ...] = ()
         self._keyframe_wanted = False
         self._last_request = -1e9
-        self.last_keyframe_at: float | None = None
         self.closed = False
 
     @property
@@ -78,7 +77,6 @@ class Publication:
         self.cache.put(packet)
         if keyframe and self.kind == "video":
             stats.keyframes_in += 1
-            self.last_keyframe_at = arrival
             self._keyframe_wanted = False
         subscriptions = self._subscriptions
         for subscription in subscriptions:

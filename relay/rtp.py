@@ -13,18 +13,11 @@ from collections.abc import Callable
 KeyframeTest = Callable[[bytes], bool]
 
 SEQ_MOD = 1 << 16
-TS_MOD = 1 << 32
 RTP_HEADER = struct.Struct("!BBHII")
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
 RTCP_SR = 200
 RTCP_SDES = 202
-RTCP_BYE = 203
-RTCP_RTPFB = 205
-RTCP_PSFB = 206
-RTPFB_NACK = 1
-PSFB_PLI = 1
-PSFB_FIR = 4
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -133,10 +126,6 @@ def sender_report(
     chunk += b"\x00" * (-len(chunk) % 4)
     sdes = struct.pack("!BBH", 0x81, RTCP_SDES, len(chunk) // 4) + chunk
     return sr + sdes
-
-
-def picture_loss_indication(sender_ssrc: int, media_ssrc: int) -> bytes:
-    return struct.pack("!BBHII", 0x80 | PSFB_PLI, RTCP_PSFB, 2, sender_ssrc, media_ssrc)
 
 
 def rtx_payload(original_seq: int, payload: bytes) -> bytes:

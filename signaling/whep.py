@@ -74,7 +74,7 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
             # The host's codec first; the others let a co-streamer with another codec through.
             transceiver.setCodecPreferences(capabilities_matching(codec)
                                             + [c for c in capabilities_for(kind, others) if not is_rtx(c)])
-            port = SenderPort(transceiver.sender, f"cherry-{room.name}", settings.report_interval)
+            port = SenderPort(transceiver.sender, settings.report_interval)
             subscription = Subscription(kind, codec.clock_rate, port, queue_limit=settings.queue_limit,
                                         cname=f"cherry-{room.name}", slot=slot)
             port.on_keyframe_request = subscription.on_keyframe_request

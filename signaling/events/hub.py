@@ -144,8 +144,6 @@ class EventHub:
         self.stats = {"messages_in": 0, "messages_out": 0, "dropped_slow": 0, "rate_limited": 0,
                       "errors": 0, "sockets": 0}
         self.gift_values = dict(settings.gift_values)
-        # Called for every accepted gift: (room, identity, kind, points).
-        self.gift_listeners: list[Callable[[str, str, str, int], None]] = []
         # Called when a PK battle starts or ends: (battle id, "started"/"ended", rooms, result or None).
         self.pk_listeners: list[Callable[[str, str, list[str], dict[str, str] | None], None]] = []
         self.costream = Costream(self, rooms, tokens, costream or CostreamSettings(), clock)
@@ -363,8 +361,6 @@ class EventHub:
         points = count * self.gift_values[kind]
         side = frame.data.get("side")
         self.costream.on_gift(client.room, client.identity, points, side if isinstance(side, str) else None)
-        for listener in self.gift_listeners:
-            listener(client.room, client.identity, kind, points)
 
     def _quality(self, client: Client, frame: ClientFrame) -> None:
         watch = number_field(frame, "watch_s", 0, 86400 * 7)

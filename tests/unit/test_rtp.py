@@ -5,7 +5,6 @@ import pytest
 from relay.rtp import (
     h264_keyframe_start,
     keyframe_detector,
-    picture_loss_indication,
     sender_report,
     seq_diff,
     seq_newer,
@@ -57,6 +56,3 @@ def test_sender_report_layout():
     sdes = data[28:]
     assert sdes[1] == 202 and len(sdes) % 4 == 0 and b"cname" in sdes
 
-
-def test_pli_layout():
-    assert picture_loss_indication(1, 2) == struct.pack("!BBHII", 0x81, 206, 2, 1, 2)
