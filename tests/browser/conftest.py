@@ -7,18 +7,12 @@ Chromium over a pipe, so it crosses the namespace boundary; HTTP checks run insi
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.chromium import FLAGS, chromium_in, loopback_netns
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.conftest import GatewayProcess
 
 
 @pytest.fixture(scope="session")
@@ -27,40 +21,9 @@ def netns() -> Iterator[str]:
         yield name
 
 
-class NetnsGateway:
-    def __init__(self, netns: str, tmp: Path) -> None:
-        self.port = 8080
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "gateway.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-m", "gateway", "serve", "--dev",
-             "--host", "127.0.0.1", "--port", str(self.port), "--ice-host", "127.0.0.1"],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        probe = f"import urllib.request; urllib.request.urlopen('{self.base}/healthz', timeout=1)"
-        deadline = time.monotonic() + 20
-        while subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe],
-                             capture_output=True).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()[-4000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
 @pytest.fixture(scope="session")
-def gateway(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsGateway]:
-    proc = NetnsGateway(netns, tmp_path_factory.mktemp("browser-gw"))
+def gateway(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    proc = GatewayProcess([], None, tmp_path_factory.mktemp("browser-gw"), netns=netns, port=8080, module="gateway")
     yield proc
     proc.stop()
 

@@ -29,10 +29,18 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, extra_args: list[str], config_text: str | None, tmp: Path) -> None:
-        self.port = free_port()
+    """A gateway subprocess on 127.0.0.1 (ICE pinned there), optionally inside a network namespace.
+
+    By default it runs the instrumented gateway (codec creation counted) on a free port.
+    """
+
+    def __init__(self, extra_args: list[str], config_text: str | None, tmp: Path, *,
+                 netns: str | None = None, port: int | None = None,
+                 module: str = "tests.integration.instrumented_gateway") -> None:
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "tests.integration.instrumented_gateway", "serve",
+        self._prefix = ["ip", "netns", "exec", netns] if netns else []
+        args = [*self._prefix, sys.executable, "-m", module, "serve",
                 "--host", "127.0.0.1", "--port", str(self.port), "--ice-host", "127.0.0.1", "--dev",
                 *extra_args]
         if config_text is not None:
@@ -45,17 +53,24 @@ class GatewayProcess:
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._wait_ready(timeout=20)
 
+    def _healthy(self) -> bool:
+        if self._prefix:  # only a process inside the namespace can reach its loopback
+            probe = f"import urllib.request; urllib.request.urlopen('{self.base}/healthz', timeout=1)"
+            return subprocess.run([*self._prefix, sys.executable, "-c", probe], capture_output=True).returncode == 0
+        try:
+            with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)  # polling a port that is not open yet: nothing to await
+            if self._healthy():
+                return
+            time.sleep(0.1)  # polling a port that is not open yet: nothing to await
         raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
