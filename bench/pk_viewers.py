@@ -16,9 +16,10 @@ from typing import Any
 import aiohttp
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from aiortc_bridge.client import tap_receiver
+from aiortc_bridge.receiver import ReceiverTap
 from loadtests.webrtc.peer import configure_ice, wait_connected
 from loadtests.webrtc.signaling_client import fetch_dev_token, post_offer
-from relay.aiortc_bridge import ReceiverTap
 
 SLOTS = 2
 
@@ -49,9 +50,9 @@ class SlotViewer:
         videos = [self.pc.addTransceiver("video", direction="recvonly") for _ in range(SLOTS)]
         audios = [self.pc.addTransceiver("audio", direction="recvonly") for _ in range(SLOTS)]
         for slot, transceiver in enumerate(videos):
-            self.taps.append(ReceiverTap(transceiver.receiver, self.meters[slot].packet))
+            self.taps.append(tap_receiver(transceiver.receiver, self.meters[slot].packet))
         for slot, transceiver in enumerate(audios):
-            self.taps.append(ReceiverTap(transceiver.receiver, self._audio(slot)))
+            self.taps.append(tap_receiver(transceiver.receiver, self._audio(slot)))
         await self.pc.setLocalDescription(await self.pc.createOffer())
         resource = await post_offer(http, f"{base}/whep/{room}", self.pc.localDescription.sdp, token)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=resource.answer_sdp, type="answer"))

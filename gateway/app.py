@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
+import aiortc_bridge
+from aiortc_bridge.guard import DATAGRAMS, PACKETS
+from aiortc_bridge.ice import pin_ice_hosts
 from gateway.config import GatewayConfig
 from gateway.operations import WEBHOOKS, install_operations
 from gateway.pages import add_page_routes
 from gateway.webhooks import RoomWebhooks
-from relay.aiortc_bridge import pin_ice_hosts
 from relay.room import RoomLimits, Rooms
 from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
@@ -192,6 +194,7 @@ async def api_stats(request: web.Request) -> web.Response:
                                  "keyframes_in": p.stats.keyframes_in,
                                  "keyframe_requests": p.stats.keyframe_requests}
                              for k, p in room.publications.items()},
+            "sink_failures": sum(p.stats.sink_failures for p in room.publications.values()),
             "packets_out": sum(s.stats.packets_sent for s in subs),
             "dropped_congestion": sum(s.stats.dropped_congestion for s in subs),
             "retransmitted": sum(s.stats.retransmitted for s in subs),
@@ -203,11 +206,13 @@ async def api_stats(request: web.Request) -> web.Response:
                                 "samples": ctx.forwarding_delay.samples(window)},
         "requests": dict(ctx.counters),
         "events": dict(ctx.hub.stats) if ctx.hub else {},
+        "media_input_dropped": {"datagrams": dict(DATAGRAMS.counts), "packets": dict(PACKETS.counts)},
         "rooms": rooms,
     })
 
 
 def create_app(config: GatewayConfig) -> web.Application:
+    aiortc_bridge.install()
     pin_ice_hosts(config.ice.hosts)
     app = web.Application(
         middlewares=[request_id_middleware, cors_middleware(config.server.cors_origins), error_middleware],

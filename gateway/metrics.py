@@ -26,6 +26,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from relay.room import Room, Rooms
 from relay.stats import DelaySampler
 
@@ -533,6 +534,13 @@ class Operations:
                 stutter.add_metric([fig.name], field_of(agg, "stutter_ratio"))
         yield from (viewers, ingest, egress, stutter)
 
+        dropped_input = CounterMetricFamily("cherry_media_input_dropped", "Datagrams and packets from the network "
+                                            "dropped before or while aiortc handled them, by reason",
+                                            labels=["unit", "reason"])
+        for unit, counter in (("datagram", DATAGRAMS), ("packet", PACKETS)):
+            for reason, n in sorted(counter.counts.items()):
+                dropped_input.add_metric([unit, reason], n)
+        yield dropped_input
         yield GaugeMetricFamily("cherry_draining", "1 while the gateway drains before exiting",
                                 value=1.0 if self.ctx.draining else 0.0)
         if self._extra is not None:

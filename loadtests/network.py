@@ -3,7 +3,7 @@
 A :class:`NetworkCondition` (read from ``configs/load-network.toml``) describes a viewer's
 downlink: one-way delay, jitter, random loss, burst loss (Gilbert-Elliott), a bandwidth cap
 with a bounded bottleneck queue. :class:`Impairment` applies it to every DTLS/SRTP datagram the
-viewer receives, between aioice and aiortc (``relay.aiortc_bridge.wrap_ice_delivery``), with
+viewer receives, between aioice and aiortc (``aiortc_bridge.client.wrap_ice_delivery``), with
 ``loop.call_at`` timers: no threads, no extra processes.
 
 Semantics, and where they differ from netem:

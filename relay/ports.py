@@ -33,8 +33,11 @@ class RtpSink(Protocol):
     def payload_types(self, mime_type: str) -> tuple[int, int | None] | None:
         """(payload type, RTX payload type or None) negotiated for a codec; None if not negotiated."""
 
-    def send(self, data: bytes) -> bool:
-        """Protect and send one RTP/RTCP packet now; False if the session cannot send yet."""
+    def send_rtp(self, second: int, seq: int, ts: int, payload: bytes, sent: float) -> bool:
+        """Send one packet now (``second``: marker bit and payload type); False if it cannot send yet."""
+
+    def send_rtx(self, second: int, seq: int, ts: int, original_seq: int, payload: bytes, sent: float) -> bool:
+        """Send a retransmission (RFC 4588) on the stream's RTX SSRC."""
 
     def backlog(self) -> int:
         """Bytes queued in user space on the way to this viewer."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from relay.stats import DelaySampler
 if TYPE_CHECKING:
     from relay.subscription import Subscription
 
+log = logging.getLogger("cherry.relay.publication")
+
 
 @dataclass(slots=True)
 class PublicationStats:
@@ -22,6 +25,7 @@ class PublicationStats:
     bytes_in: int = 0
     keyframes_in: int = 0
     keyframe_requests: int = 0
+    sink_failures: int = 0
 
 
 class Publication:
@@ -67,8 +71,10 @@ class Publication:
     def detach(self, subscription: Subscription) -> None:
         self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
 
-    def on_rtp(self, seq: int, timestamp: int, marker: bool, payload: bytes, arrival: float) -> None:
+    def on_rtp(self, ssrc: int, seq: int, timestamp: int, marker: bool, payload: bytes, arrival: float) -> None:
         """Hot path: called once per incoming packet, before any decoder."""
+        if not payload:
+            return
         keyframe = self._is_keyframe(payload)
         packet = MediaPacket(seq, timestamp, marker, payload, keyframe, arrival)
         stats = self.stats
@@ -80,12 +86,23 @@ class Publication:
             self._keyframe_wanted = False
         subscriptions = self._subscriptions
         for subscription in subscriptions:
-            subscription.forward(packet)
+            try:
+                subscription.forward(packet)
+            except Exception as exc:  # one viewer's failure costs that viewer its stream, nobody else
+                self._sink_failed(subscription, exc)
         # Sample packet-in to last-packet-out delay on one packet in 16.
         if self._delay_sampler is not None and not stats.packets_in & 15 and subscriptions:
             self._delay_sampler.add(self._clock() - arrival)
         if self._keyframe_wanted:
             self._maybe_request(arrival)
+
+    def _sink_failed(self, subscription: Subscription, exc: Exception) -> None:
+        self.stats.sink_failures += 1
+        self.detach(subscription)
+        try:
+            subscription.fail(f"forwarding failed: {exc!r}")
+        except Exception:
+            log.exception("closing a failed subscription failed too")
 
     def request_keyframe(self) -> None:
         """Ask the host for a keyframe, at most once per keyframe interval.

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from relay.packet import MediaPacket
 from relay.ports import RtpSink
 from relay.publication import Publication
-from relay.rtp import RTP_HEADER, ntp_now, rtx_payload, sender_report, seq_diff
+from relay.rtp import ntp_now, sender_report, seq_diff
 
 
 @dataclass(slots=True)
@@ -59,6 +59,7 @@ class Subscription:
         "_closed",
         "_pt",
         "_rtx_pt",
+        "on_failed",
     )
 
     def __init__(
@@ -88,6 +89,8 @@ class Subscription:
         self._closed = False
         self._pt = 0
         self._rtx_pt: int | None = None
+        # Told when forwarding to this viewer failed and the subscription closed itself.
+        self.on_failed: Callable[[Subscription, str], None] | None = None
 
     @property
     def source(self) -> Publication | None:
@@ -139,7 +142,7 @@ class Subscription:
         seq = (packet.seq + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         second = self._pt | 0x80 if packet.marker else self._pt
-        if not sink.send(RTP_HEADER.pack(0x80, second, seq, ts, sink.ssrc) + packet.payload):
+        if not sink.send_rtp(second, seq, ts, packet.payload, packet.arrival):
             self.stats.dropped_not_connected += 1
             return
         stats = self.stats
@@ -191,6 +194,12 @@ class Subscription:
         if self._source is not None:
             self._source.request_keyframe()
 
+    def on_bandwidth(self, bitrate: int) -> None:
+        pass
+
+    def on_receiver_report(self, report: object) -> None:
+        pass
+
     def on_nack(self, lost: Iterable[int]) -> None:
         """Answer a viewer's NACK from the publication's packet cache (RTX when negotiated)."""
         self.stats.nacks_in += 1
@@ -208,14 +217,13 @@ class Subscription:
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             marker = 0x80 if packet.marker else 0
+            now = time.monotonic()
             if self._rtx_pt is None:
-                data = RTP_HEADER.pack(0x80, self._pt | marker, out_seq, ts, sink.ssrc)
-                data += packet.payload
+                sent = sink.send_rtp(self._pt | marker, out_seq, ts, packet.payload, now)
             else:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-                data = RTP_HEADER.pack(0x80, self._rtx_pt | marker, self._rtx_seq, ts, sink.rtx_ssrc)
-                data += rtx_payload(out_seq, packet.payload)
-            if sink.send(data):
+                sent = sink.send_rtx(self._rtx_pt | marker, self._rtx_seq, ts, out_seq, packet.payload, now)
+            if sent:
                 self.stats.retransmitted += 1
 
     def sender_report(self, now: float | None = None) -> bytes | None:
@@ -232,6 +240,14 @@ class Subscription:
             self.stats.bytes_sent,
             self._cname,
         )
+
+    def fail(self, reason: str) -> None:
+        """Forwarding to this viewer failed: stop it, and tell whoever owns it (once)."""
+        if self._closed:
+            return
+        self.close()
+        if self.on_failed is not None:
+            self.on_failed(self, reason)
 
     def close(self) -> None:
         if self._closed:

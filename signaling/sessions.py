@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from relay.aiortc_bridge import ReceiverTap, SenderPort
+from aiortc_bridge.receiver import ReceiverTap
+from aiortc_bridge.sender import SenderPort
 from relay.publication import Publication
 from relay.room import Room
 from relay.subscription import Subscription

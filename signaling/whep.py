@@ -9,7 +9,9 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 from aiortc.codecs import is_rtx
 
-from relay.aiortc_bridge import SenderPort, capabilities_for, capabilities_matching, prefer_dtls_server
+from aiortc_bridge.codecs import capabilities_for, capabilities_matching
+from aiortc_bridge.dtls import prefer_dtls_server
+from aiortc_bridge.sender import SenderPort
 from relay.errors import CapacityExceeded, RoomClosed, RoomNotLive
 from relay.subscription import Subscription
 from signaling.context import (
@@ -72,14 +74,12 @@ async def post_whep(request: web.Request) -> web.StreamResponse:
             accepted = ctx.video_codecs if kind == "video" else ctx.audio_codecs
             others = [c for c in accepted if c.lower() != codec.mime_type.split("/")[-1].lower()]
             # The host's codec first; the others let a co-streamer with another codec through.
-            transceiver.setCodecPreferences(capabilities_matching(codec)
+            transceiver.setCodecPreferences(capabilities_matching(codec.mime_type, codec.fmtp)
                                             + [c for c in capabilities_for(kind, others) if not is_rtx(c)])
             port = SenderPort(transceiver.sender, settings.report_interval)
             subscription = Subscription(kind, codec.clock_rate, port, queue_limit=settings.queue_limit,
                                         cname=f"cherry-{room.name}", slot=slot)
-            port.on_keyframe_request = subscription.on_keyframe_request
-            port.on_nack = subscription.on_nack
-            port.sender_report = subscription.sender_report
+            port.listener = subscription
             session.ports.append(port)
             session.subscriptions.append(subscription)
         await apply_offer(pc, RTCSessionDescription(sdp=offer_sdp, type="offer"))

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
-from relay.aiortc_bridge import (
-    ReceiverTap,
-    capabilities_for,
-    codec_info,
-    negotiated_codec,
-    prefer_dtls_server,
-)
+from aiortc_bridge.codecs import capabilities_for, describe, negotiated_codec
+from aiortc_bridge.dtls import prefer_dtls_server
+from aiortc_bridge.receiver import ReceiverTap
 from relay.errors import CapacityExceeded, GuestSlotsFull, HostAlreadyLive, RoomClosed
+from relay.ports import CodecInfo
 from relay.publication import Publication
 from signaling.context import (
     context,
@@ -80,7 +78,7 @@ async def post_whip(request: web.Request) -> web.StreamResponse:
             holder: list[ReceiverTap] = []
             publication = Publication(
                 transceiver.kind,
-                codec_info(negotiated),
+                CodecInfo(*dataclasses.astuple(describe(negotiated))),
                 _LazyKeyframeSource(holder),
                 cache_size=settings.cache_size,
                 keyframe_interval=settings.keyframe_interval,

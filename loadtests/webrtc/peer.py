@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from relay.aiortc_bridge import pin_ice_hosts
+import aiortc_bridge
+from aiortc_bridge.ice import pin_ice_hosts
 
 DEFAULT_ICE_HOSTS: tuple[str, ...] = ("127.0.0.1",)
 
@@ -24,6 +25,7 @@ def configure_ice(hosts: Sequence[str] = DEFAULT_ICE_HOSTS) -> None:
     wanted = tuple(hosts)
     if _pinned is not None and _pinned != wanted:
         raise RuntimeError(f"ICE hosts already pinned to {_pinned}")
+    aiortc_bridge.install()
     pin_ice_hosts(list(wanted))
     _pinned = wanted
 

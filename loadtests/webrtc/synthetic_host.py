@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCRtpSender, RTCSessionDescription
 
+from aiortc_bridge.client import route_keyframe_requests
 from loadtests.webrtc.media import EncodedClip, encode_audio_clip, encode_video_clip
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_connection, wait_connected
 from loadtests.webrtc.signaling_client import (
@@ -38,7 +39,6 @@ from loadtests.webrtc.signaling_client import (
     post_offer,
 )
 from loadtests.webrtc.tracks import FreezeSchedule, PacketLoopTrack
-from relay.aiortc_bridge import route_keyframe_requests
 
 
 @dataclass(frozen=True, slots=True)

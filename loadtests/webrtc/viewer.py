@@ -1,7 +1,7 @@
 """Lean, non-decoding WHEP viewers; many of them share one asyncio process.
 
 Each viewer is an aiortc connection with recvonly audio + video whose
-receivers are tapped (``relay.aiortc_bridge.ReceiverTap``) before the jitter
+receivers are tapped (``aiortc_bridge.receiver.ReceiverTap``) before the jitter
 buffer: no decoder runs, packets are only grouped into frames and timed.
 
 Measured per viewer: time to first frame (offer POST to the first complete
@@ -11,7 +11,7 @@ frames our synthetic hosts tag (:mod:`loadtests.webrtc.capture_tag`). Only
 frames a decoder could show count (:class:`~loadtests.webrtc.metrics.Decodability`:
 after a lost frame, nothing until the next keyframe, which the viewer asks for).
 
-By default a viewer receives through :class:`relay.aiortc_bridge.LeanRtpPath`
+By default a viewer receives through :class:`aiortc_bridge.client.LeanRtpPath`
 (SRTP unprotected in the datagram callback, no per-packet coroutines); an
 optional :class:`loadtests.network.NetworkCondition` impairs its downlink.
 
@@ -45,6 +45,8 @@ from typing import Any
 import aiohttp
 from aiortc import RTCSessionDescription
 
+from aiortc_bridge.client import LeanRtpPath, RtpCallback, tap_receiver, wrap_ice_delivery
+from aiortc_bridge.receiver import ReceiverTap
 from loadtests.network import Impairment, NetworkCondition
 from loadtests.webrtc import capture_tag
 from loadtests.webrtc.metrics import (
@@ -64,7 +66,6 @@ from loadtests.webrtc.signaling_client import (
     fetch_dev_token,
     post_offer,
 )
-from relay.aiortc_bridge import LeanRtpPath, ReceiverTap, RtpCallback, wrap_ice_delivery
 
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is broken
 
@@ -128,8 +129,8 @@ class Viewer:
         video = self._video = self.pc.addTransceiver("video", direction="recvonly")
         audio = self._audio = self.pc.addTransceiver("audio", direction="recvonly")
         # Taps go in before negotiation: aiortc starts the receivers during setRemoteDescription.
-        self._video_tap = ReceiverTap(video.receiver, self._on_video)
-        self._audio_tap = ReceiverTap(audio.receiver, self._on_audio)
+        self._video_tap = tap_receiver(video.receiver, self._on_video)
+        self._audio_tap = tap_receiver(audio.receiver, self._on_audio)
         # Co-stream slots (PK partner, guests): frames and capture-to-arrival latency only.
         self.partner_frames = 0
         self.partner_latency = Histogram()
@@ -138,11 +139,11 @@ class Viewer:
         for _ in range(1, options.video_slots):
             assembler = FrameAssembler(lambda at, key: self._on_partner_frame(at))
             transceiver = self.pc.addTransceiver("video", direction="recvonly")
-            self._slot_taps.append(ReceiverTap(transceiver.receiver, self._partner_rtp(assembler)))
+            self._slot_taps.append(tap_receiver(transceiver.receiver, self._partner_rtp(assembler)))
             self._slots.append((transceiver, assembler))
         for _ in range(1, options.video_slots):
             extra_audio = self.pc.addTransceiver("audio", direction="recvonly")
-            self._slot_taps.append(ReceiverTap(extra_audio.receiver, self._on_audio))
+            self._slot_taps.append(tap_receiver(extra_audio.receiver, self._on_audio))
         self._partner_captures: dict[int, float] = {}
         self._partner_assembler: FrameAssembler | None = None
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from relay.aiortc_bridge import pin_ice_hosts
+import aiortc_bridge
+from aiortc_bridge.ice import pin_ice_hosts
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Test peers in this process offer 127.0.0.1 only: no other address may carry test traffic.
+# Test peers in this process offer 127.0.0.1 only: no other address may carry test traffic. They use the
+# gateway's compatibility layer too: plain pylibsrtp refuses the full-size packets some tests send.
+aiortc_bridge.install()
 pin_ice_hosts(["127.0.0.1"])
 
 

@@ -40,6 +40,23 @@ async def codecs(request: web.Request) -> web.Response:
     return web.json_response(COUNTS)
 
 
+def _raise(*args: Any, **kwargs: Any) -> bool:
+    raise RuntimeError("injected sink failure")
+
+
+async def break_sink(request: web.Request) -> web.Response:
+    """Make every outgoing stream of one playback session raise on send (a bug in one viewer's path)."""
+    from signaling.context import CONTEXT
+
+    session = request.app[CONTEXT].sessions.get(request.match_info["session"])
+    ports = getattr(session, "ports", None)
+    if not ports:
+        return web.json_response({"error": "no such playback session"}, status=404)
+    for port in ports:
+        port.send_rtp = _raise
+    return web.json_response({"broken": len(ports)})
+
+
 def main() -> int:
     import gateway.app
     import gateway.cli
@@ -49,6 +66,7 @@ def main() -> int:
     def create_app(config: Any) -> web.Application:
         app = original_create_app(config)
         app.router.add_get("/test/codecs", codecs)
+        app.router.add_post("/test/break-sink/{session}", break_sink)
         return app
 
     gateway.app.create_app = create_app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -62,6 +63,26 @@ class MovingBarTrack(MediaStreamTrack):
         return frame
 
 
+class NoiseTrack(MovingBarTrack):
+    """The moving bar over random noise: frames as large as the encoder's bitrate allows, so the
+    packetizer fills every packet up to its limit."""
+
+    def __init__(self, width: int = 320, height: int = 180, fps: int = 15) -> None:
+        super().__init__(width, height, fps)
+        rng = random.Random(7)
+        chroma = bytes([128]) * (width * height // 4)
+        self._frames = [(rng.randbytes(width * height), chroma) for _ in range(8)]
+
+
+def answer_ports(sdp: str) -> list[int]:
+    """The gateway's media ports: the UDP ports of the host candidates in its SDP answer."""
+    ports = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:") and " udp " in line.lower():
+            ports.append(int(line.split()[5]))
+    return sorted(set(ports))
+
+
 async def post_sdp(http: aiohttp.ClientSession, url: str, token: str, sdp: str) -> tuple[int, str, CIMultiDict[str]]:
     async with http.post(url, data=sdp, headers={"Content-Type": "application/sdp",
                                                  "Authorization": f"Bearer {token}"}) as response:
@@ -79,9 +100,11 @@ class Host:
     location: str | None = None
     video_codec: str | None = None  # e.g. "video/H264"; default: aiortc's preference (VP8)
     luma: int = 200  # brightness of the moving bar: tells hosts apart at the viewer
+    track: MediaStreamTrack | None = None  # default: a MovingBarTrack of this luma
+    answer: str = ""
 
     async def publish(self, http: aiohttp.ClientSession) -> None:
-        video = self.pc.addTransceiver(MovingBarTrack(luma=self.luma), direction="sendonly")
+        video = self.pc.addTransceiver(self.track or MovingBarTrack(luma=self.luma), direction="sendonly")
         if self.video_codec is not None:
             video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                        if c.mimeType in (self.video_codec, "video/rtx")])
@@ -91,6 +114,7 @@ class Host:
                                                self.pc.localDescription.sdp)
         assert status == 201, f"WHIP publish failed: {status} {body}"
         self.location = headers["Location"]
+        self.answer = body
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
     async def stop(self, http: aiohttp.ClientSession | None = None) -> None:
@@ -122,6 +146,7 @@ class Viewer:
     slot_times: dict[int, list[float]] = field(default_factory=dict)
     slot_bars: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     slot_audio: dict[int, int] = field(default_factory=dict)
+    answer: str = ""
 
     async def watch(self, http: aiohttp.ClientSession) -> None:
         for _ in range(self.slots):
@@ -135,6 +160,7 @@ class Viewer:
                                                self.pc.localDescription.sdp)
         assert status == 201, f"WHEP watch failed: {status} {body}"
         self.location = headers["Location"]
+        self.answer = body
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
     def _on_track(self, track: MediaStreamTrack) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import aiohttp
 
-from relay.aiortc_bridge import pin_ice_hosts
+from aiortc_bridge.ice import pin_ice_hosts
 from tests.integration.peers import Viewer
 
 

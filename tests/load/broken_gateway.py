@@ -15,10 +15,11 @@ DROP_PERCENT = 5
 _original = Publication.on_rtp
 
 
-def _broken_on_rtp(self: Publication, seq: int, timestamp: int, marker: bool, payload: bytes, arrival: float) -> None:
+def _broken_on_rtp(self: Publication, ssrc: int, seq: int, timestamp: int, marker: bool, payload: bytes,
+                   arrival: float) -> None:
     if self.kind == "video" and (timestamp * 2654435761 >> 7) % 100 < DROP_PERCENT:
         return
-    _original(self, seq, timestamp, marker, payload, arrival)
+    _original(self, ssrc, seq, timestamp, marker, payload, arrival)
 
 
 Publication.on_rtp = _broken_on_rtp  # type: ignore[method-assign]

@@ -17,10 +17,16 @@ class FakeSink:
     queued: int = 0
     sent: list[bytes] = field(default_factory=list)
 
-    def send(self, data: bytes) -> bool:
+    def send_rtp(self, second: int, seq: int, ts: int, payload: bytes, sent: float) -> bool:
         if not self.connected:
             return False
-        self.sent.append(data)
+        self.sent.append(struct.pack("!BBHII", 0x80, second, seq, ts, self.ssrc) + payload)
+        return True
+
+    def send_rtx(self, second: int, seq: int, ts: int, original_seq: int, payload: bytes, sent: float) -> bool:
+        if not self.connected:
+            return False
+        self.sent.append(struct.pack("!BBHIIH", 0x80, second, seq, ts, self.rtx_ssrc, original_seq) + payload)
         return True
 
     def payload_types(self, mime_type: str) -> tuple[int, int | None] | None:

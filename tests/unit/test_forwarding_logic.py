@@ -23,7 +23,7 @@ def make(codec=VP8, interval=0.3, limit=1 << 20, sink=None, clock=None):
 
 
 def feed(pub, seq, ts, payload, arrival=0.0, marker=True):
-    pub.on_rtp(seq & 0xFFFF, ts & 0xFFFFFFFF, marker, payload, arrival)
+    pub.on_rtp(0x1234, seq & 0xFFFF, ts & 0xFFFFFFFF, marker, payload, arrival)
 
 
 def test_subscription_waits_for_session_then_starts_at_a_keyframe():
@@ -212,7 +212,7 @@ def test_fan_out_delay_is_sampled():
     sub.switch_source(pub)
     sub.start()
     for i in range(32):
-        pub.on_rtp(i, i, True, VP8_KEY, clock.now - 0.002)
+        pub.on_rtp(0x1234, i, i, True, VP8_KEY, clock.now - 0.002)
     assert sampler.count == 2
     assert abs(sampler.percentiles(0.5)[0] - 0.002) < 1e-9
 

@@ -65,7 +65,7 @@ def watch(room: Room, pid: str) -> tuple[Person, Subscription]:
 
 def feed(pub: Publication, seq: int, count: int) -> int:
     for i in range(count):
-        pub.on_rtp(seq + i, 1000 * (seq + i), True, (VP8_KEY if i == 0 else VP8_DELTA) + b"x" * 100, 0.0)
+        pub.on_rtp(0x1234, seq + i, 1000 * (seq + i), True, (VP8_KEY if i == 0 else VP8_DELTA) + b"x" * 100, 0.0)
     return seq + count
 
 
@@ -138,7 +138,7 @@ async def test_keyframe_wait_is_measured_from_connect_to_first_keyframe() -> Non
     assert waits == []  # no keyframe yet
     room.live_since = time.time() - 10  # the host went live before the viewer connected
     viewer.connected_at = time.time() - 0.25
-    pub.on_rtp(1, 0, True, VP8_KEY, time.monotonic())
+    pub.on_rtp(0x1234, 1, 0, True, VP8_KEY, time.monotonic())
     ledger.snapshot()
     ledger.snapshot()
     assert len(waits) == 1 and 0.2 < waits[0] < 5, waits

@@ -1,0 +1,189 @@
+"""Hooks for our own WebRTC clients (load viewers, synthetic hosts); the gateway never calls these."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+
+from aiortc_bridge.dtls import rx_srtp
+from aiortc_bridge.receiver import ReceiverTap, log_task_failure
+
+RtpCallback = Callable[[int, int, bool, bytes, float], None]  # (seq, timestamp, marker, payload, arrival)
+_RTP_FIXED = struct.Struct("!BBHII")
+
+
+def route_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
+    """Call ``on_request`` when the remote peer sends PLI/FIR for a sender fed with encoded packets.
+
+    aiortc answers PLI/FIR by setting a flag for its own encoder, which a track of
+    pre-encoded ``av.Packet`` never sees (our synthetic load hosts loop such packets).
+    """
+    original: Callable[[], None] = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        original()
+        on_request()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+DatagramSink = Callable[[bytes, int], None]  # (datagram, ICE component)
+
+
+def _ice_connection(pc: RTCPeerConnection) -> Any:
+    transceivers = pc.getTransceivers()
+    if not transceivers:
+        raise RuntimeError("no transceivers: add them before hooking the ICE connection")
+    gatherer = transceivers[0].receiver.transport.transport.iceGatherer
+    return gatherer._connection
+
+
+def wrap_ice_delivery(pc: RTCPeerConnection, wrap: Callable[[DatagramSink], DatagramSink]) -> None:
+    """Put ``wrap(deliver)`` between aioice and aiortc for every non-STUN datagram ``pc`` receives.
+
+    aioice hands DTLS and SRTP datagrams to ``Connection.data_received(data, component)``,
+    which queues them for aiortc's DTLS transport. ``wrap`` gets that delivery function and
+    returns its replacement, which may delay, drop or consume datagrams (user-space network
+    impairment, a lean receive path). STUN (ICE checks, consent) is not routed through it.
+    Call after ``setLocalDescription`` (candidates gathered) and before ICE connects; wraps
+    compose (the last one installed sees datagrams first). All transceivers of a BUNDLEd
+    connection share it.
+
+    (:func:`aiortc_bridge.install` makes aioice hand DTLS and RTP/RTCP over without a STUN parse.)
+    """
+    connection = _ice_connection(pc)
+    connection.data_received = wrap(connection.data_received)
+
+
+class LeanRtpPath:
+    """A lean receive path for a recvonly load viewer: SRTP straight from the datagram callback.
+
+    aiortc's own path costs several coroutine hops per packet (queue, DTLS transport,
+    ``RtpPacket.parse`` with extensions, receiver statistics). Here, once DTLS is up, each SRTP
+    (not SRTCP) datagram is unprotected and its 12-byte header read right where aioice
+    delivers it, and handed to ``routes[payload_type]``; RTX is unwrapped to the media
+    payload type. NACKs for missing video sequence numbers (and PLIs, :meth:`request_keyframe`)
+    are sent through aiortc's receiver (rarely: only on gaps). DTLS and RTCP still take aiortc's path. Install with
+    :func:`wrap_ice_delivery` after negotiation has set the payload types (see :meth:`route`).
+    """
+
+    def __init__(self, pc: RTCPeerConnection) -> None:
+        self._pc = pc
+        self._routes: dict[int, RtpCallback] = {}
+        self._ssrc_routes: dict[int, RtpCallback] = {}  # media and RTX SSRC -> callback
+        self._rtx: dict[int, int] = {}  # RTX payload type -> media payload type
+        self._nack_receivers: dict[int, RTCRtpReceiver] = {}  # by payload type
+        self._nack_by_ssrc: dict[int, RTCRtpReceiver] = {}
+        self._max_seq: dict[int, int] = {}  # by media SSRC
+        self._media_ssrc: dict[int, RTCRtpReceiver] = {}  # NACKed media SSRCs seen, for PLIs
+        self._dtls: Any = None
+        self.packets = 0
+        self.nacks_sent = 0
+
+    def route(
+        self, transceiver: RTCRtpTransceiver, on_rtp: RtpCallback, nack: bool = False, ssrcs: Sequence[int] = ()
+    ) -> None:
+        """Send this transceiver's packets to ``on_rtp``: by ``ssrcs`` (media and RTX, from the
+        remote SDP) when given, which several m-lines of one payload type need, else by its
+        negotiated payload types (and their RTX). The first route of a payload type is the
+        fallback for SSRCs nobody announced."""
+        for codec in transceiver._codecs:
+            pt = codec.payloadType
+            if pt is None:
+                continue
+            apt = codec.parameters.get("apt")
+            if not is_rtx(codec):
+                self._routes.setdefault(pt, on_rtp)
+                if nack:
+                    self._nack_receivers.setdefault(pt, transceiver.receiver)
+            elif apt is not None:
+                self._rtx[pt] = int(apt)
+        for ssrc in ssrcs:
+            self._ssrc_routes[ssrc] = on_rtp
+            if nack:
+                self._nack_by_ssrc[ssrc] = transceiver.receiver
+        self._dtls = transceiver.receiver.transport
+
+    def wrap(self, deliver: DatagramSink) -> DatagramSink:
+        routes, rtx, nacked = self._routes, self._rtx, self._nack_receivers
+        ssrc_routes, nack_by_ssrc = self._ssrc_routes, self._nack_by_ssrc
+        header = _RTP_FIXED.unpack_from
+        unprotect: Callable[[bytes], bytes | None] | None = None
+        monotonic = time.monotonic
+
+        def receive(data: bytes, component: int) -> None:
+            nonlocal unprotect
+            # 128..191: RTP/RTCP; RTCP packet types 192..223 sit in the second byte.
+            if not 127 < data[0] < 192 or 191 < data[1] < 224:
+                deliver(data, component)
+                return
+            if unprotect is None:
+                srtp = rx_srtp(self._dtls) if self._dtls is not None else None
+                if srtp is None:
+                    deliver(data, component)
+                    return
+                unprotect = srtp.unprotect_or_none
+            packet = unprotect(data)
+            if packet is None:
+                return  # replayed or corrupt: what aiortc would drop too
+            b0, b1, seq, ts, ssrc = header(packet)
+            pt = b1 & 0x7F
+            start = 12 + 4 * (b0 & 0x0F)
+            if b0 & 0x10:  # header extension
+                start += 4 + 4 * ((packet[start + 2] << 8) | packet[start + 3])
+            end = len(packet) - (packet[-1] if b0 & 0x20 else 0)  # padding
+            retransmission = pt in rtx
+            if retransmission:
+                if end - start < 2:
+                    return  # padding-only probe
+                seq = (packet[start] << 8) | packet[start + 1]
+                start += 2
+                pt = rtx[pt]
+            on_rtp = ssrc_routes.get(ssrc) or routes.get(pt)
+            if on_rtp is None or end <= start:
+                return
+            self.packets += 1
+            if not retransmission:
+                receiver = nack_by_ssrc.get(ssrc) or nacked.get(pt)
+                if receiver is not None:
+                    self._check_gap(receiver, seq, ssrc)
+            on_rtp(seq, ts, bool(b1 & 0x80), packet[start:end], monotonic())
+
+        return receive
+
+    def request_keyframe(self, ssrcs: Sequence[int] | None = None) -> None:
+        """Send a PLI for each NACK-routed (video) stream seen so far, or for ``ssrcs``."""
+        for ssrc, receiver in self._media_ssrc.items():
+            if ssrcs is None or ssrc in ssrcs:
+                task = asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+                task.add_done_callback(log_task_failure)
+
+    def _check_gap(self, receiver: RTCRtpReceiver, seq: int, ssrc: int) -> None:
+        self._media_ssrc[ssrc] = receiver
+        last = self._max_seq.get(ssrc)
+        if last is None or not 0 < (seq - last) & 0xFFFF < 0x8000:
+            if last is None:
+                self._max_seq[ssrc] = seq
+            return
+        self._max_seq[ssrc] = seq
+        missing = [(last + i) & 0xFFFF for i in range(1, min((seq - last) & 0xFFFF, 64))]
+        if missing:
+            self.nacks_sent += 1
+            task = asyncio.ensure_future(receiver._send_rtcp_nack(ssrc, missing))
+            task.add_done_callback(log_task_failure)
+
+
+def tap_receiver(receiver: RTCRtpReceiver, on_rtp: RtpCallback) -> ReceiverTap:
+    """A :class:`ReceiverTap` for a client that only wants media packets (no SSRC, no padding)."""
+
+    def media_only(ssrc: int, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
+        if payload:
+            on_rtp(seq, ts, marker, payload, arrival)
+
+    return ReceiverTap(receiver, media_only)

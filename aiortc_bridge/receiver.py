@@ -1,0 +1,108 @@
+"""ReceiverTap: a receiver's RTP goes to a callback before any jitter buffer or decoder."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCRtpReceiver
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
+
+from aiortc_bridge.guard import PACKETS
+
+# (ssrc, sequence number, timestamp, marker, payload, arrival on the monotonic clock).
+# An empty payload is a padding-only packet: it still holds a sequence number.
+# Sequence gaps wider than this are a new epoch, not losses to NACK.
+MAX_NACK_GAP = 512
+TapCallback = Callable[[int, int, int, bool, bytes, float], None]
+
+
+class ReceiverTap:
+    """Feeds a receiver's RTP to a callback instead of its jitter buffer and decoder.
+
+    aiortc's NACK generator, REMB estimator and receiver statistics (and so its receiver reports)
+    keep running on the tapped packets; the decoder thread aiortc starts is stopped at once.
+    """
+
+    def __init__(self, receiver: RTCRtpReceiver, on_rtp: TapCallback) -> None:
+        self._receiver = receiver
+        self._on_rtp = on_rtp
+        self.media_ssrc: int | None = None
+        self.packets = 0
+        self.failures = 0
+        original_receive = receiver.receive
+
+        async def receive(parameters: Any) -> None:
+            await original_receive(parameters)
+            # aiortc starts a decoder thread here; nothing will ever feed it.
+            receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+
+        receiver.receive = receive  # type: ignore[method-assign]
+        receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign]
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        r = self._receiver
+        codecs = r._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        estimator = r._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            rtcp_ssrc = r._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+            if rtcp_ssrc is not None and remb is not None:
+                await r._send_rtcp(
+                    RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
+                )
+        streams = r._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        stream = streams.get(packet.ssrc)
+        if stream is None:
+            if len(streams) >= 8:  # a publisher cycling SSRCs must not grow this without bound
+                streams.clear()
+            stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if is_rtx(codec):
+            original_ssrc = r._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)  # type: ignore[attr-defined]
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
+                return  # unknown RTX source, or a padding-only bandwidth probe (no media sequence number)
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        nack = r._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+        if nack is not None and nack.max_seq is not None and (
+                packet.ssrc != self.media_ssrc
+                or MAX_NACK_GAP < (packet.sequence_number - nack.max_seq) & 0xFFFF < 0x8000):
+            # A new stream or a jump: aiortc would mark every sequence number in between missing,
+            # one set insertion each (up to 32767 per packet); the relay starts a new epoch instead.
+            nack.max_seq = None
+            nack.missing.clear()
+        if nack is not None and nack.add(packet):
+            await r._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+        self.media_ssrc = packet.ssrc
+        self.packets += 1
+        try:
+            self._on_rtp(packet.ssrc, packet.sequence_number, packet.timestamp, bool(packet.marker),
+                         packet.payload, time.monotonic())
+        except Exception as exc:  # a bug downstream must cost this packet, not the host's session
+            self.failures += 1
+            PACKETS.drop("tap_callback_failed", exc)
+
+    def request_keyframe(self) -> None:
+        """Send a PLI upstream for the tapped stream."""
+        if self.media_ssrc is None:
+            return
+        task = asyncio.ensure_future(self._receiver._send_rtcp_pli(self.media_ssrc))
+        task.add_done_callback(log_task_failure)
+
+
+def log_task_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        PACKETS.drop("rtcp_send_failed", task.exception())
