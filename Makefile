@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PROFILE ?= smoke
 
-.PHONY: run test lint typecheck unit integration bench loadtest clean
+.PHONY: run test lint typecheck unit integration screenshots bench loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+# The browser tests alone, keeping their screenshots in docs/screenshots (other runs write them to a
+# pytest temp directory: tests never modify tracked files). Needs root and `ip netns`, like `make test`.
+screenshots: $(STAMP)
+	CHERRY_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/browser
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.browser.test_pages import go_live, open_player
+import pytest
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+from tests.browser.test_pages import go_live, open_player, screenshot_dir
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return screenshot_dir(tmp_path_factory)
+
 
 # True once the chart canvas has anything drawn on it.
 CANVAS_DRAWN = """(canvas) => {
@@ -16,7 +22,7 @@ CANVAS_DRAWN = """(canvas) => {
 }"""
 
 
-def test_dashboard_renders_and_follows_a_live_stream(context, gateway):  # type: ignore[no-untyped-def]
+def test_dashboard_renders_and_follows_a_live_stream(context, gateway, shots):  # type: ignore[no-untyped-def]
     dash = context.new_page()
     errors: list[str] = []
     dash.on("pageerror", lambda e: errors.append(str(e)))
@@ -60,7 +66,6 @@ def test_dashboard_renders_and_follows_a_live_stream(context, gateway):  # type:
         timeout=20000)
     assert dash.inner_text("#stat-stutter").endswith("%")
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    dash.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+    dash.screenshot(path=str(shots / "dashboard.png"), full_page=True)
     host.click("#stop")
     assert not errors, errors

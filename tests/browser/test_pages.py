@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+import pytest
+
+
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: $CHERRY_SCREENSHOTS when set (``make screenshots`` sets docs/screenshots),
+    else a fresh pytest temp directory, so a plain test run never modifies tracked files."""
+    target = os.environ.get("CHERRY_SCREENSHOTS")
+    path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return screenshot_dir(tmp_path_factory)
+
 
 # Samples the playing video: mean luma and a coarse fingerprint of a 32x18 thumbnail.
 PIXELS = """(video) => {
@@ -37,7 +53,7 @@ def frames(page) -> int:  # type: ignore[no-untyped-def]
     return int(page.evaluate("window.cherryPlayer.quality ? window.cherryPlayer.quality.framesDecoded : 0"))
 
 
-def test_host_goes_live_and_viewer_sees_a_moving_picture(context, gateway):
+def test_host_goes_live_and_viewer_sees_a_moving_picture(context, gateway, shots):
     host = go_live(context, gateway.base, "b1", title="Summer festival warm-up")
     viewer = open_player(context, gateway.base, "b1")
     viewer.wait_for_function("window.cherryPlayer.firstFrameMs != null", timeout=20000)
@@ -54,16 +70,15 @@ def test_host_goes_live_and_viewer_sees_a_moving_picture(context, gateway):
     assert end["freezes"] == start["freezes"] == 0, end
     assert first["mean"] > 10 and second["mean"] > 10, "picture is black"
     assert first["fingerprint"] != second["fingerprint"], "picture is still"
-    SHOTS.mkdir(parents=True, exist_ok=True)
     viewer.click("#toggle-quality")
-    viewer.screenshot(path=str(SHOTS / "watch.png"))
+    viewer.screenshot(path=str(shots / "watch.png"))
     host.wait_for_function("document.querySelector('#fig-fps').textContent !== '–'", timeout=10000)
-    host.screenshot(path=str(SHOTS / "broadcast.png"))
+    host.screenshot(path=str(shots / "broadcast.png"))
     rooms = context.new_page()
     rooms.goto(f"{gateway.base}/")
     rooms.wait_for_selector("a.card[data-room=b1]", timeout=10000)
     assert "Summer festival warm-up" in rooms.inner_text("a.card[data-room=b1]")
-    rooms.screenshot(path=str(SHOTS / "rooms.png"))
+    rooms.screenshot(path=str(shots / "rooms.png"))
     host.click("#stop")
 
 
@@ -131,7 +146,7 @@ def test_host_studio_reconnects_after_its_session_is_dropped(context, gateway):
     host.click("#stop")
 
 
-def test_pages_fit_a_phone_screen(browser, gateway):
+def test_pages_fit_a_phone_screen(browser, gateway, shots):
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:
         for path in ("/", "/broadcast?room=b7", "/watch?room=b7"):
@@ -141,12 +156,12 @@ def test_pages_fit_a_phone_screen(browser, gateway):
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a phone"
             if path.startswith("/watch"):
-                page.screenshot(path=str(SHOTS / "watch-phone.png"))
+                page.screenshot(path=str(shots / "watch-phone.png"))
     finally:
         phone.close()
 
 
-def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway):
+def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway, shots):
     host = go_live(context, gateway.base, "b8", identity="anchor")
     viewer = context.new_page()
     viewer.goto(f"{gateway.base}/watch?room=b8&identity=fan1")
@@ -162,18 +177,18 @@ def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway)
     host.wait_for_function("document.querySelector('#likes').textContent === '1'", timeout=5000)
     viewer.click("#toggle-danmaku")
     assert viewer.inner_text("#toggle-danmaku") == "Danmaku off"
-    viewer.screenshot(path=str(SHOTS / "watch-chat.png"))
+    viewer.screenshot(path=str(shots / "watch-chat.png"))
     # the host mutes the fan from the chat line
     host.click("#feed li[data-identity=fan1] button:has-text('mute')")
     viewer.wait_for_selector("#feed li.mod-line:has-text('fan1 was muted')", timeout=5000)
     viewer.fill("#chat-input", "am I muted?")
     viewer.click("#composer button")
     viewer.wait_for_selector("#chat-error:has-text('muted')", timeout=5000)
-    host.screenshot(path=str(SHOTS / "broadcast-chat.png"))
+    host.screenshot(path=str(shots / "broadcast-chat.png"))
     host.click("#stop")
 
 
-def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gateway):
+def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gateway, shots):
     host_a = go_live(context, gateway.base, "pk1", identity="alpha")
     host_b = go_live(context, gateway.base, "pk2", identity="beta")
     viewer = open_player(context, gateway.base, "pk1")
@@ -198,8 +213,8 @@ def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gat
     assert viewer.is_visible("#scoreboard")
     # each host sees its partner
     host_a.wait_for_function("document.querySelector('#partner').videoWidth > 0", timeout=15000)
-    viewer.screenshot(path=str(SHOTS / "watch-pk.png"))
-    host_a.screenshot(path=str(SHOTS / "broadcast-pk.png"), full_page=True)
+    viewer.screenshot(path=str(shots / "watch-pk.png"))
+    host_a.screenshot(path=str(shots / "broadcast-pk.png"), full_page=True)
     host_a.click("#pk-end")
     viewer.wait_for_selector('.tile[data-slot="1"]', state="hidden", timeout=10000)
     host_b.wait_for_selector("body[data-pk=off]", timeout=10000)

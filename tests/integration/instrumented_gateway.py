@@ -2,7 +2,9 @@
 
 Every way aiortc or PyAV can make an encoder or decoder is wrapped; the counts
 are served at GET /test/codecs so a test can assert they stay zero while the
-gateway forwards.
+gateway forwards. GET /test/forwarding/{room} gives one consistent snapshot of
+a room's packets in (per publication) and out (per viewer and subscription),
+which /api/stats only reports summed over the room.
 """
 
 from __future__ import annotations
@@ -57,6 +59,22 @@ async def break_sink(request: web.Request) -> web.Response:
     return web.json_response({"broken": len(ports)})
 
 
+async def forwarding(request: web.Request) -> web.Response:
+    from signaling.context import context
+
+    room = context(request).rooms.get(request.match_info["room"])
+    if room is None:
+        raise web.HTTPNotFound(text="no such room")
+    return web.json_response({
+        "publications": {kind: p.stats.packets_in for kind, p in room.publications.items()},
+        "viewers": {pid: [{"kind": s.kind, "slot": s.slot, "sent": s.stats.packets_sent,
+                           "dropped": s.stats.dropped_congestion + s.stats.dropped_waiting_keyframe
+                           + s.stats.dropped_not_connected}
+                          for s in subscriptions]
+                    for pid, (_, subscriptions) in room.viewers.items()},
+    })
+
+
 def main() -> int:
     import gateway.app
     import gateway.cli
@@ -67,6 +85,7 @@ def main() -> int:
         app = original_create_app(config)
         app.router.add_get("/test/codecs", codecs)
         app.router.add_post("/test/break-sink/{session}", break_sink)
+        app.router.add_get("/test/forwarding/{room}", forwarding)
         return app
 
     gateway.app.create_app = create_app

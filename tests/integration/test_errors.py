@@ -8,11 +8,13 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from aioice import stun
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from multidict import CIMultiDict
 
 from tests.integration.conftest import GatewayProcess, dev_token
 from tests.integration.peers import LOOPBACK, Host, MovingBarTrack, Viewer, post_sdp
+from tests.integration.test_forwarding import close_all
 
 CONFIG = """
 [limits]
@@ -274,20 +276,97 @@ async def test_two_offers_of_one_host_at_once_never_answer_500(gateway, http):
                 pass
 
 
-async def test_viewer_arriving_while_the_host_negotiates_is_told_to_wait(gateway, http):
-    """Before any host track is published the room is not live yet: 404 + Retry-After, not a codec error."""
-    await wait_for_free_room_slot(gateway, http)
-    host_token = await dev_token(http, gateway.base, "early", "host")
-    viewer_token = await dev_token(http, gateway.base, "early", "viewer")
-    host_post = asyncio.ensure_future(post_sdp(http, f"{gateway.base}/whip/early", host_token, await offer_sdp()))
-    viewer_sdp = await offer_sdp(direction="recvonly")
-    status, body, headers = await post_sdp(http, f"{gateway.base}/whep/early", viewer_token, viewer_sdp)
-    assert status in (201, 404), body
-    if status == 404:
-        assert '"code": "room_not_live"' in body and headers["Retry-After"]
-    host_status, _, host_headers = await host_post
-    assert host_status == 201
-    for location, who in ((host_headers["Location"], host_token), (headers.get("Location"), viewer_token)):
-        if location:
-            async with http.delete(gateway.base + location, headers={"Authorization": f"Bearer {who}"}):
-                pass
+class HeldStunServer(asyncio.DatagramProtocol):
+    """A STUN server on 127.0.0.1 that holds every binding request until released, then answers them.
+
+    A gateway configured with it cannot finish gathering ICE candidates, so it cannot write its answer
+    to an offer, until the test says so (aioice gives up on the server after 5 s).
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requested = asyncio.Event()
+        self.released = False
+        self._held: list[tuple[stun.Message, tuple[str, int]]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            request = stun.parse_message(data)
+        except ValueError:
+            return
+        if request.message_method != stun.Method.BINDING or request.message_class != stun.Class.REQUEST:
+            return
+        if self.released:
+            self._answer(request, addr)
+        else:
+            self._held.append((request, addr))
+            self.requested.set()
+
+    def _answer(self, request: stun.Message, addr: tuple[str, int]) -> None:
+        response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE,
+                                transaction_id=request.transaction_id)
+        response.attributes["XOR-MAPPED-ADDRESS"] = addr
+        assert self.transport is not None
+        self.transport.sendto(bytes(response), addr)
+
+    def release(self) -> None:
+        self.released = True
+        for request, addr in self._held:
+            self._answer(request, addr)
+        self._held.clear()
+
+
+async def test_viewer_arriving_while_the_host_negotiates_is_told_to_wait(http, tmp_path):
+    """While the host's offer is being answered the room is not live yet: 404 + Retry-After, not a codec error.
+
+    "Negotiating" is the span between the host's session claiming the room and its tracks being published,
+    which happens once the gateway has its answer. A gateway whose STUN server holds the binding request
+    is provably inside that span: it is gathering candidates for the host's answer. The viewer is sent
+    then, and the host is released only after the viewer's 404 came back. Then a viewer gets 201.
+    """
+    loop = asyncio.get_running_loop()
+    transport, held_stun = await loop.create_datagram_endpoint(HeldStunServer, local_addr=("127.0.0.1", 0))
+    stun_port = transport.get_extra_info("sockname")[1]
+    config = f'[limits]\nretry_after = 7\n[[ice.servers]]\nurls = ["stun:127.0.0.1:{stun_port}"]\n'
+    gateway = await asyncio.to_thread(GatewayProcess, [], config, tmp_path)
+    host: Host | None = None
+    viewer: Viewer | None = None
+    publishing: asyncio.Future[None] | None = None
+    try:
+        host = Host(gateway.base, "early", await dev_token(http, gateway.base, "early", "host", "alice"))
+        viewer_token = await dev_token(http, gateway.base, "early", "viewer")
+        admin = {"Authorization": f"Bearer {await dev_token(http, gateway.base, 'any', 'admin')}"}
+        viewer_sdp = await offer_sdp(direction="recvonly")
+        publishing = asyncio.ensure_future(host.publish(http))  # POST, then apply the answer; asserts 201
+        try:
+            await asyncio.wait_for(held_stun.requested.wait(), 10)
+        except TimeoutError:
+            raise AssertionError("the gateway never asked its STUN server while answering the host") from None
+        async with http.get(gateway.base + "/api/stats", headers=admin) as r:
+            rooms = {room["room"]: room for room in (await r.json())["rooms"]}
+        assert rooms["early"]["host"] == "alice" and not rooms["early"]["live"], rooms  # claimed, not published
+
+        headers = await expect_error(await post_sdp(http, f"{gateway.base}/whep/early", viewer_token, viewer_sdp),
+                                     404, "room_not_live")
+        assert headers["Retry-After"] == "7", headers
+        assert not publishing.done(), "the host's answer was no longer held when the viewer was answered"
+
+        held_stun.release()
+        await asyncio.wait_for(publishing, 10)
+        viewer = Viewer(gateway.base, "early", viewer_token)
+        await viewer.watch(http)  # asserts 201
+        try:
+            await asyncio.wait_for(viewer.first_video.wait(), 10)
+        except TimeoutError:
+            raise AssertionError("the viewer admitted after the host went live got no video") from None
+    finally:
+        held_stun.release()
+        if publishing is not None:  # let the host get its session URL, so it can end it cleanly
+            await asyncio.wait_for(asyncio.gather(publishing, return_exceptions=True), 10)
+        await close_all(http, *(p for p in (viewer, host) if p is not None))
+        await asyncio.to_thread(gateway.stop)
+        transport.close()
+

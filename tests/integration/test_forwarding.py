@@ -71,18 +71,50 @@ async def test_host_and_ten_viewers_receive_video_and_audio_without_freezes(gate
         await close_all(http, host, *viewers)
 
 
+async def forwarding(gateway: GatewayProcess, http: aiohttp.ClientSession, room: str) -> dict:  # type: ignore[type-arg]
+    """One snapshot of a room's packets in per publication and out per viewer (instrumented gateway)."""
+    async with http.get(f"{gateway.base}/test/forwarding/{room}") as r:
+        assert r.status == 200, await r.text()
+        return dict(await r.json())
+
+
 async def test_adding_viewers_adds_no_codec_work(gateway, http):
+    """Five viewers cost five times the packets out, each the host's packets as they came, and no codec."""
     host = await start_host(gateway, http, "nocodec")
     viewers = await start_viewers(gateway, http, "nocodec", 1)
     try:
         before = await codec_counts(gateway, http)
         viewers += await start_viewers(gateway, http, "nocodec", 4)
-        await asyncio.gather(*(v.wait_frames(30, 10) for v in viewers))
+        await asyncio.gather(*(v.wait_frames(15, 10) for v in viewers))  # every subscription is flowing
+        room_then = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "nocodec")
+        then = await forwarding(gateway, http, "nocodec")
+        await asyncio.gather(*(v.wait_frames(60, 10) for v in viewers))  # the window: ~2 s of media
+        room_now = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "nocodec")
+        now = await forwarding(gateway, http, "nocodec")
         after = await codec_counts(gateway, http)
         assert before == after == {"encoders": 0, "decoders": 0, "codec_contexts": 0}, (before, after)
-        room = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "nocodec")
-        # every packet in is forwarded to each of the 5 viewers; nothing is re-encoded
-        assert room["packets_out"] > 0 and room["viewers"] == 5
+        assert room_now["viewers"] == 5 and len(now["viewers"]) == 5, (room_now, now)
+
+        # /api/stats: packets out grew by the viewers times the packets in over the same window
+        came_in = {kind: room_now["publications"][kind]["packets_in"] - room_then["publications"][kind]["packets_in"]
+                   for kind in ("video", "audio")}
+        assert came_in["video"] >= 40 and came_in["audio"] >= 50, f"the host hardly sent anything: {came_in}"
+        went_out = room_now["packets_out"] - room_then["packets_out"]
+        expected = 5 * sum(came_in.values())
+        assert abs(went_out - expected) <= 0.03 * expected, (
+            f"{went_out} packets out for {came_in} in: expected ~5 x {sum(came_in.values())} = {expected}")
+
+        # per viewer and kind: every packet in went out once to each viewer (drops would be counted)
+        pub_in = {kind: now["publications"][kind] - then["publications"][kind] for kind in ("video", "audio")}
+        for pid, subscriptions in now["viewers"].items():
+            earlier = {s["kind"]: s for s in then["viewers"].get(pid, [])}
+            assert sorted(s["kind"] for s in subscriptions) == ["audio", "video"], subscriptions
+            for sub in subscriptions:
+                kind = sub["kind"]
+                sent = sub["sent"] - earlier[kind]["sent"]
+                dropped = sub["dropped"] - earlier[kind]["dropped"]
+                assert abs(sent - pub_in[kind]) <= 0.03 * pub_in[kind], (
+                    f"viewer {pid[:8]} {kind}: {sent} packets out (+{dropped} dropped) for {pub_in[kind]} in")
     finally:
         await close_all(http, host, *viewers)
 

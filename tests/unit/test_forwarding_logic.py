@@ -95,22 +95,28 @@ def test_reordered_packet_from_before_the_anchor_is_not_forwarded():
 
 
 def test_congested_viewer_drops_video_to_next_keyframe_and_recovers():
-    pub, sub, sink, upstream, clock = make(limit=1000)
-    sub.start()
-    feed(pub, 1, 0, VP8_KEY)
-    feed(pub, 2, 3000, VP8_DELTA)
+    pub, sub, sink, upstream, clock = make(limit=1000, interval=0.3)
+    sub.start()  # asks for a keyframe at clock.now: the publication's throttle runs from here
+    assert upstream.requests == 1
+    feed(pub, 1, 0, VP8_KEY, arrival=clock.now)
+    feed(pub, 2, 3000, VP8_DELTA, arrival=clock.now)
     sink.queued = 5000  # the socket stopped draining
-    clock.now += 1
-    feed(pub, 3, 6000, VP8_DELTA)
+    clock.now += 1  # past the 0.3 s keyframe-request interval: a new request may go upstream
+    before = upstream.requests
+    feed(pub, 3, 6000, VP8_DELTA, arrival=clock.now)
     assert sub.stats.dropped_congestion == 1 and sub.waiting_for_keyframe
-    requests = upstream.requests
+    assert upstream.requests == before + 1, "congestion must ask the host for a keyframe right away"
+    assert pub.stats.keyframe_requests == upstream.requests
     sink.queued = 0
-    feed(pub, 4, 9000, VP8_DELTA)
+    feed(pub, 4, 9000, VP8_DELTA, arrival=clock.now)
     assert len(sink.sent) == 2, "delta frames after a drop are undecodable: wait for a keyframe"
-    assert upstream.requests > requests - 1
-    feed(pub, 5, 12000, VP8_KEY)
+    assert upstream.requests == before + 1, "inside the interval the request is not repeated"
+    feed(pub, 5, 12000, VP8_KEY, arrival=clock.now)
     seqs = [h[2] for h in sink.headers()]
     assert len(seqs) == 3 and (seqs[2] - seqs[1]) & 0xFFFF == 1, "no sequence gap for dropped packets"
+    clock.now += 1
+    feed(pub, 6, 15000, VP8_DELTA, arrival=clock.now)
+    assert upstream.requests == before + 1, "the keyframe satisfied the request: none is pending"
 
 
 def test_congestion_on_one_viewer_leaves_others_untouched():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ class Receiver:
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     arrived: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     hold: asyncio.Event | None = None
+    requested: asyncio.Event = field(default_factory=asyncio.Event)  # set at each request's arrival
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.received.append((dict(request.headers), body))
+        self.requested.set()
         if self.hold is not None:
             await self.hold.wait()
         status = self.script.pop(0) if self.script else 200
@@ -145,16 +148,21 @@ async def test_emit_never_blocks_and_a_full_queue_drops(receiver: tuple[Receiver
     rec, url = receiver
     rec.hold = asyncio.Event()  # the receiver hangs: nothing is delivered until released
     emitter = await start(started, config(url, queue_size=3, concurrency=1))
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    for i in range(50):
+    # emit is plain synchronous code: it cannot wait for the network, whatever the receiver does
+    assert not inspect.iscoroutinefunction(emitter.emit)
+    assert emitter.emit("room_started", {"room": {"name": "r0"}}) is None
+    await asyncio.wait_for(rec.requested.wait(), 5)  # the one worker now hangs in r0's delivery
+    assert [json.loads(b)["room"]["name"] for _, b in rec.received] == ["r0"]
+    for i in range(1, 50):
         emitter.emit("room_started", {"room": {"name": f"r{i}"}})
-    assert loop.time() - begin < 0.05, "emit must not wait for the network"
-    # One event in flight (taken by the worker), three queued, the rest dropped.
-    assert 46 <= emitter.stats["dropped"] <= 47, emitter.stats
+    # every emit returned without anything reaching the receiver, and without a delivery
+    assert len(rec.received) == 1 and emitter.stats["delivered"] == 0
+    # r0 in flight, r1-r3 fill the queue of 3, r4-r49 are dropped: the newest go, the oldest stay
+    assert emitter.stats["emitted"] == 50 and emitter.stats["dropped"] == 46, emitter.stats
     rec.hold.set()
     await emitter.stop(flush_timeout=5)
-    assert emitter.stats["delivered"] == 50 - emitter.stats["dropped"]
+    assert [json.loads(b)["room"]["name"] for _, b in rec.received] == ["r0", "r1", "r2", "r3"]
+    assert emitter.stats["delivered"] == 4 and emitter.stats["failed"] == 0, emitter.stats
 
 
 async def test_disabled_events_and_no_urls_send_nothing() -> None:
