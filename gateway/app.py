@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
@@ -74,7 +74,7 @@ def build_context(config: GatewayConfig) -> SignalingContext:
         tokens=TokenService(secret, config.auth.issuer, config.auth.default_ttl, config.auth.leeway),
         rooms=Rooms(RoomLimits(
             max_rooms=config.limits.max_rooms,
-            max_viewers_per_room=config.limits.max_viewers_per_room,
+            max_viewers_per_room=config.limits.viewers_per_room(),
             empty_room_grace=config.rooms.empty_room_grace_s,
             host_absent_timeout=config.rooms.host_absent_timeout_s,
             max_guests=config.costream.max_guests,
@@ -116,7 +116,7 @@ async def request_id_middleware(request: web.Request, handler):  # type: ignore[
     return response
 
 
-def cors_middleware(origins: list[str]):  # type: ignore[no-untyped-def]
+def cors_middleware(origins: Sequence[str]):  # type: ignore[no-untyped-def]
     allow_any = "*" in origins
 
     @web.middleware

@@ -14,140 +14,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
+from signaling.config import AuthConfig, EventsConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     # Public base URL used in Location headers when behind a proxy; empty: relative paths.
     public_url: str = ""
-    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    cors_origins: tuple[str, ...] = ("*",)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class IceServerConfig:
-    urls: list[str] = field(default_factory=list)
+    urls: tuple[str, ...] = ()
     username: str = ""
     credential: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class IceConfig:
     # Host addresses offered as ICE candidates; empty means every interface but loopback.
-    hosts: list[str] = field(default_factory=list)
-    servers: list[IceServerConfig] = field(default_factory=list)
+    hosts: tuple[str, ...] = ()
+    servers: tuple[IceServerConfig, ...] = ()
 
 
-@dataclass(slots=True)
-class AuthConfig:
-    # HS256 secret; required outside --dev (dev mode uses a per-run random one).
-    secret: str = ""
-    issuer: str = "cherry-gateway"
-    default_ttl: int = 3600
-    leeway: int = 5
-
-
-@dataclass(slots=True)
-class LimitsConfig:
-    max_rooms: int = 1000
-    max_viewers_per_room: int = 2000
-    max_body_bytes: int = 65536
-    # Seconds a client is told to wait (Retry-After) when a limit is hit.
-    retry_after: int = 5
-    # WHIP/WHEP offers accepted per client address: sustained rate and burst (0 disables).
-    offers_per_second: float = 10.0
-    offer_burst: int = 40
-
-
-@dataclass(slots=True)
-class MediaConfig:
-    # Codec preference for ingest, best first.
-    video_codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
-    audio_codecs: list[str] = field(default_factory=lambda: ["opus"])
-    # Minimum gap between keyframe requests sent to one host track.
-    keyframe_request_interval_ms: int = 300
-    # Packets kept per publication to answer NACKs (power of two).
-    packet_cache_size: int = 1024
-    # User-space bytes queued to one viewer before its video drops to the next keyframe.
-    viewer_queue_limit_bytes: int = 262144
-    sender_report_interval_ms: int = 1000
-
-
-@dataclass(slots=True)
-class RoomsConfig:
-    # An empty room is closed after this many seconds.
-    empty_room_grace_s: float = 30.0
-    # Viewers of a room whose host left wait this long before the room closes.
-    host_absent_timeout_s: float = 300.0
-    # Seconds a session may take to connect (ICE + DTLS) before it is dropped.
-    connect_timeout_s: float = 20.0
-
-
-@dataclass(slots=True)
-class GiftConfig:
-    kind: str = ""
-    # Points the gift scores in a PK battle (per unit sent).
-    value: int = 1
-
-
-def _default_gifts() -> list[GiftConfig]:
-    return [GiftConfig("heart", 1), GiftConfig("rose", 5), GiftConfig("rocket", 100), GiftConfig("castle", 500)]
-
-
-@dataclass(slots=True)
-class EventsConfig:
-    max_chat_length: int = 200
-    # Per identity: sustained rate and burst for chat, gifts and likes.
-    chat_per_second: float = 1.0
-    chat_burst: int = 5
-    gifts_per_second: float = 5.0
-    gift_burst: int = 20
-    likes_per_second: float = 20.0
-    like_burst: int = 100
-    max_gift_count: int = 999
-    gifts: list[GiftConfig] = field(default_factory=_default_gifts)
-    # Frames queued to one socket before it is cut off as too slow (close code 4008).
-    send_queue_limit: int = 256
-    max_frame_bytes: int = 4096
-    # Consecutive protocol errors before a socket is closed (4009).
-    max_errors: int = 20
-    # Aggregated viewer counts and likes go out at most this often.
-    aggregate_interval_s: float = 1.0
-    default_mute_s: int = 600
-    default_ban_s: int = 3600
-    chat_history: int = 20
-    # Words masked with asterisks in chat (case-insensitive); a smarter filter can replace the hook.
-    word_filter: list[str] = field(default_factory=list)
-    max_sockets_per_room: int = 20000
-
-
-@dataclass(slots=True)
-class CostreamConfig:
-    # Guests on mic a room may have at once.
-    max_guests: int = 2
-    # Video (and audio) m-lines of one viewer that get a stream: own host + co-stream slots.
-    max_slots: int = 4
-    pk_duration_s: float = 300.0
-    # An invitation nobody answers in this time is rejected.
-    pk_invite_timeout_s: float = 15.0
-    # A host that drops mid-battle has this long to come back before its side loses.
-    pk_host_grace_s: float = 10.0
-    # Scores and the remaining time are sent at least this often during a battle.
-    pk_tick_s: float = 1.0
-    guest_invite_timeout_s: float = 30.0
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     json: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     # GET /metrics in the Prometheus text format.
     enabled: bool = True
@@ -164,15 +68,15 @@ WEBHOOK_EVENTS = ("room_started", "room_ended", "stream_started", "stream_ended"
                   "participant_joined", "participant_left", "pk_started", "pk_ended")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class WebhooksConfig:
     # Receivers; every event is POSTed to each. Empty: webhooks are off.
-    urls: list[str] = field(default_factory=list)
+    urls: tuple[str, ...] = ()
     # HMAC-SHA256 key for the X-Cherry-Signature header; required when urls is set.
     secret: str = ""
-    events: list[str] = field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    events: tuple[str, ...] = WEBHOOK_EVENTS
     # participant_joined/left are sent for these roles only.
-    roles: list[str] = field(default_factory=lambda: ["host", "guest", "viewer"])
+    roles: tuple[str, ...] = ("host", "guest", "viewer")
     timeout_s: float = 5.0
     max_attempts: int = 6
     # First retry delay; it doubles per attempt (with jitter) up to backoff_max_s.
@@ -184,13 +88,13 @@ class WebhooksConfig:
     concurrency: int = 2
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class DrainConfig:
     # After SIGTERM: stop taking sessions, then exit once every session has ended or after this long.
     timeout_s: float = 30.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     ice: IceConfig = field(default_factory=IceConfig)
@@ -222,7 +126,15 @@ class GatewayConfig:
              "must be at least 32 characters (or run with --dev)")
         need(self.auth.default_ttl > 0, "auth.default_ttl", "must be positive")
         need(self.limits.max_rooms > 0, "limits.max_rooms", "must be positive")
-        need(self.limits.max_viewers_per_room > 0, "limits.max_viewers_per_room", "must be positive")
+        lim = self.limits
+        need(lim.max_viewers_per_room >= 0, "limits.max_viewers_per_room", "must be >= 0 (0: the process capacity)")
+        need(lim.process_viewer_capacity >= 1, "limits.process_viewer_capacity", "must be at least 1")
+        need(lim.max_loop_lag_ms >= 10, "limits.max_loop_lag_ms", "must be at least 10")
+        need(2 <= lim.max_offer_mlines <= 64, "limits.max_offer_mlines", "must be 2-64")
+        need(256 <= lim.max_sdp_line_bytes <= 8192, "limits.max_sdp_line_bytes", "must be 256-8192")
+        need(1 <= lim.max_candidates_per_patch <= lim.max_remote_candidates, "limits.max_candidates_per_patch",
+             "must be 1 to limits.max_remote_candidates")
+        need(lim.max_remote_candidates <= 1000, "limits.max_remote_candidates", "must be at most 1000")
         need(self.limits.max_body_bytes >= 1024, "limits.max_body_bytes", "must be at least 1024")
         need(self.limits.retry_after > 0, "limits.retry_after", "must be positive")
         need(self.limits.offers_per_second >= 0, "limits.offers_per_second", "must be >= 0")
@@ -236,6 +148,14 @@ class GatewayConfig:
         need(size >= 64 and size & (size - 1) == 0, "media.packet_cache_size", "must be a power of two >= 64")
         need(self.media.keyframe_request_interval_ms >= 0, "media.keyframe_request_interval_ms", "must be >= 0")
         need(self.media.viewer_queue_limit_bytes > 0, "media.viewer_queue_limit_bytes", "must be positive")
+        need(self.media.viewer_keyframe_request_interval_ms >= 0, "media.viewer_keyframe_request_interval_ms",
+             "must be >= 0")
+        need(self.media.nack_budget_per_second >= 0, "media.nack_budget_per_second", "must be >= 0")
+        need(self.media.nack_resend_interval_ms >= 0, "media.nack_resend_interval_ms", "must be >= 0")
+        need(0 < self.media.congestion_loss_ratio <= 1, "media.congestion_loss_ratio", "must be in (0, 1]")
+        need(0 <= self.media.congestion_bandwidth_ratio <= 1, "media.congestion_bandwidth_ratio",
+             "must be in [0, 1] (0: ignore bandwidth estimates)")
+        need(self.media.congestion_pause_ms >= 100, "media.congestion_pause_ms", "must be at least 100")
         need(self.media.sender_report_interval_ms >= 100, "media.sender_report_interval_ms", "must be >= 100")
         need(self.rooms.empty_room_grace_s >= 0, "rooms.empty_room_grace_s", "must be >= 0")
         need(self.rooms.host_absent_timeout_s >= 0, "rooms.host_absent_timeout_s", "must be >= 0")
@@ -248,6 +168,9 @@ class GatewayConfig:
                     "max_errors", "chat_history", "max_sockets_per_room"):
             need(getattr(ev, key) >= 1, f"events.{key}", "must be at least 1")
         need(ev.max_frame_bytes >= 256, "events.max_frame_bytes", "must be at least 256")
+        need(2 <= ev.max_frame_depth <= 32, "events.max_frame_depth", "must be 2-32")
+        need(ev.quality_per_second > 0 and ev.quality_burst >= 1, "events.quality_per_second",
+             "must be positive (with events.quality_burst at least 1)")
         need(ev.aggregate_interval_s > 0, "events.aggregate_interval_s", "must be positive")
         need(bool(ev.gifts), "events.gifts", "must list at least one gift")
         for i, gift in enumerate(ev.gifts):
@@ -293,9 +216,14 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _build(hint, value, key)
     if origin is list:
         (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list")
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - not used in the tree
     if hint is bool:

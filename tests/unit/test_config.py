@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_embedded_defaults_run_in_dev_mode_without_a_file():
     config = load_config(None, {"dev": True})
-    assert config.server.port == 8080 and config.ice.servers == [] and config.ice.hosts == []
+    assert config.server.port == 8080 and config.ice.servers == () and config.ice.hosts == ()
 
 
 def test_shipped_example_file_is_valid_and_matches_defaults():
@@ -57,13 +58,21 @@ def test_secret_is_required_outside_dev_mode():
 def test_cli_overrides_win_over_the_file(tmp_path):
     path = write(tmp_path, '[server]\nport = 9000\n[ice]\nhosts = ["10.0.0.1"]\n')
     config = load_config(path, {"server.port": 9100, "ice.hosts": ["127.0.0.1"], "dev": True})
-    assert config.server.port == 9100 and config.ice.hosts == ["127.0.0.1"]
+    assert config.server.port == 9100 and config.ice.hosts == ("127.0.0.1",)
 
 
 def test_ice_servers_with_credentials_load(tmp_path):
     path = write(tmp_path, '[[ice.servers]]\nurls = ["turn:t.example:3478"]\nusername = "u"\ncredential = "p"\n')
     (server,) = load_config(path, {"dev": True}).ice.servers
-    assert server.urls == ["turn:t.example:3478"] and server.credential == "p"
+    assert server.urls == ("turn:t.example:3478",) and server.credential == "p"
+
+
+def test_sections_are_frozen_so_no_layer_keeps_a_diverging_copy():
+    config = load_config(None, {"dev": True})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.media.packet_cache_size = 8  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.limits = config.limits  # type: ignore[misc]
 
 
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
