@@ -19,19 +19,19 @@ from gateway.config import GatewayConfig
 from gateway.operations import WEBHOOKS, install_operations
 from gateway.pages import add_page_routes
 from gateway.webhooks import RoomWebhooks
-from relay.room import RoomLimits, Rooms
+from relay.core import Relay, RelayConfig
+from relay.session import RelayHooks
 from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
 from signaling.auth import ROLES, TokenService
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
-from signaling.errors import REQUEST_ID, HttpError, error_middleware
+from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
 from signaling.events.costream import CostreamSettings
 from signaling.events.hub import EventHub, EventSettings
 from signaling.events.moderation import WordMask
 from signaling.events.ws import room_socket
 from signaling.negotiation import delete_handler, patch_handler
 from signaling.ratelimit import RateLimiter
-from signaling.sessions import SessionRegistry, SessionSettings
 from signaling.whep import post_whep
 from signaling.whip import post_whip
 
@@ -60,47 +60,31 @@ def event_settings(config: GatewayConfig) -> EventSettings:
     )
 
 
-def build_context(config: GatewayConfig) -> SignalingContext:
-    secret = config.auth.secret or secrets.token_urlsafe(32)
-    ice_servers = tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers)
+def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
     # max-bundle: every m-line on one transport. WHIP/WHEP clients bundle, and aiortc's default
     # ("balanced") leaves a second m-line of the same kind on a transport that never starts.
-    rtc = RTCConfiguration(iceServers=[
+    return RTCConfiguration(iceServers=[
         RTCIceServer(urls=list(s.urls), username=s.username or None, credential=s.credential or None)
-        for s in ice_servers
+        for s in config.ice.servers
     ], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-    media = config.media
+
+
+def build_context(config: GatewayConfig) -> SignalingContext:
+    secret = config.auth.secret or secrets.token_urlsafe(32)
+    relay = Relay(RelayConfig(config.media, config.limits, config.rooms, config.costream), rtc_configuration(config),
+                  RelayHooks(forwarding_delay=DelaySampler()))
     ctx = SignalingContext(
         tokens=TokenService(secret, config.auth.issuer, config.auth.default_ttl, config.auth.leeway),
-        rooms=Rooms(RoomLimits(
-            max_rooms=config.limits.max_rooms,
-            max_viewers_per_room=config.limits.viewers_per_room(),
-            empty_room_grace=config.rooms.empty_room_grace_s,
-            host_absent_timeout=config.rooms.host_absent_timeout_s,
-            max_guests=config.costream.max_guests,
-        )),
-        sessions=SessionRegistry(),
-        session_settings=SessionSettings(
-            rtc_configuration=rtc,
-            connect_timeout=config.rooms.connect_timeout_s,
-            cache_size=media.packet_cache_size,
-            keyframe_interval=media.keyframe_request_interval_ms / 1000,
-            queue_limit=media.viewer_queue_limit_bytes,
-            report_interval=media.sender_report_interval_ms / 1000,
-        ),
-        forwarding_delay=DelaySampler(),
+        relay=relay,
         offer_limiter=RateLimiter(config.limits.offers_per_second, config.limits.offer_burst),
-        video_codecs=tuple(media.video_codecs),
-        audio_codecs=tuple(media.audio_codecs),
-        ice_servers=ice_servers,
+        ice_servers=tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers),
         max_body_bytes=config.limits.max_body_bytes,
         retry_after=config.limits.retry_after,
         public_url=config.server.public_url,
         dev=config.dev,
     )
     co = config.costream
-    ctx.max_slots = co.max_slots
-    ctx.hub = EventHub(event_settings(config), ctx.rooms, ctx.sessions, ctx.moderation,
+    ctx.hub = EventHub(event_settings(config), relay, ctx.moderation,
                        WordMask(config.events.word_filter), ctx.tokens,
                        CostreamSettings(pk_duration=co.pk_duration_s, pk_invite_timeout=co.pk_invite_timeout_s,
                                         pk_host_grace=co.pk_host_grace_s, pk_tick=co.pk_tick_s,
@@ -181,30 +165,34 @@ async def api_stats(request: web.Request) -> web.Response:
         window = float(request.query["window"]) if "window" in request.query else None
     except ValueError as exc:
         raise HttpError(400, "bad_window", "window must be a number of seconds") from exc
-    p50, p99 = ctx.forwarding_delay.percentiles(0.5, 0.99, window=window)
+    delay = ctx.relay.hooks.forwarding_delay
+    p50, p99 = delay.percentiles(0.5, 0.99, window=window) if delay else (0.0, 0.0)
+    dump = ctx.relay.dump()
     rooms = []
-    for room in ctx.rooms:
-        subs = [s for _, ss in room.viewers.values() for s in ss]
+    for room in dump.rooms:
+        t = room.traffic
         rooms.append({
             "room": room.name,
             "live": room.live,
-            "host": room.host.identity if room.host else None,
-            "viewers": room.viewer_count,
-            "publications": {k: {"codec": p.codec.mime_type, "packets_in": p.stats.packets_in,
-                                 "keyframes_in": p.stats.keyframes_in,
-                                 "keyframe_requests": p.stats.keyframe_requests}
-                             for k, p in room.publications.items()},
-            "sink_failures": sum(p.stats.sink_failures for p in room.publications.values()),
-            "packets_out": sum(s.stats.packets_sent for s in subs),
-            "dropped_congestion": sum(s.stats.dropped_congestion for s in subs),
-            "retransmitted": sum(s.stats.retransmitted for s in subs),
+            "host": room.host,
+            "viewers": room.viewers,
+            "publications": {p.kind: {"codec": p.codec, "packets_in": p.packets_in, "keyframes_in": p.keyframes_in,
+                                      "keyframe_requests": p.keyframe_requests, "duplicates": p.duplicates,
+                                      "epochs": p.epochs}
+                             for p in room.publications if p.owner == room.host},
+            "sink_failures": t.sink_failures,
+            "packets_out": sum(t.egress_packets.values()),
+            "dropped_congestion": t.dropped.get("congestion", 0),
+            "retransmitted": t.retransmitted,
         })
     return web.json_response({
         "uptime_s": time.time() - request.app[STARTED_AT],
-        "sessions": len(ctx.sessions),
+        "sessions": sum(dump.sessions.values()),
+        "viewers": dump.viewers,
         "forwarding_delay_ms": {"p50": p50 * 1000, "p99": p99 * 1000,
-                                "samples": ctx.forwarding_delay.samples(window)},
-        "requests": dict(ctx.counters),
+                                "samples": delay.samples(window) if delay else 0},
+        "admission": {"refused": dict(ctx.relay.admission.refused),
+                      "loop_lag_ms": round(ctx.relay.admission.lag.worst() * 1000, 1)},
         "events": dict(ctx.hub.stats) if ctx.hub else {},
         "media_input_dropped": {"datagrams": dict(DATAGRAMS.counts), "packets": dict(PACKETS.counts)},
         "rooms": rooms,
@@ -220,6 +208,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     )
     app[CONFIG] = config
     app[CONTEXT] = build_context(config)
+    app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
     install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
@@ -267,9 +256,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     log.info("gateway ready (dev=%s, ice hosts=%s)", ctx.dev, app[CONFIG].ice.hosts or "all")
     assert ctx.hub is not None
     ticker = asyncio.ensure_future(ctx.hub.run())
+    ctx.relay.start()
     yield
     ctx.draining = True
     ticker.cancel()
     await ctx.hub.close_all(1001, "gateway shutting down")
-    ctx.rooms.close_all("gateway shutting down")
-    await ctx.sessions.close_all("gateway shutting down")
+    await ctx.relay.close("gateway shutting down")

@@ -73,7 +73,8 @@ class Dashboard:
         hub_stats = getattr(hub, "stats", None) or {}
         cpu_s, rss = process_figures()
         ok, counted = ops.joins.success_ratio_parts("whep")
-        delay = ops.ctx.forwarding_delay
+        delay = ops.ctx.relay.hooks.forwarding_delay
+        assert delay is not None
         raw = _Raw(
             mono=time.monotonic(), cpu_s=cpu_s,
             ingest_bytes=sum(t.ingest_bytes.values()), egress_bytes=sum(t.egress_bytes.values()),
@@ -104,7 +105,7 @@ class Dashboard:
             "rooms_live": snap.rooms_live,
             "viewers": snap.participants.get("viewer", 0),
             "hosts": snap.participants.get("host", 0) + snap.participants.get("guest", 0),
-            "sessions": len(ops.ctx.sessions),
+            "sessions": sum(snap.sessions.values()),
             "ingest_bps": round(8 * _rate(raw.ingest_bytes, prev.ingest_bytes, dt)) if prev else 0,
             "egress_bps": round(8 * _rate(raw.egress_bytes, prev.egress_bytes, dt)) if prev else 0,
             "packets_out_ps": round(_rate(raw.egress_packets, prev.egress_packets, dt), 1) if prev else 0,

@@ -54,7 +54,7 @@ class Drainer:
 
     def status(self) -> dict[str, Any]:
         return {"draining": self.draining, "reason": self.reason, "started_at": self.started_at,
-                "deadline": self.deadline, "sessions": len(self.ctx.sessions),
+                "deadline": self.deadline, "sessions": len(self.ctx.relay.sessions),
                 "finished": self.finished.is_set(), "timed_out": self.timed_out}
 
     def begin(self, reason: str) -> asyncio.Task[None]:
@@ -63,7 +63,7 @@ class Drainer:
             self.reason = reason
             self.ctx.draining = True
             log.warning("draining (%s): refusing new sessions; exit when %d sessions end or in %.0fs",
-                        reason, len(self.ctx.sessions), self.config.timeout_s)
+                        reason, len(self.ctx.relay.sessions), self.config.timeout_s)
             self._task = asyncio.ensure_future(self._run())
         return self._task
 
@@ -99,7 +99,7 @@ class Drainer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_s
         while True:
-            sessions = list(self.ctx.sessions)
+            sessions = list(self.ctx.relay.sessions)
             if not sessions:
                 log.info("drain complete: every session has ended")
                 return
@@ -121,11 +121,11 @@ class Drainer:
 
     def _close_if_hostless(self, room: Room) -> None:
         """Nobody can start publishing here any more: a room with nobody on mic is over."""
-        if room.host is None and not getattr(room, "guests", None) and not room.closed:
+        if not room.on_mic and not room.closed:
             room.close("gateway draining")
 
-    def participant_left(self, room: object, participant: Any) -> None:
-        if self.draining and isinstance(room, Room) and room.host is None:
+    def participant_left(self, room: object, participant: object) -> None:
+        if self.draining and isinstance(room, Room) and not room.on_mic:
             asyncio.get_running_loop().call_soon(self._close_if_hostless, room)
 
     def room_opened(self, room: object) -> None:
@@ -137,7 +137,7 @@ class Drainer:
     def host_changed(self, room: object, live: bool) -> None:
         pass
 
-    def participant_joined(self, room: object, participant: Any) -> None:
+    def participant_joined(self, room: object, participant: object) -> None:
         pass
 
 

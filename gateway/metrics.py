@@ -17,7 +17,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
@@ -27,67 +27,19 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
-from relay.room import Room, Rooms
+from relay.dump import DROP_REASONS, KINDS, RelayDump, Traffic
 from relay.stats import DelaySampler
+from signaling.context import SignalingContext
 
 log = logging.getLogger("cherry.gateway.metrics")
 # No *_created series: they double the output and no dashboard or alert here reads them.
 disable_created_metrics()
 
-KINDS = ("audio", "video")
-DROP_REASONS = ("waiting_keyframe", "congestion", "not_connected")
 SESSION_STATES = ("new", "connecting", "connected", "disconnected", "failed", "closed")
 # Seconds; forwarding delay is packet-in to last copy out (sampled 1 packet in 16).
 FORWARDING_DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 # Seconds from a viewer session connecting (or the host going live, if later) to its first video keyframe.
 KEYFRAME_WAIT_BUCKETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-
-
-@dataclass(slots=True)
-class Traffic:
-    """Counters summed over publications (ingest) and subscriptions (egress)."""
-
-    ingest_packets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    ingest_bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    egress_packets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    egress_bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
-    retransmitted: int = 0
-    nacks_in: int = 0
-    keyframe_requests_in: int = 0  # PLI/FIR from viewers
-    keyframe_requests_out: int = 0  # sent upstream to hosts (throttled)
-    keyframes_in: int = 0
-
-    def add_publication(self, pub: Any) -> None:
-        kind = pub.kind if pub.kind in KINDS else "video"
-        s = pub.stats
-        self.ingest_packets[kind] += s.packets_in
-        self.ingest_bytes[kind] += s.bytes_in
-        self.keyframes_in += s.keyframes_in
-        self.keyframe_requests_out += s.keyframe_requests
-
-    def add_subscription(self, sub: Any) -> None:
-        kind = sub.kind if sub.kind in KINDS else "video"
-        s = sub.stats
-        self.egress_packets[kind] += s.packets_sent
-        self.egress_bytes[kind] += s.bytes_sent
-        self.dropped["waiting_keyframe"] += s.dropped_waiting_keyframe
-        self.dropped["congestion"] += s.dropped_congestion
-        self.dropped["not_connected"] += s.dropped_not_connected
-        self.retransmitted += s.retransmitted
-        self.nacks_in += s.nacks_in
-        self.keyframe_requests_in += s.keyframe_requests_in
-
-    def plus(self, other: Traffic) -> Traffic:
-        out = Traffic()
-        for name in ("ingest_packets", "ingest_bytes", "egress_packets", "egress_bytes", "dropped"):
-            mine, theirs, target = getattr(self, name), getattr(other, name), getattr(out, name)
-            for key in target:
-                target[key] = mine[key] + theirs[key]
-        for name in ("retransmitted", "nacks_in", "keyframe_requests_in", "keyframe_requests_out",
-                     "keyframes_in"):
-            setattr(out, name, getattr(self, name) + getattr(other, name))
-        return out
 
 
 @dataclass(slots=True)
@@ -104,153 +56,30 @@ class RoomFigures:
 
 @dataclass(slots=True)
 class Snapshot:
-    """Everything the exporters need, read in one walk over the rooms."""
+    """Everything the exporters need, from one typed dump of the relay."""
 
     at: float  # time.time()
     rooms: int
     rooms_live: int
     participants: dict[str, int]
+    sessions: dict[tuple[str, str], int]  # (kind, state) -> count
+    stream_states: dict[str, int]  # viewer video streams by congestion state
     traffic: Traffic
     room_figures: list[RoomFigures]  # busiest first
 
 
-@dataclass(slots=True)
-class _SubEntry:
-    sub: Any
-    room: Room
-    participant: Any
-    waited: bool = False  # keyframe wait already observed
-
-
-@dataclass(slots=True)
-class _PubEntry:
-    pub: Any
-    room: Room
-
-
-class TrafficLedger:
-    """Monotonic totals over publications and subscriptions that come and go.
-
-    Every known object is held until the next :meth:`snapshot`; one that has left its room by then
-    is folded into the retired totals with its final counters. Objects are learned both by walking
-    the rooms and from room events, so a viewer who joins and leaves between two samples still
-    counts. Memory is bounded by what was live at the last sample plus what joined since.
-    """
-
-    def __init__(self, rooms: Rooms, keyframe_wait: Callable[[float], None] | None = None,
-                 wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
-        self.rooms = rooms
-        self.retired = Traffic()
-        self._retired_room: dict[str, list[int]] = {}  # room name -> [ingest bytes, egress bytes]
-        self._subs: dict[int, _SubEntry] = {}
-        self._pubs: dict[int, _PubEntry] = {}
-        self._keyframe_wait = keyframe_wait
-        self._wall = wall
-        self._mono = mono
-        rooms.observers.add(self)
-
-    # -- relay.ports.RoomObserver: learn short-lived objects as they appear ---------
-
-    def room_opened(self, room: object) -> None:
-        pass
-
-    def room_closed(self, room: object, reason: str) -> None:
-        if isinstance(room, Room):
-            self._retired_room.pop(room.name, None)
-
-    def host_changed(self, room: object, live: bool) -> None:
-        if live and isinstance(room, Room):
-            for pub in _publications(room):
-                self._pubs.setdefault(id(pub), _PubEntry(pub, room))
-
-    def participant_joined(self, room: object, participant: Any) -> None:
-        if not isinstance(room, Room):
-            return
-        entry = room.viewers.get(participant.participant_id)
-        if entry is not None:
-            for sub in entry[1]:
-                self._subs.setdefault(id(sub), _SubEntry(sub, room, participant))
-
-    def participant_left(self, room: object, participant: Any) -> None:
-        pass
-
-    # -- sampling ------------------------------------------------------------------
-
-    def _fold_room(self, room: Room, ingest: int, egress: int) -> None:
-        if room.closed:
-            return
-        totals = self._retired_room.setdefault(room.name, [0, 0])
-        totals[0] += ingest
-        totals[1] += egress
-
-    def _observe_keyframe_wait(self, entry: _SubEntry) -> None:
-        if entry.waited or entry.sub.kind != "video" or entry.sub.stats.first_packet_at is None:
-            return
-        entry.waited = True
-        connected = getattr(entry.participant, "connected_at", None)
-        if self._keyframe_wait is None or connected is None:
-            return
-        start = max(connected, entry.room.live_since or connected)  # wall clock
-        first = entry.sub.stats.first_packet_at + (self._wall() - self._mono())  # monotonic -> wall
-        self._keyframe_wait(max(0.0, first - start))
-
-    def snapshot(self) -> Snapshot:
-        live = Traffic()
-        subs: dict[int, _SubEntry] = {}
-        pubs: dict[int, _PubEntry] = {}
-        figures: list[RoomFigures] = []
-        participants: Counter[str] = Counter()
-        rooms_live = 0
-        for room in self.rooms:
-            ingest = egress = 0
-            for pub in _publications(room):
-                pubs[id(pub)] = self._pubs.get(id(pub)) or _PubEntry(pub, room)
-                live.add_publication(pub)
-                ingest += pub.stats.bytes_in
-            participants["viewer"] += len(room.viewers)
-            for participant, subscriptions in room.viewers.values():
-                for sub in subscriptions:
-                    entry = self._subs.get(id(sub))
-                    if entry is None or entry.sub is not sub:
-                        entry = _SubEntry(sub, room, participant)
-                    subs[id(sub)] = entry
-                    live.add_subscription(sub)
-                    egress += sub.stats.bytes_sent
-                    self._observe_keyframe_wait(entry)
-            if room.host is not None:
-                participants[room.host.role] += 1
-            if guests := len(getattr(room, "guests", ())):
-                participants["guest"] += guests
-            rooms_live += room.live
-            retired = self._retired_room.get(room.name, (0, 0))
-            figures.append(RoomFigures(
-                name=room.name, title=room.title or room.name,
-                host=room.host.identity if room.host is not None else None, live=room.live,
-                live_since=room.live_since, viewers=room.viewer_count,
-                ingest_bytes=retired[0] + ingest, egress_bytes=retired[1] + egress))
-        for key, old in self._pubs.items():
-            now = pubs.get(key)
-            if now is None or now.pub is not old.pub:
-                self.retired.add_publication(old.pub)
-                self._fold_room(old.room, old.pub.stats.bytes_in, 0)
-        for key, sub_entry in self._subs.items():
-            now_sub = subs.get(key)
-            if now_sub is None or now_sub.sub is not sub_entry.sub:
-                self.retired.add_subscription(sub_entry.sub)
-                self._fold_room(sub_entry.room, 0, sub_entry.sub.stats.bytes_sent)
-                self._observe_keyframe_wait(sub_entry)
-        self._subs, self._pubs = subs, pubs
-        figures.sort(key=lambda f: (f.viewers, f.egress_bytes), reverse=True)
-        return Snapshot(at=self._wall(), rooms=len(figures), rooms_live=rooms_live,
-                        participants=dict(participants), traffic=self.retired.plus(live),
-                        room_figures=figures)
-
-
-def _publications(room: Room) -> Iterator[Any]:
-    """The host's tracks, then those of its guests on mic."""
-    yield from room.publications.values()
-    for tracks in getattr(room, "guest_publications", {}).values():
-        yield from tracks.values()
+def snapshot_of(dump: RelayDump, at: float) -> Snapshot:
+    figures = [RoomFigures(r.name, r.title, r.host, r.live, r.live_since, r.viewers,
+                           sum(r.traffic.ingest_bytes.values()), sum(r.traffic.egress_bytes.values()))
+               for r in dump.rooms]
+    figures.sort(key=lambda f: (f.viewers, f.egress_bytes), reverse=True)
+    participants = {"viewer": sum(r.viewers for r in dump.rooms),
+                    "host": sum(1 for r in dump.rooms if r.host is not None),
+                    "guest": sum(len(r.guests) for r in dump.rooms)}
+    return Snapshot(at=at, rooms=len(dump.rooms), rooms_live=sum(1 for r in dump.rooms if r.live),
+                    participants=participants, sessions=dump.sessions, stream_states=dump.stream_states,
+                    traffic=dump.traffic,
+                    room_figures=figures)
 
 
 class ObservedDelaySampler(DelaySampler):
@@ -385,7 +214,7 @@ class QualityTotals:
 class Operations:
     """The gateway's operational state: ledger, histograms, join outcomes, and their exporters."""
 
-    def __init__(self, ctx: Any, top_rooms: int, hub: Callable[[], Any] | None = None,
+    def __init__(self, ctx: SignalingContext, top_rooms: int, hub: Callable[[], Any] | None = None,
                  extra: Callable[[], Iterable[Metric]] | None = None) -> None:
         self.ctx = ctx
         self.top_rooms = top_rooms
@@ -398,10 +227,10 @@ class Operations:
             "cherry_keyframe_wait_seconds",
             "Viewer session connected (or host live, if later) to its first video keyframe forwarded",
             buckets=KEYFRAME_WAIT_BUCKETS, registry=self.registry)
-        self.ledger = TrafficLedger(ctx.rooms, self.keyframe_wait.observe)
+        ctx.relay.hooks.keyframe_wait = self.keyframe_wait.observe
         self.joins = JoinOutcomes()
         self.quality_totals = QualityTotals()
-        self._hub = hub or (lambda: getattr(ctx, "hub", None))
+        self._hub = hub or (lambda: ctx.hub)
         self._extra = extra
         self._last: Snapshot | None = None
         ProcessCollector(registry=self.registry)
@@ -415,20 +244,13 @@ class Operations:
     def snapshot(self, max_age: float = 0.0) -> Snapshot:
         """A fresh walk over the rooms, or the last one if it is younger than ``max_age`` seconds."""
         if self._last is None or time.time() - self._last.at > max_age:
-            self._last = self.ledger.snapshot()
+            self._last = snapshot_of(self.ctx.relay.dump(), time.time())
         return self._last
 
     def quality(self) -> tuple[dict[str, Any], Quality]:
         per_room = hub_quality(self.hub())
         self.quality_totals.update(per_room)
         return per_room, combine_quality(per_room.values())
-
-    def sessions(self) -> Counter[tuple[str, str]]:
-        states: Counter[tuple[str, str]] = Counter()
-        for session in self.ctx.sessions:
-            pc = getattr(session, "pc", None)
-            states[(getattr(session, "kind", "session"), getattr(pc, "connectionState", "unknown"))] += 1
-        return states
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
@@ -447,7 +269,7 @@ class Operations:
         yield participants
         sessions = GaugeMetricFamily("cherry_sessions", "Peer-connection sessions by kind and state",
                                      labels=["kind", "state"])
-        counts = self.sessions()
+        counts = snap.sessions
         for kind in ("ingest", "playback"):
             for state in SESSION_STATES:
                 sessions.add_metric([kind, state], counts.get((kind, state), 0))
@@ -541,6 +363,26 @@ class Operations:
             for reason, n in sorted(counter.counts.items()):
                 dropped_input.add_metric([unit, reason], n)
         yield dropped_input
+        streams = GaugeMetricFamily("cherry_viewer_video_streams", "Viewer video streams by congestion state (RTCP "
+                                    "feedback: ok, congested = video paused, probing = resumed and watched)",
+                                    labels=["state"])
+        for state in ("ok", "congested", "probing"):
+            streams.add_metric([state], snap.stream_states.get(state, 0))
+        yield streams
+        yield CounterMetricFamily("cherry_packets_duplicate", "Duplicate packets from hosts, dropped once before "
+                                  "fan-out", value=t.duplicates)
+        yield CounterMetricFamily("cherry_nack_budget_refused", "Retransmissions refused by a viewer's NACK budget",
+                                  value=t.nack_budget_refused)
+        yield CounterMetricFamily("cherry_forwarding_failures", "Viewer streams closed because forwarding to them "
+                                  "failed", value=t.sink_failures)
+        admission = self.ctx.relay.admission
+        refused = CounterMetricFamily("cherry_admission_refused", "New sessions refused by process admission",
+                                      labels=["reason"])
+        for reason, n in sorted(admission.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        yield GaugeMetricFamily("cherry_event_loop_lag_seconds", "Worst event-loop lag over the last second",
+                                value=admission.lag.worst())
         yield GaugeMetricFamily("cherry_draining", "1 while the gateway drains before exiting",
                                 value=1.0 if self.ctx.draining else 0.0)
         if self._extra is not None:

@@ -43,7 +43,7 @@ def install_operations(app: web.Application, config: GatewayConfig) -> Operation
     app[WEBHOOKS] = webhooks
     ops = Operations(ctx, config.metrics.top_rooms, extra=lambda: _webhook_metrics(webhooks))
     # Publications created from now on feed the forwarding-delay histogram too.
-    ctx.forwarding_delay = ObservedDelaySampler(ops.forwarding_delay.observe)
+    ctx.relay.hooks.forwarding_delay = ObservedDelaySampler(ops.forwarding_delay.observe)
     app[OPERATIONS] = ops
     install_drain(app, config.drain)
     app.middlewares.append(_request_context)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from relay.dump import RoomDump
 from signaling.context import context
 
 WEB = Path(__file__).parent / "web"
@@ -19,12 +20,12 @@ def _page(name: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-def _room_summary(room) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _room_summary(room: RoomDump) -> dict[str, object]:
     return {
         "room": room.name,
-        "title": room.title or room.name,
-        "host": room.host.identity if room.host else None,
-        "viewers": room.viewer_count,
+        "title": room.title,
+        "host": room.host,
+        "viewers": room.viewers,
         "live": room.live,
         "live_since": room.live_since,
         "pk": room.pk_partner is not None,
@@ -33,16 +34,15 @@ def _room_summary(room) -> dict[str, object]:  # type: ignore[no-untyped-def]
 
 async def live_rooms(request: web.Request) -> web.Response:
     """Rooms live now, busiest first (public: what a visitor of / sees)."""
-    rooms = [_room_summary(r) for r in context(request).rooms if r.live]
-    rooms.sort(key=lambda r: -int(r["viewers"]))  # type: ignore[call-overload]
-    return web.json_response({"rooms": rooms})
+    live = sorted((r for r in context(request).relay.dump().rooms if r.live), key=lambda r: -r.viewers)
+    return web.json_response({"rooms": [_room_summary(r) for r in live]})
 
 
 async def room_status(request: web.Request) -> web.Response:
     room = context(request).rooms.get(request.match_info["room"])
     if room is None:
         return web.json_response({"room": request.match_info["room"], "live": False}, status=404)
-    return web.json_response(_room_summary(room))
+    return web.json_response(_room_summary(room.dump()))
 
 
 def add_page_routes(app: web.Application) -> None:

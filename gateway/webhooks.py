@@ -40,6 +40,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import WEBHOOK_EVENTS, WebhooksConfig
+from relay.ports import Member
+from relay.room import Room, Rooms
 
 log = logging.getLogger("cherry.gateway.webhooks")
 
@@ -228,13 +230,13 @@ def _retry_after(value: str | None) -> float:
 # -- room events -> webhooks -------------------------------------------------------
 
 
-def room_info(room: Any) -> dict[str, Any]:
-    return {"name": room.name, "title": getattr(room, "title", "") or room.name}
+def room_info(room: Room) -> dict[str, Any]:
+    return {"name": room.name, "title": room.title or room.name}
 
 
-def participant_info(participant: Any) -> dict[str, Any]:
-    return {"identity": participant.identity, "role": participant.role,
-            "participant_id": participant.participant_id}
+def participant_info(member: Member) -> dict[str, Any]:
+    # "participant_id" names the session (one per WHIP/WHEP connection), as it always has.
+    return {"identity": member.identity, "role": member.role, "participant_id": member.session_id}
 
 
 class RoomWebhooks:
@@ -248,35 +250,35 @@ class RoomWebhooks:
     def __init__(self, emitter: WebhookEmitter) -> None:
         self.emitter = emitter
         self._roles = frozenset(emitter.config.roles)
-        self._present: dict[str, dict[str, Any]] = {}  # room name -> participant_id -> participant
+        self._present: dict[str, dict[str, Member]] = {}  # room name -> session id -> member
 
-    def _participant_event(self, event: str, room: Any, participant: Any, **extra: Any) -> None:
+    def _participant_event(self, event: str, room: Room, participant: Member, **extra: Any) -> None:
         if participant.role in self._roles:
             self.emitter.emit(event, {"room": room_info(room), "participant": participant_info(participant),
                                       **extra})
 
-    def room_opened(self, room: Any) -> None:
+    def room_opened(self, room: Room) -> None:
         self.emitter.emit("room_started", {"room": room_info(room)})
 
-    def room_closed(self, room: Any, reason: str) -> None:
+    def room_closed(self, room: Room, reason: str) -> None:
         for participant in self._present.pop(room.name, {}).values():
             self._participant_event("participant_left", room, participant, reason=f"room closed: {reason}")
         self.emitter.emit("room_ended", {"room": room_info(room), "reason": reason})
 
-    def host_changed(self, room: Any, live: bool) -> None:
+    def host_changed(self, room: Room, live: bool) -> None:
         host = room.host.identity if live and room.host is not None else None
         self.emitter.emit("stream_started" if live else "stream_ended", {"room": {**room_info(room), "host": host}})
 
-    def participant_joined(self, room: Any, participant: Any) -> None:
+    def participant_joined(self, room: Room, participant: Member) -> None:
         if not self.emitter.wants("participant_left") and not self.emitter.wants("participant_joined"):
             return
-        self._present.setdefault(room.name, {})[participant.participant_id] = participant
+        self._present.setdefault(room.name, {})[participant.session_id] = participant
         self._participant_event("participant_joined", room, participant)
 
-    def participant_left(self, room: Any, participant: Any) -> None:
+    def participant_left(self, room: Room, participant: Member) -> None:
         present = self._present.get(room.name)
         if present is not None:
-            present.pop(participant.participant_id, None)
+            present.pop(participant.session_id, None)
         self._participant_event("participant_left", room, participant)
 
     # PK battles: whatever runs them reports each with one call (e.g. through the room observers).
@@ -289,7 +291,7 @@ class RoomWebhooks:
         self.emitter.emit("pk_ended", {"pk_id": pk_id, "rooms": [{"name": r} for r in rooms], **details})
 
 
-def install_webhooks(app: web.Application, config: WebhooksConfig, rooms: Any) -> WebhookEmitter:
+def install_webhooks(app: web.Application, config: WebhooksConfig, rooms: Rooms) -> WebhookEmitter:
     """Observe ``rooms`` and run the delivery workers for the app's lifetime."""
     emitter = WebhookEmitter(config)
     if emitter.enabled:

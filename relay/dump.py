@@ -155,4 +155,5 @@ class RelayDump:
     rooms: tuple[RoomDump, ...]
     sessions: dict[tuple[str, str], int]  # (kind, state) -> count
     viewers: int
+    stream_states: dict[str, int]  # viewer video streams by congestion state
     traffic: Traffic  # process-wide: live objects plus everything closed

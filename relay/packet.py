@@ -15,6 +15,7 @@ class MediaPacket:
     payload: bytes
     keyframe: bool  # first packet of a keyframe (always True for audio)
     arrival: float  # monotonic seconds
+    epoch: int = 0  # the publication's stream epoch: a restart of the source starts a new one
 
 
 class PacketCache:

@@ -6,8 +6,14 @@ them with plain objects.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from relay.dump import SessionDump
+
+log = logging.getLogger("cherry.relay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +49,33 @@ class RtpSink(Protocol):
         """Bytes queued in user space on the way to this viewer."""
 
 
+class FeedbackReport(Protocol):
+    """One RTCP report block about a stream we send (RFC 3550 6.4.1)."""
+
+    @property
+    def fraction_lost(self) -> int: ...
+
+    @property
+    def jitter(self) -> int: ...
+
+    @property
+    def lsr(self) -> int: ...
+
+    @property
+    def dlsr(self) -> int: ...
+
+
 class KeyframeSource(Protocol):
     """The ingest side of a publication: where keyframe requests go."""
 
     def request_keyframe(self) -> None: ...
 
 
-class Participant(Protocol):
-    """A connected client as a room sees it."""
+class Member(Protocol):
+    """A media session as its room (and room observers) see it."""
 
     @property
-    def participant_id(self) -> str: ...
+    def session_id(self) -> str: ...
 
     @property
     def identity(self) -> str: ...
@@ -61,8 +83,12 @@ class Participant(Protocol):
     @property
     def role(self) -> str: ...
 
-    def close(self, reason: str) -> None:
-        """End every session of this participant (asynchronously, idempotent)."""
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self, reason: str) -> None: ...
+
+    def dump(self) -> SessionDump: ...
 
 
 class RoomObserver(Protocol):
@@ -74,9 +100,9 @@ class RoomObserver(Protocol):
 
     def host_changed(self, room: object, live: bool) -> None: ...
 
-    def participant_joined(self, room: object, participant: Participant) -> None: ...
+    def participant_joined(self, room: object, member: Member) -> None: ...
 
-    def participant_left(self, room: object, participant: Participant) -> None: ...
+    def participant_left(self, room: object, member: Member) -> None: ...
 
     def layout_changed(self, room: object) -> None: ...
 
@@ -92,8 +118,6 @@ class Observers:
         self._observers.append(observer)
 
     def _each(self, method: str, *args: object) -> None:
-        import logging
-
         for observer in self._observers:
             handler = getattr(observer, method, None)
             if handler is None:
@@ -101,7 +125,7 @@ class Observers:
             try:
                 handler(*args)
             except Exception:
-                logging.getLogger("cherry.relay").exception("room observer %r failed in %s", observer, method)
+                log.exception("room observer %r failed in %s", observer, method)
 
     def room_opened(self, room: object) -> None:
         self._each("room_opened", room)
@@ -112,11 +136,11 @@ class Observers:
     def host_changed(self, room: object, live: bool) -> None:
         self._each("host_changed", room, live)
 
-    def participant_joined(self, room: object, participant: Participant) -> None:
-        self._each("participant_joined", room, participant)
+    def participant_joined(self, room: object, member: Member) -> None:
+        self._each("participant_joined", room, member)
 
-    def participant_left(self, room: object, participant: Participant) -> None:
-        self._each("participant_left", room, participant)
+    def participant_left(self, room: object, member: Member) -> None:
+        self._each("participant_left", room, member)
 
     def layout_changed(self, room: object) -> None:
         self._each("layout_changed", room)

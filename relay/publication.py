@@ -1,22 +1,44 @@
-"""Publication: one incoming track, fanned out to its subscriptions."""
+"""Publication: one incoming track, fanned out to its packet sinks (viewer subscriptions, pipes).
+
+The input is whatever the network and the host's encoder produce; what the sinks see is one clean
+stream: duplicates (retransmissions that raced their originals, RTX probes) dropped once here,
+padding-only packets taken out of the sequence space so nobody waits for what carries no media, a
+new *epoch* whenever the source restarts (SSRC change, or a sequence jump no loss explains), and a
+keyframe flag only on the first packet of a keyframe (per access unit for H264).
+
+Sinks are kept in a tuple that is replaced, never mutated, so the fan-out loop can run while viewers
+join or leave; a sink that raises is detached and told, and the loop goes on.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from relay.dump import PublicationDump, Traffic
 from relay.packet import MediaPacket, PacketCache
 from relay.ports import CodecInfo, KeyframeSource
-from relay.rtp import keyframe_detector
+from relay.rtp import h264_packet_info, keyframe_detector
 from relay.stats import DelaySampler
 
-if TYPE_CHECKING:
-    from relay.subscription import Subscription
-
 log = logging.getLogger("cherry.relay.publication")
+
+# RFC 3550 appendix A.1: a jump wider than this is a restart, not loss or reordering.
+MAX_DROPOUT = 3000
+PADDING_MEMORY = 512  # padding sequence numbers remembered, to place late packets correctly
+
+
+class PacketSink(Protocol):
+    """Something a publication forwards to: a viewer's subscription, or a pipe to another worker."""
+
+    def forward(self, packet: MediaPacket) -> None: ...
+
+    def fail(self, reason: str) -> None:
+        """Forwarding raised: the sink was detached and must stop (and say why, once)."""
 
 
 @dataclass(slots=True)
@@ -25,16 +47,13 @@ class PublicationStats:
     bytes_in: int = 0
     keyframes_in: int = 0
     keyframe_requests: int = 0
+    duplicates: int = 0
+    padding: int = 0
+    epochs: int = 0
     sink_failures: int = 0
 
 
 class Publication:
-    """The packet tap of one host track: keyframe state, NACK cache, fan-out.
-
-    Subscriptions are kept in a tuple that is replaced, never mutated, so the
-    fan-out loop can run while viewers join or leave.
-    """
-
     def __init__(
         self,
         kind: str,
@@ -43,40 +62,74 @@ class Publication:
         *,
         cache_size: int,
         keyframe_interval: float,
+        owner: str = "",
+        retire_into: Sequence[Traffic] = (),
         delay_sampler: DelaySampler | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kind = kind
         self.codec = codec
+        self.owner = owner
+        self.upstream = upstream
         self.cache = PacketCache(cache_size)
         self.stats = PublicationStats()
-        self._upstream = upstream
+        self._h264 = codec.mime_type.lower() == "video/h264"
         self._is_keyframe = keyframe_detector(codec.mime_type)
         self._keyframe_interval = keyframe_interval
         self._clock = clock
         self._delay_sampler = delay_sampler
-        self._subscriptions: tuple[Subscription, ...] = ()
+        self._retire_into = tuple(retire_into)
+        self._sinks: tuple[PacketSink, ...] = ()
         self._keyframe_wanted = False
         self._last_request = -1e9
+        # Input stream state: SSRC, highest sequence number, and the padding taken out since the epoch began.
+        self._ssrc: int | None = None
+        self._max_seq = 0
+        self._skew = 0
+        self._padding: deque[int] = deque(maxlen=PADDING_MEMORY)
+        self.epoch = 0
+        # H264 access unit state: its timestamp, whether its keyframe start was flagged, slices seen.
+        self._au_ts = -1
+        self._au_flagged = False
+        self._au_vcl = False
         self.closed = False
 
     @property
-    def subscriptions(self) -> tuple[Subscription, ...]:
-        return self._subscriptions
+    def sinks(self) -> tuple[PacketSink, ...]:
+        return self._sinks
 
-    def attach(self, subscription: Subscription) -> None:
-        if subscription not in self._subscriptions:
-            self._subscriptions = (*self._subscriptions, subscription)
+    def attach(self, sink: PacketSink) -> None:
+        if sink not in self._sinks and not self.closed:
+            self._sinks = (*self._sinks, sink)
 
-    def detach(self, subscription: Subscription) -> None:
-        self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+    def detach(self, sink: PacketSink) -> None:
+        self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    # -- hot path -------------------------------------------------------------------------------
 
     def on_rtp(self, ssrc: int, seq: int, timestamp: int, marker: bool, payload: bytes, arrival: float) -> None:
-        """Hot path: called once per incoming packet, before any decoder."""
-        if not payload:
+        """Called once per incoming packet, before any decoder. ``payload`` empty: padding only."""
+        d = (seq - self._max_seq) & 0xFFFF
+        if ssrc != self._ssrc or MAX_DROPOUT < d < 0x10000 - MAX_DROPOUT:
+            self._new_epoch(ssrc, seq)
+            d = 1
+        newer = 0 < d < 0x8000
+        if newer:
+            self._max_seq = seq
+        if not payload:  # padding: no media, and no sequence number a viewer should wait for
+            self.stats.padding += 1
+            if newer:
+                self._skew += 1
+                self._padding.append(seq)
             return
-        keyframe = self._is_keyframe(payload)
-        packet = MediaPacket(seq, timestamp, marker, payload, keyframe, arrival)
+        skew = self._skew if newer or d == 0 else self._skew_before(seq)
+        seq = (seq - skew) & 0xFFFF
+        cached = self.cache.get(seq)
+        if cached is not None and cached.timestamp == timestamp and cached.epoch == self.epoch:
+            self.stats.duplicates += 1  # an RTX that raced its original, or a resend we already had
+            return
+        keyframe = self._h264_keyframe(timestamp, payload) if self._h264 else self._is_keyframe(payload)
+        packet = MediaPacket(seq, timestamp, marker, payload, keyframe, arrival, self.epoch)
         stats = self.stats
         stats.packets_in += 1
         stats.bytes_in += len(payload)
@@ -84,32 +137,68 @@ class Publication:
         if keyframe and self.kind == "video":
             stats.keyframes_in += 1
             self._keyframe_wanted = False
-        subscriptions = self._subscriptions
-        for subscription in subscriptions:
+        sinks = self._sinks
+        for sink in sinks:
             try:
-                subscription.forward(packet)
+                sink.forward(packet)
             except Exception as exc:  # one viewer's failure costs that viewer its stream, nobody else
-                self._sink_failed(subscription, exc)
+                self._sink_failed(sink, exc)
         # Sample packet-in to last-packet-out delay on one packet in 16.
-        if self._delay_sampler is not None and not stats.packets_in & 15 and subscriptions:
+        if self._delay_sampler is not None and not stats.packets_in & 15 and sinks:
             self._delay_sampler.add(self._clock() - arrival)
         if self._keyframe_wanted:
             self._maybe_request(arrival)
 
-    def _sink_failed(self, subscription: Subscription, exc: Exception) -> None:
+    # -- stream continuity ----------------------------------------------------------------------
+
+    def _new_epoch(self, ssrc: int, seq: int) -> None:
+        restarted = self._ssrc is not None
+        self._ssrc = ssrc
+        self._max_seq = (seq - 1) & 0xFFFF
+        self._skew = 0
+        self._padding.clear()
+        if restarted:
+            self.epoch += 1
+            self.stats.epochs += 1
+            self.cache.clear()
+            log.info("publication=%s %s stream restarted (ssrc %08x, seq %d): new epoch %d", self.owner,
+                     self.kind, ssrc, seq, self.epoch)
+            self.request_keyframe()
+
+    def _skew_before(self, seq: int) -> int:
+        """The padding taken out before a late (reordered) packet: padding newer than it does not count."""
+        later = sum(1 for p in self._padding if 0 < (p - seq) & 0xFFFF < 0x8000)
+        return self._skew - later
+
+    def _h264_keyframe(self, timestamp: int, payload: bytes) -> bool:
+        """Flag only the first packet of an access unit that starts a keyframe (SPS or IDR before any slice)."""
+        if timestamp != self._au_ts:
+            self._au_ts = timestamp
+            self._au_flagged = self._au_vcl = False
+        starts, slices = h264_packet_info(payload)
+        flag = starts and not self._au_flagged and not self._au_vcl
+        if flag:
+            self._au_flagged = True
+        if slices:
+            self._au_vcl = True
+        return flag
+
+    # -- sinks and keyframes --------------------------------------------------------------------
+
+    def _sink_failed(self, sink: PacketSink, exc: Exception) -> None:
         self.stats.sink_failures += 1
-        self.detach(subscription)
+        self.detach(sink)
         try:
-            subscription.fail(f"forwarding failed: {exc!r}")
+            sink.fail(f"forwarding failed: {exc!r}")
         except Exception:
-            log.exception("closing a failed subscription failed too")
+            log.exception("publication=%s closing a failed sink failed too", self.owner)
 
     def request_keyframe(self) -> None:
         """Ask the host for a keyframe, at most once per keyframe interval.
 
-        A request inside the interval is remembered and sent as soon as the
-        interval has passed (checked as packets arrive), so a burst of joining
-        viewers costs the host one keyframe, and a lost request is retried.
+        A request inside the interval is remembered and sent as soon as the interval has passed
+        (checked as packets arrive), so a burst of joining viewers costs the host one keyframe,
+        and a lost request is retried.
         """
         if self.kind != "video" or self.closed:
             return
@@ -120,9 +209,21 @@ class Publication:
         if now - self._last_request >= self._keyframe_interval:
             self._last_request = now
             self.stats.keyframe_requests += 1
-            self._upstream.request_keyframe()
+            self.upstream.request_keyframe()
+
+    def dump(self) -> PublicationDump:
+        s = self.stats
+        return PublicationDump(self.kind, self.codec.mime_type, self.owner, s.packets_in, s.bytes_in,
+                               s.keyframes_in, s.keyframe_requests, s.duplicates, s.epochs, s.sink_failures,
+                               len(self._sinks))
 
     def close(self) -> None:
+        """Idempotent: sinks are let go (they wait for a new source) and the counters retire."""
+        if self.closed:
+            return
         self.closed = True
-        self._subscriptions = ()
+        self._sinks = ()
         self.cache.clear()
+        dump = self.dump()
+        for traffic in self._retire_into:
+            traffic.add_publication(dump)

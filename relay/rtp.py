@@ -60,27 +60,44 @@ def vp8_keyframe_start(payload: bytes) -> bool:
     return not (payload[i] & 0x01)
 
 
-def h264_keyframe_start(payload: bytes) -> bool:
-    """True if this H264 packet (RFC 6184) carries the start of an IDR picture or SPS."""
+def _nal_types(payload: bytes) -> list[int]:
+    """The NAL unit types an H264 RTP payload (RFC 6184) carries or starts; [] for a continuation."""
     if not payload:
-        return False
+        return []
     nal = payload[0] & 0x1F
-    if nal in (5, 7):
-        return True
     if nal == 24:  # STAP-A: walk the aggregated NAL units
-        i = 1
-        n = len(payload)
+        types = []
+        i, n = 1, len(payload)
         while i + 2 < n:
             size = (payload[i] << 8) | payload[i + 1]
-            if size == 0 or i + 2 >= n:
+            if size == 0:
                 break
-            if (payload[i + 2] & 0x1F) in (5, 7):
-                return True
+            types.append(payload[i + 2] & 0x1F)
             i += 2 + size
-        return False
-    if nal == 28 and len(payload) > 1:  # FU-A: start fragment of an IDR
-        return bool(payload[1] & 0x80) and (payload[1] & 0x1F) == 5
-    return False
+        return types
+    if nal == 28:  # FU-A: only its start fragment begins a NAL unit
+        if len(payload) > 1 and payload[1] & 0x80:
+            return [payload[1] & 0x1F]
+        return []
+    return [nal]
+
+
+def h264_packet_info(payload: bytes) -> tuple[bool, bool]:
+    """(starts a keyframe candidate: SPS or IDR slice begins here, carries any coded slice).
+
+    A keyframe is flagged once per access unit, on the first packet with SPS or IDR that comes
+    before any slice of the unit (see ``Publication``): a multi-slice IDR picture has one IDR NAL
+    unit per slice, and a viewer anchored on the second slice would decode half a picture.
+    """
+    types = _nal_types(payload)
+    starts = any(t in (5, 7) for t in types)
+    slices = any(1 <= t <= 5 for t in types)
+    return starts, slices
+
+
+def h264_keyframe_start(payload: bytes) -> bool:
+    """True if this H264 packet starts an SPS or IDR NAL unit (not access-unit aware on its own)."""
+    return h264_packet_info(payload)[0]
 
 
 def keyframe_detector(mime_type: str) -> KeyframeTest:
@@ -95,8 +112,6 @@ def keyframe_detector(mime_type: str) -> KeyframeTest:
 
 def _always(payload: bytes) -> bool:
     return True
-
-
 
 def ntp_now() -> int:
     """Current wall clock as a 64-bit NTP timestamp."""

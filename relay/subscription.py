@@ -1,16 +1,35 @@
-"""Subscription: one outgoing track to one viewer, with header rewriting and drop policy."""
+"""Subscription: one outgoing track to one viewer, with header rewriting and drop policy.
+
+The viewer sees a single continuous stream (its own SSRC, sequence and timestamp space) whatever
+happens upstream: a host reconnect, a PK source switch or a publisher restart (a new epoch)
+re-anchors the offsets at the next keyframe instead of renegotiating.
+
+Its policy, per viewer: keyframe requests throttled on top of the publication's throttle; NACKs
+answered from the publication's cache within a budget and never twice within an RTT; and video
+paused (audio goes on) while the viewer's own RTCP feedback says its path is congested, resumed at a
+keyframe after a pause that doubles while the congestion persists. A local send buffer past its
+limit drops video to the next keyframe as a last resort.
+"""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from relay.config import MediaConfig
+from relay.dump import Congestion, SubscriptionDump, Traffic
 from relay.packet import MediaPacket
-from relay.ports import RtpSink
+from relay.ports import FeedbackReport, RtpSink
 from relay.publication import Publication
 from relay.rtp import ntp_now, sender_report, seq_diff
+
+MAX_NACKS_PER_REPORT = 64  # sequence numbers looked at per NACK; one RTCP packet may list thousands
+RESEND_RING = 1024
+MAX_PAUSE_FACTOR = 8
+REMB_SUSTAIN = 3.0  # seconds a bandwidth estimate must stay too low before it counts as congestion
+REMB_SETTLE = 5.0  # estimates start low and ramp up: ignore them for this long after the stream starts
 
 
 @dataclass(slots=True)
@@ -22,32 +41,31 @@ class SubscriptionStats:
     dropped_not_connected: int = 0
     retransmitted: int = 0
     nacks_in: int = 0
+    nack_budget_refused: int = 0
+    resends_suppressed: int = 0
     keyframe_requests_in: int = 0
+    keyframe_requests_throttled: int = 0
     first_packet_at: float | None = None
 
 
 class Subscription:
-    """Forwards one publication's packets to one viewer stream.
-
-    The viewer sees a single continuous stream (its own SSRC, sequence and
-    timestamp space) whatever happens upstream: a host reconnect or, later, a
-    PK source switch re-anchors the offsets at the next keyframe instead of
-    renegotiating. A viewer that cannot keep up is dropped to the next keyframe
-    instead of queueing.
-    """
-
     __slots__ = (
         "kind",
         "slot",
         "clock_rate",
         "stats",
+        "on_failed",
+        "on_started",
         "_sink",
         "_source",
+        "_clock",
+        "_retire_into",
         "_queue_limit",
         "_cname",
         "_started",
         "_waiting",
         "_new_source",
+        "_epoch",
         "_seq_offset",
         "_ts_offset",
         "_anchor_ext",
@@ -59,23 +77,53 @@ class Subscription:
         "_closed",
         "_pt",
         "_rtx_pt",
-        "on_failed",
+        "_pli_interval",
+        "_last_pli",
+        "_nack_rate",
+        "_nack_tokens",
+        "_nack_at",
+        "_resend_interval",
+        "_resent_seq",
+        "_resent_at",
+        "_loss_limit",
+        "_bandwidth_ratio",
+        "_pause_base",
+        "_pause",
+        "_paused_until",
+        "_probe_until",
+        "_pauses",
+        "_state",
+        "_loss",
+        "_jitter",
+        "_rtt",
+        "_remb",
+        "_remb_low_since",
+        "_rate_bytes",
+        "_rate_at",
+        "_send_bps",
     )
 
-    def __init__(
-        self, kind: str, clock_rate: int, sink: RtpSink, *, queue_limit: int, cname: str, slot: int = 0
-    ) -> None:
+    def __init__(self, kind: str, clock_rate: int, sink: RtpSink, *, media: MediaConfig, cname: str,
+                 slot: int = 0, retire_into: Sequence[Traffic] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.kind = kind
         self.slot = slot  # which source of the room's layout this stream shows (0: the room's host)
         self.clock_rate = clock_rate
         self.stats = SubscriptionStats()
+        # Told when forwarding to this viewer failed and the subscription closed itself.
+        self.on_failed: Callable[[Subscription, str], None] | None = None
+        # Told once, when the first packet goes out (the viewer's time to first keyframe).
+        self.on_started: Callable[[Subscription], None] | None = None
         self._sink = sink
         self._source: Publication | None = None
-        self._queue_limit = queue_limit
+        self._clock = clock
+        self._retire_into = tuple(retire_into)
+        self._queue_limit = media.viewer_queue_limit_bytes
         self._cname = cname.encode()
         self._started = False
         self._waiting = True
         self._new_source = True
+        self._epoch = -1
         self._seq_offset = 0
         self._ts_offset = 0
         # Input sequence numbers extended past 16 bits, so "before the anchor" survives wraps.
@@ -89,8 +137,29 @@ class Subscription:
         self._closed = False
         self._pt = 0
         self._rtx_pt: int | None = None
-        # Told when forwarding to this viewer failed and the subscription closed itself.
-        self.on_failed: Callable[[Subscription, str], None] | None = None
+        self._pli_interval = media.viewer_keyframe_request_interval_ms / 1000
+        self._last_pli = -1e9
+        self._nack_rate = float(media.nack_budget_per_second)
+        self._nack_tokens = 2 * self._nack_rate
+        self._nack_at = clock()
+        self._resend_interval = media.nack_resend_interval_ms / 1000
+        self._resent_seq = [-1] * RESEND_RING
+        self._resent_at = [0.0] * RESEND_RING
+        self._loss_limit = media.congestion_loss_ratio
+        self._bandwidth_ratio = media.congestion_bandwidth_ratio
+        self._pause_base = self._pause = media.congestion_pause_ms / 1000
+        self._paused_until = 0.0
+        self._probe_until = 0.0
+        self._pauses = 0
+        self._state = "ok"
+        self._loss = 0.0
+        self._jitter = 0.0
+        self._rtt: float | None = None
+        self._remb: int | None = None
+        self._remb_low_since: float | None = None
+        self._rate_bytes = 0
+        self._rate_at = clock()
+        self._send_bps = 0
 
     @property
     def source(self) -> Publication | None:
@@ -100,16 +169,25 @@ class Subscription:
     def waiting_for_keyframe(self) -> bool:
         return self._waiting
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def congestion_state(self) -> str:
+        return self._state
+
     def switch_source(self, publication: Publication | None) -> None:
         """Follow another publication (host reconnect, PK); resumes at its next keyframe."""
-        if publication is self._source:
+        if publication is self._source or self._closed:
             return
         if self._source is not None:
             self._source.detach(self)
         self._source = publication
         self._new_source = True
         self._waiting = True
-        if publication is not None and not self._closed:
+        self._epoch = -1
+        if publication is not None:
             publication.attach(self)
             if self._started:
                 publication.request_keyframe()
@@ -123,9 +201,17 @@ class Subscription:
         if self._source is not None:
             self._source.request_keyframe()
 
+    # -- hot path ---------------------------------------------------------------------------------
+
     def forward(self, packet: MediaPacket) -> None:
-        """Hot path: rewrite one packet for this viewer and send it without awaiting."""
+        """Rewrite one packet for this viewer and send it without awaiting."""
+        if packet.epoch != self._epoch:  # the publisher restarted its stream: like a new source
+            self._epoch = packet.epoch
+            self._new_source = self._waiting = True
         if self._waiting:
+            if self._paused_until and not self._may_resume(packet.arrival):
+                self.stats.dropped_congestion += 1
+                return
             if not packet.keyframe or not self._started or not self._anchor(packet):
                 self.stats.dropped_waiting_keyframe += 1
                 return
@@ -137,7 +223,7 @@ class Subscription:
                 return  # reordered packet from before the current anchor
         sink = self._sink
         if sink.backlog() > self._queue_limit:
-            self._congested()
+            self._overflowed()
             return
         seq = (packet.seq + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
@@ -178,59 +264,148 @@ class Subscription:
         self._waiting = False
         if self.stats.first_packet_at is None:
             self.stats.first_packet_at = packet.arrival
+            if self.on_started is not None:
+                self.on_started(self)
         return True
 
-    def _congested(self) -> None:
+    # -- congestion ---------------------------------------------------------------------------------
+
+    def _may_resume(self, now: float) -> bool:
+        """False while a congestion pause lasts; once it is over, resume at the next keyframe (and watch)."""
+        if now < self._paused_until:
+            return False
+        self._paused_until = 0.0
+        self._state = "probing"
+        self._probe_until = now + 2 * self._pause
+        return True
+
+    def _overflowed(self) -> None:
+        """The local send buffer is past its limit: what follows before a keyframe would be undecodable."""
         self.stats.dropped_congestion += 1
         if self.kind == "video":
-            # Anything sent before the next keyframe would be undecodable anyway.
             self._waiting = True
-            if self._source is not None:
-                self._source.request_keyframe()
+            self._request_keyframe(self._clock())
 
-    def on_keyframe_request(self) -> None:
-        """PLI/FIR from the viewer: forwarded upstream, throttled by the publication."""
-        self.stats.keyframe_requests_in += 1
+    def _congested(self, now: float, why: str) -> None:
+        if self.kind != "video" or self._paused_until:
+            return
+        if self._state == "probing":
+            self._pause = min(self._pause * 2, self._pause_base * MAX_PAUSE_FACTOR)
+        self._state = "congested"
+        self._pauses += 1
+        self._paused_until = now + self._pause
+        self._waiting = True  # resume only at a keyframe, after the pause
+        self.stats.dropped_congestion += 1
         if self._source is not None:
+            # Ask ahead, so the host's keyframe is near when the pause ends (the throttles apply).
             self._source.request_keyframe()
 
-    def on_bandwidth(self, bitrate: int) -> None:
-        pass
+    def _settle(self, now: float) -> None:
+        if self._state == "probing" and now >= self._probe_until:
+            self._state = "ok"
+            self._pause = self._pause_base
 
-    def on_receiver_report(self, report: object) -> None:
-        pass
+    def _update_rate(self, now: float) -> None:
+        elapsed = now - self._rate_at
+        if elapsed >= 0.5:
+            self._send_bps = int(8 * (self.stats.bytes_sent - self._rate_bytes) / elapsed)
+            self._rate_bytes = self.stats.bytes_sent
+            self._rate_at = now
+
+    # -- RTCP feedback (aiortc_bridge.sender.FeedbackListener) ------------------------------------
+
+    def on_receiver_report(self, report: FeedbackReport) -> None:
+        now = self._clock()
+        self._update_rate(now)
+        self._loss = report.fraction_lost / 256
+        self._jitter = report.jitter / self.clock_rate if self.clock_rate else 0.0
+        if report.lsr:
+            # RFC 3550 6.4.1: now - LSR - DLSR, in 1/65536 s of the middle 32 bits of NTP time.
+            rtt = ((ntp_now() >> 16) - report.lsr - report.dlsr) & 0xFFFFFFFF
+            if rtt < 65536 * 10:
+                self._rtt = rtt / 65536
+        self._settle(now)
+        if self._loss > self._loss_limit and not self._waiting:
+            self._congested(now, "loss")
+
+    def on_bandwidth(self, bitrate: int) -> None:
+        now = self._clock()
+        self._update_rate(now)
+        self._remb = bitrate
+        first = self.stats.first_packet_at
+        if not self._bandwidth_ratio or self._state != "ok" or first is None or now - first < REMB_SETTLE:
+            self._remb_low_since = None
+            return
+        if bitrate < self._bandwidth_ratio * self._send_bps:
+            if self._remb_low_since is None:
+                self._remb_low_since = now
+            elif now - self._remb_low_since >= REMB_SUSTAIN:
+                self._remb_low_since = None
+                self._congested(now, "bandwidth")
+        else:
+            self._remb_low_since = None
+
+    def on_keyframe_request(self) -> None:
+        """PLI/FIR from the viewer: forwarded upstream within this viewer's throttle."""
+        self.stats.keyframe_requests_in += 1
+        self._request_keyframe(self._clock())
+
+    def _request_keyframe(self, now: float) -> None:
+        if self._source is None:
+            return
+        if now - self._last_pli < self._pli_interval:
+            self.stats.keyframe_requests_throttled += 1
+            return
+        self._last_pli = now
+        self._source.request_keyframe()
 
     def on_nack(self, lost: Iterable[int]) -> None:
-        """Answer a viewer's NACK from the publication's packet cache (RTX when negotiated)."""
+        """Answer a viewer's NACK from the publication's cache (RTX when negotiated), within budget."""
         self.stats.nacks_in += 1
         source = self._source
         if source is None or self._waiting:
             return
+        now = self._clock()
+        self._nack_tokens = min(2 * self._nack_rate, self._nack_tokens + (now - self._nack_at) * self._nack_rate)
+        self._nack_at = now
+        quiet = max(self._resend_interval, self._rtt or 0.0)
         sink = self._sink
-        for out_seq in lost:
+        for i, out_seq in enumerate(lost):
+            if i >= MAX_NACKS_PER_REPORT:
+                break
+            out_seq &= 0xFFFF
             in_seq = (out_seq - self._seq_offset) & 0xFFFF
             in_ext = self._max_in_ext + seq_diff(in_seq, self._max_in_ext & 0xFFFF)
             if not self._anchor_ext <= in_ext <= self._max_in_ext:
                 continue  # not sent in the current epoch
             packet = source.cache.get(in_seq)
-            if packet is None:
+            if packet is None or packet.epoch != self._epoch:
+                continue
+            slot = out_seq % RESEND_RING
+            if self._resent_seq[slot] == out_seq and now - self._resent_at[slot] < quiet:
+                self.stats.resends_suppressed += 1  # our last resend may still be on its way
+                continue
+            if self._nack_tokens < 1:
+                self.stats.nack_budget_refused += 1
                 continue
             ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
             marker = 0x80 if packet.marker else 0
-            now = time.monotonic()
             if self._rtx_pt is None:
                 sent = sink.send_rtp(self._pt | marker, out_seq, ts, packet.payload, now)
             else:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
                 sent = sink.send_rtx(self._rtx_pt | marker, self._rtx_seq, ts, out_seq, packet.payload, now)
             if sent:
+                self._nack_tokens -= 1
+                self._resent_seq[slot] = out_seq
+                self._resent_at[slot] = now
                 self.stats.retransmitted += 1
 
     def sender_report(self, now: float | None = None) -> bytes | None:
         """RTCP SR + SDES for this stream, so players can line audio up with video."""
         if self._last_out_at is None or self.stats.packets_sent == 0:
             return None
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         rtp_ts = self._last_out_ts + int((now - self._last_out_at) * self.clock_rate)
         return sender_report(
             self._sink.ssrc,
@@ -241,6 +416,23 @@ class Subscription:
             self._cname,
         )
 
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def congestion(self) -> Congestion:
+        return Congestion(self._state, round(self._loss, 4), round(self._jitter * 1000, 2),
+                          None if self._rtt is None else round(self._rtt * 1000, 2), self._remb,
+                          self._send_bps, self._pauses)
+
+    def dump(self) -> SubscriptionDump:
+        s = self.stats
+        source = self._source
+        return SubscriptionDump(
+            self.kind, self.slot, source.owner if source is not None else None, s.packets_sent, s.bytes_sent,
+            {"waiting_keyframe": s.dropped_waiting_keyframe, "congestion": s.dropped_congestion,
+             "not_connected": s.dropped_not_connected},
+            s.retransmitted, s.nacks_in, s.nack_budget_refused, s.keyframe_requests_in, self._waiting,
+            self.congestion())
+
     def fail(self, reason: str) -> None:
         """Forwarding to this viewer failed: stop it, and tell whoever owns it (once)."""
         if self._closed:
@@ -250,9 +442,13 @@ class Subscription:
             self.on_failed(self, reason)
 
     def close(self) -> None:
+        """Idempotent: leaves its source and retires its counters into the totals."""
         if self._closed:
             return
         self._closed = True
         if self._source is not None:
             self._source.detach(self)
         self._source = None
+        dump = self.dump()
+        for traffic in self._retire_into:
+            traffic.add_subscription(dump)

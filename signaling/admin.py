@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
 
 from aiohttp import web
 
+from relay.dump import RoomDump
 from relay.room import Room
 from signaling.context import authorize, context
 from signaling.errors import HttpError
@@ -25,23 +27,21 @@ def _room(request: web.Request) -> Room:
 
 
 class _Bitrates:
-    """Ingest bitrate per publication from byte-count deltas between calls (no per-packet work)."""
+    """Ingest bitrate per room from byte-count deltas between calls (no per-packet work)."""
 
     def __init__(self) -> None:
-        self._last: dict[int, tuple[int, float, float]] = {}
+        self._last: dict[str, tuple[int, float, float]] = {}
 
-    def kbps(self, publication: Any) -> float:
+    def kbps(self, room: str, total: int) -> float:
         now = time.monotonic()
-        key = id(publication)
-        total = publication.stats.bytes_in
-        last = self._last.get(key)
+        last = self._last.get(room)
         if last is None:
-            self._last[key] = (total, now, 0.0)
+            self._last[room] = (total, now, 0.0)
             return 0.0
         bytes_then, then, rate = last
         if now - then >= 1.0:
-            rate = (total - bytes_then) * 8 / 1000 / (now - then)
-            self._last[key] = (total, now, rate)
+            rate = max(0, total - bytes_then) * 8 / 1000 / (now - then)
+            self._last[room] = (total, now, rate)
         if len(self._last) > 10000:
             self._last.clear()
         return rate
@@ -50,17 +50,19 @@ class _Bitrates:
 BITRATES = _Bitrates()
 
 
-def room_summary(request: web.Request, room: Room) -> dict[str, Any]:
+def room_summary(request: web.Request, room: RoomDump) -> dict[str, Any]:
     hub = context(request).hub
     channel = hub.channels.get(room.name) if hub else None
     return {
         "room": room.name,
-        "title": room.title or room.name,
+        "title": room.title,
         "live": room.live,
-        "host": room.host.identity if room.host else None,
-        "viewers": room.viewer_count,
+        "host": room.host,
+        "viewers": room.viewers,
+        "guests": list(room.guests),
+        "pk_partner": room.pk_partner,
         "online": len(channel.clients) if channel else 0,
-        "ingest_kbps": round(sum(BITRATES.kbps(p) for p in room.publications.values()), 1),
+        "ingest_kbps": round(BITRATES.kbps(room.name, sum(room.traffic.ingest_bytes.values())), 1),
         "live_since": room.live_since,
         "created_at": room.created_at,
     }
@@ -68,31 +70,37 @@ def room_summary(request: web.Request, room: Room) -> dict[str, Any]:
 
 async def list_rooms(request: web.Request) -> web.Response:
     _admin(request)
-    return web.json_response({"rooms": [room_summary(request, r) for r in context(request).rooms]})
+    return web.json_response({"rooms": [room_summary(request, r) for r in context(request).relay.dump().rooms]})
 
 
 async def room_detail(request: web.Request) -> web.Response:
     _admin(request)
-    room = _room(request)
-    ctx = context(request)
+    dump = _room(request).dump(detailed=True)
+    detail = room_summary(request, dump)
     participants: dict[str, dict[str, Any]] = {}
-    for session in ctx.sessions:
-        if session.room is not room:
-            continue
-        entry = participants.setdefault(session.identity, {"identity": session.identity, "role": session.role,
-                                                           "sessions": [], "sockets": 0})
-        entry["sessions"].append({"id": session.session_id, "kind": session.kind,
-                                  "state": session.pc.connectionState, "created_at": session.created_at})
-    channel = ctx.hub.channels.get(room.name) if ctx.hub else None
+    for p in dump.participants:
+        participants[p.identity] = {
+            "identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
+            "sockets": 0,
+            "sessions": [{"id": s.session_id, "kind": s.kind, "state": s.state, "created_at": s.created_at,
+                          "connected_at": s.connected_at,
+                          "subscriptions": [{"kind": sub.kind, "slot": sub.slot, "source": sub.source,
+                                             "packets_sent": sub.packets_sent, "dropped": sub.dropped,
+                                             "retransmitted": sub.retransmitted,
+                                             "congestion": dataclasses.asdict(sub.congestion)}
+                                            for sub in s.subscriptions]}
+                         for s in p.sessions]}
+    hub = context(request).hub
+    channel = hub.channels.get(dump.name) if hub else None
     for client in channel.clients if channel else ():
         entry = participants.setdefault(client.identity, {"identity": client.identity, "role": client.role,
                                                           "sessions": [], "sockets": 0})
         entry["sockets"] += 1
-    detail = room_summary(request, room)
     detail["participants"] = sorted(participants.values(), key=lambda p: (p["role"] != "host", p["identity"]))
-    detail["publications"] = {kind: {"codec": p.codec.mime_type, "packets_in": p.stats.packets_in,
-                                     "keyframes_in": p.stats.keyframes_in, "subscriptions": len(p.subscriptions)}
-                              for kind, p in room.publications.items()}
+    detail["publications"] = {p.kind: {"codec": p.codec, "owner": p.owner, "packets_in": p.packets_in,
+                                       "keyframes_in": p.keyframes_in, "duplicates": p.duplicates,
+                                       "epochs": p.epochs, "subscriptions": p.subscriptions}
+                              for p in dump.publications if p.owner == dump.host}
     return web.json_response(detail)
 
 

@@ -27,6 +27,7 @@ class Grant:
     role: str
     identity: str
     expires_at: int
+    scope: str = ""  # "pk": minted by the gateway for a PK partner's view, valid while the link lasts
 
     def allows(self, room: str, roles: tuple[str, ...]) -> None:
         """Raise :class:`Forbidden` unless this grant covers ``room`` with one of ``roles``."""
@@ -49,7 +50,8 @@ class TokenService:
         self._default_ttl = default_ttl
         self._leeway = leeway
 
-    def mint(self, room: str, role: str, identity: str | None = None, ttl: int | None = None) -> str:
+    def mint(self, room: str, role: str, identity: str | None = None, ttl: int | None = None,
+             scope: str = "") -> str:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         if not room:
@@ -63,6 +65,8 @@ class TokenService:
             "iat": now,
             "exp": now + (ttl if ttl is not None else self._default_ttl),
         }
+        if scope:
+            claims["scope"] = scope
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Grant:
@@ -82,7 +86,10 @@ class TokenService:
         room, role, sub = claims.get("room"), claims.get("role"), claims.get("sub")
         if not isinstance(room, str) or not room or role not in ROLES or not isinstance(sub, str):
             raise AuthError("invalid token: missing room, role or subject grant")
-        return Grant(room=room, role=role, identity=sub, expires_at=int(claims["exp"]))
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise AuthError("invalid token: scope must be a string")
+        return Grant(room=room, role=role, identity=sub, expires_at=int(claims["exp"]), scope=scope)
 
 
 def bearer_token(header: str | None) -> str:

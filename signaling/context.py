@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from relay.core import Relay
+from relay.participant import Grant as RelayGrant
 from relay.room import Rooms
-from relay.stats import DelaySampler
 from signaling.auth import AuthError, Forbidden, Grant, TokenService, bearer_token
 from signaling.errors import HttpError
 from signaling.events.moderation import Moderation
 from signaling.ratelimit import RateLimiter
-from signaling.sessions import SessionRegistry, SessionSettings
 
 if TYPE_CHECKING:
     from signaling.events.hub import EventHub
@@ -32,24 +32,20 @@ class IceServer:
 @dataclass(slots=True)
 class SignalingContext:
     tokens: TokenService
-    rooms: Rooms
-    sessions: SessionRegistry
-    session_settings: SessionSettings
-    forwarding_delay: DelaySampler
+    relay: Relay
     offer_limiter: RateLimiter
-    video_codecs: tuple[str, ...]
-    audio_codecs: tuple[str, ...]
     ice_servers: tuple[IceServer, ...] = ()
     max_body_bytes: int = 65536
     retry_after: int = 5
     public_url: str = ""
     dev: bool = False
     draining: bool = False
-    counters: dict[str, int] = field(default_factory=dict)
     moderation: Moderation = field(default_factory=Moderation)
-    # Video (and audio) m-lines a viewer may use: its own host plus co-stream slots.
-    max_slots: int = 4
     hub: EventHub | None = None
+
+    @property
+    def rooms(self) -> Rooms:
+        return self.relay.rooms
 
 
 CONTEXT = web.AppKey("signaling_context", SignalingContext)
@@ -115,24 +111,24 @@ def check_offer_rate(request: web.Request) -> None:
     ctx = context(request)
     wait = ctx.offer_limiter.allow(request.remote or "unknown")
     if wait > 0:
-        count(ctx, "offer_429")
         raise HttpError(429, "rate_limited", "too many offers from this address; slow down",
                         {"Retry-After": str(max(1, int(wait + 0.999)))})
 
 
 def check_not_banned(ctx: SignalingContext, room: str, identity: str) -> None:
-    if ctx.moderation.banned_until(room, identity):
+    if ctx.rooms.bans.banned_until(room, identity):
         raise HttpError(403, "banned", "you are banned from this room")
+
+
+def relay_grant(grant: Grant, room: str) -> RelayGrant:
+    """What the relay needs of a verified token: who, in which room (an admin's covers any), as what."""
+    return RelayGrant(room, grant.identity, grant.role, scope=grant.scope)
 
 
 def check_draining(ctx: SignalingContext) -> None:
     if ctx.draining:
         raise HttpError(503, "draining", "gateway is draining; try another instance",
                         {"Retry-After": str(ctx.retry_after)})
-
-
-def count(ctx: SignalingContext, key: str) -> None:
-    ctx.counters[key] = ctx.counters.get(key, 0) + 1
 
 
 __all__ = ["AuthError", "Forbidden"]

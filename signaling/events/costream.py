@@ -223,7 +223,8 @@ class Costream:
             host = battle.hosts[name]
             if host is not None:
                 # The host hears and sees its partner over a plain WHEP session to the partner's room.
-                token = self.tokens.mint(partner, "viewer", host, int(self.settings.pk_duration) + 600)
+                # A PK grant: the relay honours it only while this link lasts.
+                token = self.tokens.mint(partner, "viewer", host, int(self.settings.pk_duration) + 600, scope="pk")
                 self.hub.to_identity(name, host, {"type": "pk_partner", "id": battle_id, "room": partner,
                                                   "host": battle.hosts[partner], "token": token})
         self.hub.notify_pk(battle_id, "started", [a, b], None)
@@ -314,7 +315,7 @@ class Costream:
         identity = text_field(frame, "identity", 128)
         if not self.hub.has_socket(room.name, identity):
             raise ProtocolError("unknown_target", f"{identity!r} is not in this room", frame.ref)
-        if len(room.guests) >= self.rooms.limits.max_guests:
+        if len(room.guests) >= self.rooms.max_guests:
             raise ProtocolError("guest_slots_full", "all guest slots are taken", frame.ref)
         invitation = GuestInvitation(self._new_id("g"), room.name, identity, client.identity)
         invitation.timer = asyncio.get_running_loop().call_later(
@@ -341,6 +342,10 @@ class Costream:
             self.hub.to_role(client.room, ("host",), {"type": "guest_rejected", "id": invitation.id,
                                                       "identity": client.identity, "reason": "declined"})
             return
+        room = self.rooms.get(client.room)
+        if room is None:
+            raise ProtocolError("unknown_invitation", "this room has ended", frame.ref)
+        room.grant_guest(client.identity)  # the grant the token carries holds only while this lasts
         token = self.tokens.mint(client.room, "guest", client.identity)
         self.hub.to_identity(client.room, client.identity, {"type": "guest_token", "id": invitation.id,
                                                             "room": client.room, "token": token})
@@ -352,8 +357,6 @@ class Costream:
         is_host = client.role in ("host", "admin")
         identity = text_field(frame, "identity", 128) if is_host else client.identity
         room = self.rooms.get(client.room)
-        guests = [g for g in (room.guests.values() if room else ()) if g.identity == identity]
-        if not guests:
+        if room is None or identity not in room.guest_grants:
             raise ProtocolError("unknown_target", f"{identity!r} is not on mic", frame.ref)
-        for guest in guests:
-            guest.close(f"off mic ({client.identity})")
+        room.revoke_guest(identity, f"off mic ({client.identity})")

@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.room import Room, Rooms
+from relay.core import Relay
+from relay.room import Room
 from signaling.auth import TokenService
 from signaling.events.costream import Costream, CostreamSettings
 from signaling.events.moderation import ChatFilter, Moderation
@@ -31,7 +32,6 @@ from signaling.events.protocol import (
     text_field,
 )
 from signaling.ratelimit import RateLimiter
-from signaling.sessions import SessionRegistry
 
 log = logging.getLogger("cherry.signaling.events")
 
@@ -132,12 +132,11 @@ class Channel:
 
 
 class EventHub:
-    def __init__(self, settings: EventSettings, rooms: Rooms, sessions: SessionRegistry,
+    def __init__(self, settings: EventSettings, relay: Relay,
                  moderation: Moderation, chat_filter: ChatFilter, tokens: TokenService,
                  costream: CostreamSettings | None = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.rooms = rooms
-        self.sessions = sessions
+        self.rooms = rooms = relay.rooms
         self.moderation = moderation
         self.chat_filter = chat_filter
         self.channels: dict[str, Channel] = {}
@@ -376,11 +375,19 @@ class EventHub:
         if "fps" in frame.data and frame.data["fps"] is not None:
             aggregate.fps.append(number_field(frame, "fps", 0, 240))
 
+    def acting_role(self, client: Client) -> str:
+        """The role a socket acts with now: a guest token counts only while the host keeps it on mic."""
+        if client.role != "guest":
+            return client.role
+        room = self.rooms.get(client.room)
+        return "guest" if room is not None and client.identity in room.guest_grants else "viewer"
+
     def _moderate(self, client: Client, frame: ClientFrame) -> None:
         action = frame.type
         allowed = BANNERS if action == "ban" else MODERATORS
-        if client.role not in allowed:
-            raise ProtocolError("not_allowed", f"{client.role} may not {action}", frame.ref)
+        role = self.acting_role(client)
+        if role not in allowed:
+            raise ProtocolError("not_allowed", f"{role} may not {action}", frame.ref)
         target = text_field(frame, "identity", 128)
         room = client.room
         if client.role != "admin" and self._role_of(room, target) in ("host", "admin"):
@@ -395,7 +402,7 @@ class EventHub:
             if sum(self.kick(room, target, f"kicked by {client.identity}")) == 0:
                 raise ProtocolError("unknown_target", f"{target!r} is not in this room", frame.ref)
         elif action == "ban":
-            until = self.moderation.ban(room, target, int_field(frame, "duration_s", 1, 86400 * 365,
+            until = self.rooms.bans.ban(room, target, int_field(frame, "duration_s", 1, 86400 * 365,
                                                                 self.settings.default_ban_s))
             self.kick(room, target, f"banned by {client.identity}")
         log.info("room=%s participant=%s moderation=%s target=%s until=%s", room, client.identity, action,
@@ -408,23 +415,20 @@ class EventHub:
         for client in channel.clients if channel else ():
             if client.identity == identity:
                 return client.role
-        for session in self.sessions:
-            if session.room.name == room and session.identity == identity:
-                return session.role
-        return None
+        relay_room = self.rooms.get(room)
+        return relay_room.role_of(identity) if relay_room is not None else None
 
     def kick(self, room: str, identity: str, reason: str) -> tuple[int, int]:
         """End ``identity``'s sessions and sockets in ``room``; (sessions, sockets) ended."""
-        sessions = [s for s in self.sessions if s.room.name == room and s.identity == identity]
-        for session in sessions:
-            session.close(reason)
+        relay_room = self.rooms.get(room)
+        sessions = relay_room.kick(identity, reason)[0] if relay_room is not None else 0
         channel = self.channels.get(room)
         sockets = [c for c in (channel.clients if channel else ()) if c.identity == identity]
         for client in sockets:
             self._send(client, {"type": "moderation", "action": "kick", "target": identity, "by": reason,
                                 "until": None})
             self._disconnect(client, CLOSE_KICKED, reason[:100])
-        return len(sessions), len(sockets)
+        return sessions, len(sockets)
 
     def close_room(self, room: str, reason: str) -> int:
         channel = self.channels.pop(room, None)
@@ -449,6 +453,7 @@ class EventHub:
                                               "delta": channel.likes_pending})
                 channel.likes_pending = 0
         self.moderation.purge()
+        self.rooms.bans.purge()
 
     async def run(self) -> None:
         while True:

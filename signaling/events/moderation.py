@@ -1,4 +1,4 @@
-"""Mutes, bans and the chat word filter (a hook a smarter classifier can replace)."""
+"""Mutes and the chat word filter (a hook a smarter classifier can replace)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,11 @@ class WordMask:
 
 
 class Moderation:
-    """Per-room mutes and bans with expiry; outlives sockets and sessions."""
+    """Per-room chat mutes with expiry; outlives sockets and sessions (bans are the relay's: they refuse media too)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._mutes: dict[tuple[str, str], float] = {}
-        self._bans: dict[tuple[str, str], float] = {}
 
     def _until(self, table: dict[tuple[str, str], float], room: str, identity: str) -> float | None:
         until = table.get((room, identity))
@@ -55,16 +54,7 @@ class Moderation:
     def muted_until(self, room: str, identity: str) -> float | None:
         return self._until(self._mutes, room, identity)
 
-    def ban(self, room: str, identity: str, seconds: float) -> float:
-        until = self._clock() + seconds
-        self._bans[(room, identity)] = until
-        return until
-
-    def banned_until(self, room: str, identity: str) -> float | None:
-        return self._until(self._bans, room, identity)
-
     def purge(self) -> None:
         now = self._clock()
-        for table in (self._mutes, self._bans):
-            for key in [k for k, until in table.items() if until <= now]:
-                del table[key]
+        for key in [k for k, until in self._mutes.items() if until <= now]:
+            del self._mutes[key]

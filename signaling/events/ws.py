@@ -8,7 +8,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from signaling.auth import AuthError, Forbidden
-from signaling.context import context, count, room_name
+from signaling.context import context, room_name
 from signaling.errors import HttpError
 
 log = logging.getLogger("cherry.signaling.events")
@@ -33,7 +33,7 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
         raise HttpError(401, "unauthorized", str(exc)) from exc
     except Forbidden as exc:
         raise HttpError(403, "forbidden", str(exc)) from exc
-    if ctx.moderation.banned_until(room, grant.identity):
+    if ctx.rooms.bans.banned_until(room, grant.identity):
         raise HttpError(403, "banned", "you are banned from this room")
     if not hub.capacity_left(room):
         raise HttpError(503, "capacity", "this room's chat is full", {"Retry-After": str(ctx.retry_after)})
@@ -43,7 +43,6 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
 
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=HARD_FRAME_LIMIT)
     await ws.prepare(request)
-    count(ctx, "ws_open")
     client = hub.join(ws, grant.identity, grant.role, room, grant.expires_at)
     log.info("room=%s participant=%s role=%s socket open", room, grant.identity, grant.role)
     try:

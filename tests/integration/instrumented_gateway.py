@@ -50,7 +50,7 @@ async def break_sink(request: web.Request) -> web.Response:
     """Make every outgoing stream of one playback session raise on send (a bug in one viewer's path)."""
     from signaling.context import CONTEXT
 
-    session = request.app[CONTEXT].sessions.get(request.match_info["session"])
+    session = request.app[CONTEXT].relay.sessions.get(request.match_info["session"])
     ports = getattr(session, "ports", None)
     if not ports:
         return web.json_response({"error": "no such playback session"}, status=404)
@@ -70,8 +70,8 @@ async def forwarding(request: web.Request) -> web.Response:
         "viewers": {pid: [{"kind": s.kind, "slot": s.slot, "sent": s.stats.packets_sent,
                            "dropped": s.stats.dropped_congestion + s.stats.dropped_waiting_keyframe
                            + s.stats.dropped_not_connected}
-                          for s in subscriptions]
-                    for pid, (_, subscriptions) in room.viewers.items()},
+                          for s in viewer.subscriptions]
+                    for pid, viewer in room.viewers.items()},
     })
 
 

@@ -198,6 +198,19 @@ async def test_host_dropping_mid_battle_loses_after_the_grace_period(gateway, ht
         await stop_all(http, host_b, a, b, *vb)
 
 
+async def whip_status(http, base: str, room: str, token: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """POST a WHIP offer (audio only) and close the offering peer: the status and body."""
+    peer = Host(base, room, token)
+    peer.pc.addTransceiver("audio", direction="sendonly")
+    await peer.pc.setLocalDescription(await peer.pc.createOffer())
+    status, body, headers = await post_sdp(http, f"{base}/whip/{room}", token, peer.pc.localDescription.sdp)
+    await peer.pc.close()
+    if status == 201:
+        async with http.delete(base + headers["Location"], headers={"Authorization": f"Bearer {token}"}):
+            pass
+    return status, body
+
+
 async def drop_host(events: EventsClient, host: Host) -> None:
     """The partner host drops off the network: its peer connection just goes away."""
     await host.pc.close()
@@ -227,19 +240,31 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         await asyncio.gather(*(v.wait_slot_frames(1, 20, 10) for v in vs))
         for v in vs:
             assert lumas(v.slot_bars[1][-2:]) == {LUMA_GUEST // 20}
-        # max_guests = 1: a second guest is refused
+        # While on mic, the guest grant carries guest rights on the room socket too (moderation).
+        singer_guest = await EventsClient.connect(http, gateway.base, "mic", token)
+        second = await EventsClient.connect(http, gateway.base, "mic",
+                                            await dev_token(http, gateway.base, "mic", "viewer", "second"))
+        sockets = [singer_guest, second]
+        await singer_guest.send(type="mute", identity="second", duration_s=5, ref="m1")
+        assert (await ev.next("moderation"))["action"] == "mute"
+        # max_guests = 1: inviting a second guest is refused, and a guest token alone puts nobody on mic.
+        await ev.send(type="guest_invite", identity="second", ref="full")
+        assert (await ev.next("error", ref="full"))["code"] == "guest_slots_full"
         extra = await dev_token(http, gateway.base, "mic", "guest", "second")
-        extra_host = Host(gateway.base, "mic", extra)
-        extra_host.pc.addTransceiver("audio", direction="sendonly")
-        await extra_host.pc.setLocalDescription(await extra_host.pc.createOffer())
-        status, body, _ = await post_sdp(http, f"{gateway.base}/whip/mic", extra, extra_host.pc.localDescription.sdp)
-        await extra_host.pc.close()
-        assert status == 409 and "guest_slots_full" in body
+        status, body = await whip_status(http, gateway.base, "mic", extra)
+        assert status == 403 and "not_on_mic" in body, body
         await ev.send(type="guest_end", identity="singer")
         await ev.next("layout", timeout=10)
         counts = [len(v.slot_times[1]) for v in vs]
         await asyncio.gather(*(v.wait_frames(30, 10) for v in vs))
         assert [len(v.slot_times[1]) for v in vs] == counts
+        # The grant ended with the role: the same guest token neither publishes nor moderates any more.
+        status, body = await whip_status(http, gateway.base, "mic", token)
+        assert status == 403 and "not_on_mic" in body, body
+        await singer_guest.send(type="unmute", identity="second", ref="m2")
+        assert (await singer_guest.next("error", ref="m2"))["code"] == "not_allowed"
+        for client in sockets:
+            await client.close()
     finally:
         await stop_all(http, host, ev, singer, *vs, *([guest] if guest else []))
 

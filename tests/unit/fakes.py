@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
+
+from relay.dump import SessionDump
+from relay.participant import Notice
 
 
 @dataclass
@@ -66,3 +70,49 @@ class FakeClock:
 VP8_KEY = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A])  # S=1, PID=0, P=0
 VP8_DELTA = bytes([0x10, 0x01, 0x00])  # S=1, P=1
 VP8_CONT = bytes([0x00, 0x01, 0x00])  # continuation packet of a frame
+
+
+class FakeMember:
+    """A media session as a room sees it (relay.ports.Member)."""
+
+    def __init__(self, identity: str, session_id: str, role: str = "viewer") -> None:
+        self.identity = identity
+        self.session_id = session_id
+        self.role = role
+        self.closed = False
+        self.reasons: list[str] = []
+        self.room: Any = None  # set by attach(): close() then leaves it as a real session does
+
+    def attach(self, room: Any) -> FakeMember:
+        self.room = room
+        room.attach_session(self)
+        return self
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.reasons.append(reason)
+        self.closed = True
+        if self.room is not None:
+            self.room.release_host(self)
+            self.room.release_guest(self)
+            self.room.remove_viewer(self)
+            self.room.detach_session(self)
+
+    def dump(self) -> SessionDump:
+        return SessionDump(self.session_id, "fake", self.identity, self.role, "connected", 0.0, None)
+
+
+class FakeSocket:
+    """A room socket as the relay sees it (relay.participant.RoomSocket)."""
+
+    def __init__(self, role: str = "viewer") -> None:
+        self.role = role
+        self.notices: list[Notice] = []
+        self.ended: list[tuple[str, str]] = []
+
+    def notify(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+    def end(self, why: str, reason: str) -> None:
+        self.ended.append((why, reason))

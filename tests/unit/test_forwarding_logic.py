@@ -2,6 +2,7 @@
 
 import struct
 
+from relay.config import MediaConfig
 from relay.ports import CodecInfo
 from relay.publication import Publication
 from relay.stats import DelaySampler
@@ -17,7 +18,8 @@ def make(codec=VP8, interval=0.3, limit=1 << 20, sink=None, clock=None):
     clock = clock or FakeClock()
     pub = Publication(codec.kind, codec, upstream, cache_size=64, keyframe_interval=interval, clock=clock)
     sink = sink or FakeSink()
-    sub = Subscription(codec.kind, codec.clock_rate, sink, queue_limit=limit, cname="c")
+    sub = Subscription(codec.kind, codec.clock_rate, sink, media=MediaConfig(viewer_queue_limit_bytes=limit), cname="c",
+                       clock=clock)
     sub.switch_source(pub)
     return pub, sub, sink, upstream, clock
 
@@ -122,7 +124,7 @@ def test_congested_viewer_drops_video_to_next_keyframe_and_recovers():
 def test_congestion_on_one_viewer_leaves_others_untouched():
     pub, sub, slow, _, _ = make(limit=1000)
     fast = FakeSink()
-    other = Subscription("video", 90000, fast, queue_limit=1000, cname="c")
+    other = Subscription("video", 90000, fast, media=MediaConfig(viewer_queue_limit_bytes=1000), cname="c")
     other.switch_source(pub)
     sub.start()
     other.start()
@@ -205,7 +207,7 @@ def test_closed_subscription_stops_receiving():
     sub.start()
     sub.close()
     feed(pub, 1, 0, VP8_KEY)
-    assert sink.sent == [] and pub.subscriptions == ()
+    assert sink.sent == [] and pub.sinks == ()
     sub.close()  # idempotent
 
 
@@ -214,7 +216,7 @@ def test_fan_out_delay_is_sampled():
     clock = FakeClock()
     pub = Publication("video", VP8, FakeUpstream(), cache_size=64, keyframe_interval=1,
                       delay_sampler=sampler, clock=clock)
-    sub = Subscription("video", 90000, FakeSink(), queue_limit=1 << 20, cname="c")
+    sub = Subscription("video", 90000, FakeSink(), media=MediaConfig(), cname="c")
     sub.switch_source(pub)
     sub.start()
     for i in range(32):

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.config import WebhooksConfig
 from gateway.webhooks import SIGNATURE_HEADER, RoomWebhooks, WebhookEmitter, sign, verify_signature
-from relay.room import RoomLimits, Rooms
+from relay.room import Rooms
 
 SECRET = "webhook-secret-0123456789"
 
@@ -176,31 +176,25 @@ async def test_disabled_events_and_no_urls_send_nothing() -> None:
         only.emit("no_such_event", {})
 
 
-class Person:
-    def __init__(self, identity: str, pid: str, role: str) -> None:
-        self.identity, self.participant_id, self.role = identity, pid, role
-
-    def close(self, reason: str) -> None:
-        pass
-
-
 async def test_room_lifecycle_becomes_events_in_order(receiver: tuple[Receiver, str],
                                                       started: list[WebhookEmitter]) -> None:
+    from relay.config import LimitsConfig, MediaConfig, RoomsConfig
+    from relay.ports import CodecInfo
     from relay.publication import Publication
     from relay.subscription import Subscription
-    from tests.unit.fakes import FakeSink, FakeUpstream
-    from tests.unit.test_metrics import VP8
+    from tests.unit.fakes import FakeMember, FakeSink, FakeUpstream
 
     rec, url = receiver
     emitter = await start(started, config(url, concurrency=1, roles=["host", "viewer"]))
-    rooms = Rooms(RoomLimits(max_rooms=5, max_viewers_per_room=5, empty_room_grace=60, host_absent_timeout=60))
+    rooms = Rooms(LimitsConfig(max_rooms=5, max_viewers_per_room=5), RoomsConfig(), 2)
     rooms.observers.add(RoomWebhooks(emitter))
     room = rooms.get_or_create("party")
-    host = Person("amy", "s1", "host")
+    host = FakeMember("amy", "s1", "host").attach(room)
     room.claim_host(host)
-    room.publish(host, Publication("video", VP8, FakeUpstream(), cache_size=64, keyframe_interval=0.1))
-    viewer = Person("bob", "s2", "viewer")
-    room.add_viewer(viewer, [Subscription("video", 90000, FakeSink(), queue_limit=1 << 20, cname="c")])
+    room.publish(host, Publication("video", CodecInfo("video/VP8", 90000), FakeUpstream(), cache_size=64,
+                                   keyframe_interval=0.1))
+    viewer = FakeMember("bob", "s2", "viewer").attach(room)
+    room.add_viewer(viewer, [Subscription("video", 90000, FakeSink(), media=MediaConfig(), cname="c")])
     room.close("host ended the show")  # no participant_left from the relay: the observer fills them in
 
     events = [await rec.next(f"event {i}") for i in range(7)]

@@ -1,0 +1,170 @@
+"""The relay as the control plane sees it: open sessions from SDP offers and grants, find them, dump.
+
+WHIP, WHEP and (later) the origin-to-edge pipe all come through here: each check is made once,
+cheapest first, before any negotiation work, and every refusal is a :class:`~relay.errors.RelayError`
+that signaling maps to one HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from aiortc import RTCConfiguration
+
+from relay.admission import Admission
+from relay.codec_policy import check_ingest, ingest_preferences, playback_plan
+from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
+from relay.dump import RelayDump, Traffic
+from relay.errors import (
+    Banned,
+    CapacityExceeded,
+    PkLinkEnded,
+    RoomClosed,
+    RoomNotLive,
+    SessionReplaced,
+    UnknownSession,
+)
+from relay.offer import check_offer, parse_trickle
+from relay.participant import Grant
+from relay.room import Room, Rooms
+from relay.session import IngestSession, PlaybackSession, RelayHooks, Session, SessionContext, SessionRegistry
+
+log = logging.getLogger("cherry.relay")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """The configuration sections the relay reads (frozen, from the one tree)."""
+
+    media: MediaConfig
+    limits: LimitsConfig
+    rooms: RoomsConfig
+    costream: CostreamConfig
+
+
+class Relay:
+    def __init__(self, config: RelayConfig, rtc: RTCConfiguration, hooks: RelayHooks | None = None) -> None:
+        self.config = config
+        self.rooms = Rooms(config.limits, config.rooms, config.costream.max_guests)
+        self.sessions = SessionRegistry()
+        self.hooks = hooks or RelayHooks()
+        self.admission = Admission(config.limits, lambda: self.sessions.playback)
+        self._ctx = SessionContext(rtc, config.media, config.limits, config.rooms, self.sessions, self.hooks)
+        self._lag_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching the event loop's lag (admission refuses newcomers while it is high)."""
+        if self._lag_task is None:
+            self._lag_task = asyncio.ensure_future(self.admission.lag.run())
+
+    async def close(self, reason: str) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            self._lag_task = None
+        self.rooms.close_all(reason)
+        await self.sessions.close_all(reason)
+
+    # -- opening sessions ---------------------------------------------------------------------------------
+
+    def _check_ban(self, grant: Grant) -> None:
+        if grant.role != "admin" and self.rooms.bans.banned_until(grant.room, grant.identity):
+            raise Banned("you are banned from this room")
+
+    async def open_ingest(self, grant: Grant, offer_sdp: str, title: str = "") -> IngestSession:
+        """A host (or a guest on mic) publishes: check, claim the room's slot, negotiate, publish."""
+        offer = check_offer(offer_sdp, sending=True, limits=self.config.limits)
+        self._check_ban(grant)
+        self.admission.check_loop()
+        existing = self.rooms.get(grant.room)
+        as_guest = grant.role == "guest"
+        media = self.config.media
+        preferences = ingest_preferences(
+            {"video": media.video_codecs, "audio": media.audio_codecs}, existing.codecs if existing else {},
+            as_guest=as_guest, room_has_viewers=bool(existing and existing.viewers))
+        check_ingest(offer.media, preferences)
+        room = self.rooms.get_or_create(grant.room)
+        session = IngestSession(self._ctx, room, grant, preferences, tuple(m.kind for m in offer.media))
+        try:
+            if as_guest:
+                room.claim_guest(session)
+            else:
+                room.claim_host(session)
+        except BaseException:
+            session.close("refused", by_client=True)
+            raise
+        try:
+            await session.negotiate(offer)
+            if title:
+                room.title = title[:120]
+            for publication in session.publications:
+                room.publish(session, publication)
+        except BaseException as exc:
+            self._negotiation_failed(session, exc)
+            raise
+        log.info("%s publishing %s", session.tag, ", ".join(p.codec.mime_type for p in session.publications))
+        return session
+
+    async def open_playback(self, grant: Grant, offer_sdp: str) -> PlaybackSession:
+        """A viewer watches: check, plan its slots, negotiate, subscribe."""
+        offer = check_offer(offer_sdp, sending=False, limits=self.config.limits)
+        self._check_ban(grant)
+        self.admission.check_viewer()
+        room = self.rooms.get(grant.room)
+        if room is None:
+            raise RoomNotLive(f"room {grant.room!r} has no live host")
+        room.check_can_view()
+        pk_view = grant.scope == "pk"
+        if pk_view and not room.pk_view_allowed(grant.identity):
+            raise PkLinkEnded(f"the PK link with room {grant.room!r} this grant was for has ended")
+        plan = playback_plan(offer.media, room.codecs, self.config.costream.max_slots)
+        session = PlaybackSession(self._ctx, room, grant, plan, pk_view)
+        try:
+            await session.negotiate(offer)
+            room.add_viewer(session, session.subscriptions, pk_view)
+        except (RoomNotLive, RoomClosed, CapacityExceeded) as exc:
+            session.close("the room changed during negotiation", by_client=True)
+            raise RoomClosed(f"the room changed while this session negotiated: {exc}") from exc
+        except BaseException as exc:
+            self._negotiation_failed(session, exc)
+            raise
+        log.info("%s watching (%s)", session.tag, ", ".join(f"{k}#{slot}" for k, slot in plan))
+        return session
+
+    def _negotiation_failed(self, session: Session, exc: BaseException) -> None:
+        replaced = session.closed  # a newer session of the same identity took over mid-negotiation
+        session.close("negotiation failed", by_client=True)
+        if replaced and not isinstance(exc, asyncio.CancelledError):
+            raise SessionReplaced(f"this session was ended while negotiating ({session.close_reason})") from exc
+
+    # -- existing sessions ----------------------------------------------------------------------------------
+
+    def session(self, endpoint: str, room: str, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None or session.endpoint != endpoint or session.room.name != room:
+            raise UnknownSession("no such session (ended, or never existed)")
+        return session
+
+    async def trickle(self, session: Session, fragment_text: str) -> None:
+        await session.trickle(parse_trickle(fragment_text, self.config.limits))
+
+    def room(self, name: str) -> Room | None:
+        return self.rooms.get(name)
+
+    # -- introspection ----------------------------------------------------------------------------------------
+
+    def dump(self, detailed_rooms: bool = False) -> RelayDump:
+        rooms = []
+        traffic = Traffic().plus(self.rooms.retired)
+        states: Counter[str] = Counter()
+        for room in self.rooms:
+            live = room.live_traffic()
+            rooms.append(room.dump(detailed_rooms, live))
+            traffic = traffic.plus(live)
+            for viewer in room.viewers.values():
+                states.update(s.congestion_state for s in viewer.subscriptions if s.kind == "video")
+        return RelayDump(tuple(rooms), self.sessions.states(), self.sessions.playback, dict(states), traffic)
