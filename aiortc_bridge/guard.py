@@ -19,6 +19,7 @@ minute per reason, with the count since the last line, never once per packet.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from typing import Any
 from aioice import stun
 from aioice.ice import StunProtocol
 from aioice.turn import TurnClientMixin
+from aiortc import rtp as aiortc_rtp
+from aiortc.rtp import RtcpPacket, RtpPacket
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 log = logging.getLogger("cherry.aiortc.guard")
@@ -133,6 +136,33 @@ def _guard_handler(original: Callable[..., Awaitable[None]], what: str) -> Calla
     return handle
 
 
+def unpack_remb_fci(data: bytes) -> tuple[int, list[int]]:
+    """aiortc's REMB parser, with a lying SSRC count a ValueError (as aiortc's router expects) instead of
+    struct.error, which escaped its RTCP routing."""
+    try:
+        return _original_unpack_remb_fci(data)
+    except struct.error as exc:
+        raise ValueError(f"REMB lists more SSRCs than it carries: {exc}") from exc
+
+
+def _parse_or_value_error(parse: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """aiortc drops a packet whose parse raises ValueError; its parsers also raise struct.error and
+    IndexError on some malformed input (a truncated header extension, say), which escaped. Counted."""
+
+    def parse_packet(data: bytes, *args: Any) -> Any:
+        try:
+            return parse(data, *args)
+        except ValueError:
+            PACKETS.drop(what)
+            raise
+        except Exception as exc:
+            PACKETS.drop(what, exc)
+            raise ValueError(f"malformed packet: {exc!r}") from exc
+
+    return parse_packet
+
+
+_original_unpack_remb_fci = aiortc_rtp.unpack_remb_fci
 _installed = False
 
 
@@ -144,6 +174,9 @@ def install_guards() -> None:
     _installed = True
     StunProtocol.datagram_received = _stun_datagram_received  # type: ignore[method-assign,assignment]
     TurnClientMixin.datagram_received = _guard_turn(TurnClientMixin.datagram_received)  # type: ignore[method-assign]
+    aiortc_rtp.unpack_remb_fci = unpack_remb_fci
+    RtpPacket.parse = staticmethod(_parse_or_value_error(RtpPacket.parse, "malformed_rtp"))  # type: ignore[assignment]
+    RtcpPacket.parse = staticmethod(_parse_or_value_error(RtcpPacket.parse, "malformed_rtcp"))  # type: ignore[assignment]
     RTCDtlsTransport._handle_rtp_data = _guard_handler(  # type: ignore[method-assign,assignment]
         RTCDtlsTransport._handle_rtp_data, "rtp_handling_failed")
     RTCDtlsTransport._handle_rtcp_data = _guard_handler(  # type: ignore[method-assign,assignment]

@@ -28,11 +28,10 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
-    unpack_remb_fci,
 )
 
 from aiortc_bridge.dtls import tx_srtp
-from aiortc_bridge.guard import PACKETS
+from aiortc_bridge.guard import PACKETS, unpack_remb_fci
 from aiortc_bridge.srtp import SrtpContext
 
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"

@@ -73,6 +73,22 @@ def _usable_candidates(lines: list[str]) -> tuple[str, int]:
     return "\r\n".join(kept) + "\r\n", count
 
 
+def _check_bundle(description: aiortc_sdp.SessionDescription) -> None:
+    """max-bundle: one BUNDLE group naming exactly the offer's active mids (aiortc would otherwise take a
+    transport from an m-line that does not exist)."""
+    groups = [g for g in description.group if g.semantic == "BUNDLE"]
+    if len(groups) > 1:
+        raise BadOffer("offer has more than one BUNDLE group")
+    active = [m.rtp.muxId for m in description.media if m.port != 0]
+    if not groups:
+        if len(active) > 1:
+            raise BadOffer("an offer of several m-lines must BUNDLE them (a=group:BUNDLE)")
+        return
+    items = [str(item) for item in groups[0].items]
+    if len(set(items)) != len(items) or set(items) != set(active):
+        raise BadOffer("a=group:BUNDLE must list each active m-line's mid exactly once")
+
+
 def check_offer(text: str, *, sending: bool, limits: LimitsConfig) -> CheckedOffer:
     """Validate an offer; ``sending`` is True for WHIP (the client sends media), False for WHEP."""
     if not text.strip():
@@ -95,6 +111,7 @@ def check_offer(text: str, *, sending: bool, limits: LimitsConfig) -> CheckedOff
     media = [m for m in description.media if m.kind in ("audio", "video")]
     if not media:
         raise BadOffer("offer has no audio or video m-line")
+    _check_bundle(description)
     wanted = ("sendonly", "sendrecv") if sending else ("recvonly", "sendrecv")
     result: list[OfferedMedia] = []
     kinds: set[str] = set()

@@ -50,6 +50,7 @@ class PublicationStats:
     duplicates: int = 0
     padding: int = 0
     epochs: int = 0
+    stale: int = 0  # stragglers of a restarted stream, and unconfirmed jumps
     sink_failures: int = 0
 
 
@@ -84,6 +85,9 @@ class Publication:
         self._last_request = -1e9
         # Input stream state: SSRC, highest sequence number, and the padding taken out since the epoch began.
         self._ssrc: int | None = None
+        self._previous_ssrc: int | None = None
+        self._probation = -1  # the sequence number that would confirm a jump as a restart
+        self._held: tuple[int, int, bool, bytes, float] | None = None
         self._max_seq = 0
         self._skew = 0
         self._padding: deque[int] = deque(maxlen=PADDING_MEMORY)
@@ -110,9 +114,26 @@ class Publication:
     def on_rtp(self, ssrc: int, seq: int, timestamp: int, marker: bool, payload: bytes, arrival: float) -> None:
         """Called once per incoming packet, before any decoder. ``payload`` empty: padding only."""
         d = (seq - self._max_seq) & 0xFFFF
-        if ssrc != self._ssrc or MAX_DROPOUT < d < 0x10000 - MAX_DROPOUT:
+        if ssrc != self._ssrc:
+            if ssrc == self._previous_ssrc:
+                self.stats.stale += 1  # a straggler of the stream that restarted: it must not restart it back
+                return
             self._new_epoch(ssrc, seq)
             d = 1
+        elif MAX_DROPOUT < d < 0x10000 - MAX_DROPOUT:
+            # RFC 3550 A.1: a jump is a restart only if the next packet follows it; a lone stray is dropped.
+            if seq != self._probation:
+                self._probation = (seq + 1) & 0xFFFF
+                self._held = (seq, timestamp, marker, payload, arrival)
+                self.stats.stale += 1
+                return
+            held = self._held
+            self._new_epoch(ssrc, seq if held is None else held[0])
+            if held is not None:
+                self._held = None
+                self.stats.stale -= 1
+                self.on_rtp(ssrc, *held)
+            d = (seq - self._max_seq) & 0xFFFF
         newer = 0 < d < 0x8000
         if newer:
             self._max_seq = seq
@@ -125,8 +146,10 @@ class Publication:
         skew = self._skew if newer or d == 0 else self._skew_before(seq)
         seq = (seq - skew) & 0xFFFF
         cached = self.cache.get(seq)
-        if cached is not None and cached.timestamp == timestamp and cached.epoch == self.epoch:
-            self.stats.duplicates += 1  # an RTX that raced its original, or a resend we already had
+        if cached is not None and cached.epoch == self.epoch:
+            # An RTX that raced its original or a resend we already had (or, from a broken sender, another
+            # packet under a number already used): either way viewers must not get the number twice.
+            self.stats.duplicates += 1
             return
         keyframe = self._h264_keyframe(timestamp, payload) if self._h264 else self._is_keyframe(payload)
         packet = MediaPacket(seq, timestamp, marker, payload, keyframe, arrival, self.epoch)
@@ -153,7 +176,11 @@ class Publication:
 
     def _new_epoch(self, ssrc: int, seq: int) -> None:
         restarted = self._ssrc is not None
+        if ssrc != self._ssrc:
+            self._previous_ssrc = self._ssrc
         self._ssrc = ssrc
+        self._probation = -1
+        self._held = None
         self._max_seq = (seq - 1) & 0xFFFF
         self._skew = 0
         self._padding.clear()
