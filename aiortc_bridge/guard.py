@@ -29,8 +29,8 @@ from aioice import stun
 from aioice.ice import StunProtocol
 from aioice.turn import TurnClientMixin
 from aiortc import rtp as aiortc_rtp
-from aiortc.rtp import RtcpPacket, RtpPacket
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import RtcpPacket, RtpPacket
 
 log = logging.getLogger("cherry.aiortc.guard")
 
