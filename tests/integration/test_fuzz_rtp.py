@@ -115,7 +115,7 @@ def rtcp_packet(pt: int, count: int, body: bytes, length_lie: int) -> bytes:
 
 def feedback_bodies(ssrc: int) -> st.SearchStrategy[tuple[int, int, bytes]]:
     media = struct.pack("!II", 1, ssrc)
-    remb = st.builds(lambda n, exp, ssrcs: (206, 15, media[:4] + b"\x00\x00\x00\x00" + b"REMB" + bytes([n, exp << 2, 0, 1])
+    remb = st.builds(lambda n, exp, ssrcs: (206, 15, media[:4] + b"\x00" * 4 + b"REMB" + bytes([n, exp << 2, 0, 1])
                                             + b"".join(struct.pack("!I", s) for s in ssrcs)),
                      st.integers(0, 255), st.integers(0, 63), st.lists(st.sampled_from([ssrc, 7, 0]), max_size=3))
     nack = st.builds(lambda fcis: (205, 1, media + b"".join(struct.pack("!HH", p, b) for p, b in fcis)),
