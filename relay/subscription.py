@@ -277,6 +277,9 @@ class Subscription:
         self._paused_until = 0.0
         self._state = "probing"
         self._probe_until = now + 2 * self._pause
+        if self._source is not None:
+            # Once per pause, past this viewer's own throttle: without it the viewer would wait a whole GOP.
+            self._source.request_keyframe()
         return True
 
     def _overflowed(self) -> None:
@@ -296,9 +299,6 @@ class Subscription:
         self._paused_until = now + self._pause
         self._waiting = True  # resume only at a keyframe, after the pause
         self.stats.dropped_congestion += 1
-        if self._source is not None:
-            # Ask ahead, so the host's keyframe is near when the pause ends (the throttles apply).
-            self._source.request_keyframe()
 
     def _settle(self, now: float) -> None:
         if self._state == "probing" and now >= self._probe_until:

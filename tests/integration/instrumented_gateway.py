@@ -10,6 +10,7 @@ which /api/stats only reports summed over the room.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import aiortc.codecs
@@ -59,6 +60,13 @@ async def break_sink(request: web.Request) -> web.Response:
     return web.json_response({"broken": len(ports)})
 
 
+async def block_loop(request: web.Request) -> web.Response:
+    """Stall the event loop (what an unbounded request used to do), to see admission react."""
+    seconds = min(float(request.query.get("seconds", "0.5")), 5.0)
+    time.sleep(seconds)
+    return web.json_response({"blocked_s": seconds})
+
+
 async def forwarding(request: web.Request) -> web.Response:
     from signaling.context import context
 
@@ -86,6 +94,7 @@ def main() -> int:
         app.router.add_get("/test/codecs", codecs)
         app.router.add_post("/test/break-sink/{session}", break_sink)
         app.router.add_get("/test/forwarding/{room}", forwarding)
+        app.router.add_post("/test/block-loop", block_loop)
         return app
 
     gateway.app.create_app = create_app
