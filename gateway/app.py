@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +21,7 @@ from gateway.webhooks import RoomWebhooks
 from relay.room import RoomLimits, Rooms
 from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
-from signaling.auth import ROLES, TokenService
+from signaling.auth import ROLES, check_ttl, token_service
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import REQUEST_ID, HttpError, error_middleware
 from signaling.events.costream import CostreamSettings
@@ -61,7 +60,6 @@ def event_settings(config: GatewayConfig) -> EventSettings:
 
 
 def build_context(config: GatewayConfig) -> SignalingContext:
-    secret = config.auth.secret or secrets.token_urlsafe(32)
     ice_servers = tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers)
     # max-bundle: every m-line on one transport. WHIP/WHEP clients bundle, and aiortc's default
     # ("balanced") leaves a second m-line of the same kind on a transport that never starts.
@@ -71,7 +69,7 @@ def build_context(config: GatewayConfig) -> SignalingContext:
     ], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     media = config.media
     ctx = SignalingContext(
-        tokens=TokenService(secret, config.auth.issuer, config.auth.default_ttl, config.auth.leeway),
+        tokens=token_service(config.auth, config.dev),
         rooms=Rooms(RoomLimits(
             max_rooms=config.limits.max_rooms,
             max_viewers_per_room=config.limits.viewers_per_room(),
@@ -164,8 +162,11 @@ async def dev_token(request: web.Request) -> web.Response:
         ttl = int(request.query["ttl"]) if "ttl" in request.query else None
     except ValueError as exc:
         raise HttpError(400, "bad_ttl", "ttl must be a whole number of seconds") from exc
-    if ttl is not None and not 1 <= ttl <= 86400:
-        raise HttpError(400, "bad_ttl", "ttl must be from 1 to 86400 seconds")
+    if ttl is not None:
+        try:
+            check_ttl(ttl, context(request).tokens.max_ttl)
+        except ValueError as exc:
+            raise HttpError(400, "bad_ttl", str(exc)) from exc
     ctx = context(request)
     token = ctx.tokens.mint(room, role, identity, ttl)
     grant = ctx.tokens.verify(token)
