@@ -64,10 +64,12 @@ def _cpu_seconds() -> float:
 class AgentClient:
     """One agent child process and the measurements it reported that are not yet shipped."""
 
-    def __init__(self, environment: Environment, base_url: str, network_config: str) -> None:
+    def __init__(self, environment: Environment, base_url: str, network_config: str,
+                 token_argv: list[str] | None = None) -> None:
         self.environment = environment
         self.base_url = base_url
         self.network_config = network_config
+        self.token_argv = token_argv or []  # the agent's token source (loadtests.webrtc.token_options)
         self.pending = Summary()  # deltas not yet merged into the run's summary / sent to the master
         self.lost: dict[str, Event] = {}
         self.finished = False
@@ -85,7 +87,7 @@ class AgentClient:
 
     def start(self, timeout: float = 60.0) -> None:
         argv = [sys.executable, "-m", "loadtests.agent", "--base-url", self.base_url,
-                "--network-config", self.network_config]
+                "--network-config", self.network_config, *self.token_argv]
         self._process = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
