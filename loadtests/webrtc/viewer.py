@@ -56,7 +56,6 @@ from loadtests.webrtc.metrics import (
     Histogram,
     WindowStats,
     percentile,
-    vp8_descriptor_length,
 )
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_connection
 from loadtests.webrtc.signaling_client import (
@@ -67,6 +66,7 @@ from loadtests.webrtc.signaling_client import (
 )
 from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_arguments
 from loadtests.webrtc.tokens import DevTokenSource, TokenSource
+from loadtests.webrtc.vp8 import descriptor_length
 
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is broken
 
@@ -158,7 +158,7 @@ class Viewer:
 
     def _on_video(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
         if marker and payload[-4:] == capture_tag.MAGIC:
-            captured = capture_tag.read_tag(payload, vp8_descriptor_length(payload))
+            captured = capture_tag.read_tag(payload, descriptor_length(payload))
             if captured is not None:
                 if len(self._captures) > 16:
                     self._captures.clear()  # frames that never completed
@@ -171,7 +171,7 @@ class Viewer:
     def _partner_rtp(self, assembler: FrameAssembler) -> RtpCallback:
         def on_rtp(seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
             if marker and payload[-4:] == capture_tag.MAGIC:
-                captured = capture_tag.read_tag(payload, vp8_descriptor_length(payload))
+                captured = capture_tag.read_tag(payload, descriptor_length(payload))
                 if captured is not None:
                     if len(self._partner_captures) > 16:
                         self._partner_captures.clear()
