@@ -20,7 +20,8 @@ from aiortc_bridge.client import tap_receiver
 from aiortc_bridge.receiver import ReceiverTap
 from loadtests.webrtc.metrics import FreezeMeter
 from loadtests.webrtc.peer import configure_ice, wait_connected
-from loadtests.webrtc.signaling_client import fetch_dev_token, post_offer
+from loadtests.webrtc.signaling_client import post_offer
+from loadtests.webrtc.tokens import DevTokenSource
 
 SLOTS = 2
 
@@ -75,12 +76,13 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with aiohttp.ClientSession() as http:
+        tokens = DevTokenSource(base, lambda: http)
         while line := await reader.readline():
             command: dict[str, Any] = json.loads(line)
             op = command["op"]
             reply: dict[str, Any] = {"op": op}
             if op == "join":
-                token = await fetch_dev_token(http, base, command["room"], "viewer")
+                token = await tokens.token(command["room"], "viewer")
                 batch = [SlotViewer() for _ in range(command["count"])]
                 await asyncio.gather(*(v.join(http, base, command["room"], token) for v in batch))
                 viewers += batch

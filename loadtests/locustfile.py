@@ -42,9 +42,10 @@ from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadtests import verdict
-from loadtests.agent_client import AgentClient, _die_with_parent, fire
+from loadtests.agent_client import AgentClient, fire
 from loadtests.profiles import NETWORK_PATH, TARGETS_PATH, Profile, load_profile, load_targets
 from loadtests.summary import Summary
+from loadtests.webrtc.process import die_with_parent
 from loadtests.webrtc.token_options import TokenSettings, add_token_arguments
 
 FINISH_TIMEOUT = 60.0  # seconds the master waits for the workers' last results
@@ -150,7 +151,7 @@ def _init(environment: Environment, **_: Any) -> None:
     if isinstance(runner, WorkerRunner):
         runner.register_message("cherry_finish", _worker_finish)
         if getattr(environment.parsed_options, "processes", None):
-            _die_with_parent()  # a worker forked by --processes goes when its master goes
+            die_with_parent()  # a worker forked by --processes goes when its master goes
     if isinstance(runner, MasterRunner):
         runner.register_message("cherry_final", _master_final)
         runner.register_message("cherry_setup_error", lambda environment, msg, **_: _end_early(None))

@@ -20,101 +20,17 @@ Everything is bounded: the gateway must be healthy within 30 s, Locust gets the 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.profiles import ROOT, Profile, ProfileError, load_profile
 from loadtests.verdict import EXIT
+from loadtests.webrtc.process import LOOPBACK, GatewayProcess, die_with_parent, free_port, stop_process
 from loadtests.webrtc.token_options import SETUP_HINT, TokenError, TokenSettings, add_token_arguments
 
 GATEWAY_CONFIG = ROOT / "configs" / "load-gateway.toml"
-LOOPBACK = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, SIGKILL after ``grace`` s; then SIGKILL its leftover descendants, by pid."""
-    leftovers = _descendants(process.pid)
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-class Gateway:
-    """A gateway process on 127.0.0.1 for the duration of one run."""
-
-    def __init__(self, module: str, config: Path, log_path: Path, dev: bool = True) -> None:
-        self.port = free_port()
-        self.base_url = f"http://{LOOPBACK}:{self.port}"
-        self.log_path = log_path
-        argv = [sys.executable, "-m", module, "serve", "--host", LOOPBACK, "--port", str(self.port),
-                "--ice-host", LOOPBACK, *(["--dev"] if dev else []), "--config", str(config)]
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=_die_with_parent,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}; see {self.log_path}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-            time.sleep(0.2)  # polling a port that is not open yet: there is nothing to await
-        raise RuntimeError(f"gateway not healthy after {timeout:.0f} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=10)
-        self._log.close()
 
 
 def locust_argv(args: argparse.Namespace, base_url: str, users: int, spawn_rate: float, processes: int,
@@ -175,19 +91,20 @@ def run(args: argparse.Namespace) -> int:
     spawn_rate = args.spawn_rate or profile.spawn_rate
     print(f"loadtest: profile {profile.name} ({profile.description}); {users} users, {processes} process(es), "
           f"{duration:.0f} s; reports in {out}", flush=True)
-    gateway: Gateway | None = None
+    gateway: GatewayProcess | None = None
     base_url = args.base_url
     try:
         if not base_url:
             # With a token source the generator mints tokens itself: then the gateway runs as in
             # production (no --dev, no /dev/token), its secret named by --gateway-config.
-            gateway = Gateway(args.gateway_module, Path(args.gateway_config), out / "gateway.log", dev=not tokens.given)
+            gateway = GatewayProcess(out / "gateway.log", module=args.gateway_module, dev=not tokens.given,
+                                     config=Path(args.gateway_config), cwd=ROOT)
             gateway.wait_healthy(30)
             base_url = gateway.base_url
             mode = "production mode, tokens minted by the generator" if tokens.given else "dev mode"
             print(f"loadtest: gateway pid {gateway.process.pid} on {base_url} ({mode})", flush=True)
         argv = locust_argv(args, base_url, users, spawn_rate, processes, out, profile.name)
-        locust = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent)
+        locust = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
         try:
             code = locust.wait(timeout=duration + args.grace)
         except subprocess.TimeoutExpired:
@@ -199,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         finally:
             stop_process(locust, grace=15)
-    except RuntimeError as exc:
+    except (RuntimeError, TimeoutError) as exc:  # the gateway did not come up (its log's tail is in the message)
         print(f"loadtest: {exc}", file=sys.stderr)
         return EXIT["ERROR"]
     finally:
