@@ -16,6 +16,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Protocol
 
 import aiohttp
@@ -161,8 +162,11 @@ def describe_refusal(where: str, exc: BaseException) -> str:
     if isinstance(exc, SignalingError):
         code, message = _error_body(exc.body)
         return f"{where} {exc.status} {code}: {message}" if code else f"{where} {exc.status}: {exc.body[:120]}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{where} {exc.status} {exc.message}"
+    if isinstance(exc, aiohttp.ClientResponseError):  # a refused WebSocket handshake: no body to read
+        try:
+            return f"{where} {exc.status} {HTTPStatus(exc.status).phrase.lower()}"
+        except ValueError:
+            return f"{where} {exc.status}"
     return f"{where}: {exc}"
 
 

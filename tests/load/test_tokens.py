@@ -18,8 +18,15 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.config import load_config
 from loadtests.profiles import ROOT
+from loadtests.webrtc.signaling_client import SignalingError
 from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_arguments
-from loadtests.webrtc.tokens import CommandTokenSource, DevTokenSource, SecretTokenSource
+from loadtests.webrtc.tokens import (
+    CommandTokenSource,
+    DevTokenSource,
+    SecretTokenSource,
+    describe_refusal,
+    is_refusal,
+)
 from signaling.auth import TokenService
 from tests.load.runs import check, run_load
 
@@ -87,6 +94,15 @@ def test_token_settings_travel_to_child_processes_unchanged(monkeypatch: pytest.
         TokenSettings(secret_env="CHERRY_TEST_UNSET").check()
     with pytest.raises(TokenError, match="give only one token source"):
         TokenSettings(secret_env="A", command="tool").check()
+
+
+def test_refusals_are_told_apart_from_other_failures_and_described_by_the_gateways_reason() -> None:
+    whep = SignalingError(401, '{"error": {"code": "unauthorized", "message": "token expired"}}')
+    socket = aiohttp.WSServerHandshakeError(None, (), status=403, message="Invalid response status")
+    assert is_refusal(whep) and is_refusal(socket)
+    assert not is_refusal(SignalingError(404, "room_not_live")) and not is_refusal(TimeoutError())
+    assert describe_refusal("WHEP", whep) == "WHEP 401 unauthorized: token expired"
+    assert describe_refusal("room socket", socket) == "room socket 403 forbidden"
 
 
 # -- runs ---------------------------------------------------------------------------------------
