@@ -347,15 +347,12 @@ class Agent:
     def sample(self, name: str, ms: float, error: str | None, length: int = 0) -> None:
         self._samples.append([name, round(ms, 2), error, length])
 
-    def setup_error(self, where: str, exc: BaseException) -> bool:
-        """Record a refused token or a failed token source (the run's verdict becomes SETUP)."""
+    def setup_error(self, where: str, exc: BaseException) -> None:
+        """Record ``exc`` if it is a refused token or a failed token source (the verdict becomes SETUP)."""
         if isinstance(exc, TokenError):
             self.delta.setup_error(False, str(exc)[:300])
         elif is_refusal(exc):
             self.delta.setup_error(True, describe_refusal(where, exc))
-        else:
-            return False
-        return True
 
     def media(self) -> HostMedia:
         if self._media is None:

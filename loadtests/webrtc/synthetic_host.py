@@ -149,8 +149,7 @@ async def _run(args: argparse.Namespace) -> int:
     freeze = FreezeSchedule(args.freeze_every, args.freeze_for, args.freeze_first) if args.freeze_every else None
     settings = TokenSettings.from_args(args)
     try:
-        # Only the /dev/token source uses an HTTP session, and that one the host makes itself.
-        tokens = settings.source(args.base_url, aiohttp.ClientSession) if settings.given else None
+        tokens = settings.source(args.base_url) if settings.given else None  # else the host asks /dev/token
     except TokenError as exc:
         _emit("failed", error=str(exc))
         return 2

@@ -87,8 +87,9 @@ class TokenSettings:
         if self.command and not shlex.split(self.command):
             raise TokenError("--token-command is empty")
 
-    def source(self, base_url: str, http: Callable[[], aiohttp.ClientSession]) -> TokenSource:
-        """The token source these settings name (:class:`TokenError` if they cannot work)."""
+    def source(self, base_url: str, http: Callable[[], aiohttp.ClientSession] | None = None) -> TokenSource:
+        """The token source these settings name (:class:`TokenError` if they cannot work); ``http``:
+        the session a /dev/token source asks with (needed only when no source is given)."""
         from loadtests.webrtc.tokens import CommandTokenSource, DevTokenSource, SecretTokenSource
 
         self.check()
@@ -97,6 +98,8 @@ class TokenSettings:
         if self.secret_env or self.secret_file:
             where = f"--secret-env {self.secret_env}" if self.secret_env else f"--secret-file {self.secret_file}"
             return SecretTokenSource(self.secret(), self.issuer, description=f"the secret of {where}")
+        if http is None:
+            raise TokenError("no token source given, and no HTTP session to ask /dev/token with")
         return DevTokenSource(base_url, http)
 
 
