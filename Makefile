@@ -45,7 +45,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
 # Headless Locust run of configs/profiles/$(PROFILE).toml against a gateway it starts and stops
-# itself on 127.0.0.1; bounded in time. Exit: 0 PASS, 1 FAIL, 3 INVALID, 4 skipped stub profile.
+# itself on 127.0.0.1; bounded in time. Exit: 0 PASS, 1 FAIL, 3 INVALID, 4 skipped stub profile,
+# 5 SETUP (tokens refused or no token source), 2 other set-up errors. Against a production gateway:
+# ARGS="--base-url URL --secret-env NAME" (or --secret-file PATH, --token-command CMD).
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run --profile $(PROFILE) $(ARGS)
 

@@ -10,12 +10,25 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
+from aiortc.rtcrtpreceiver import StreamStatistics
 
 from aiortc_bridge.dtls import rx_srtp
 from aiortc_bridge.receiver import ReceiverTap, log_task_failure
 
 RtpCallback = Callable[[int, int, bool, bytes, float], None]  # (seq, timestamp, marker, payload, arrival)
 _RTP_FIXED = struct.Struct("!BBHII")
+# Receiver statistics kept per receiver; a sender cycling SSRCs must not grow them without bound.
+MAX_STREAMS_PER_RECEIVER = 8
+
+
+class _Seen:
+    """The two fields of an RTP packet aiortc's ``StreamStatistics.add`` reads, reused for every packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self) -> None:
+        self.sequence_number = 0
+        self.timestamp = 0
 
 
 def route_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
@@ -65,12 +78,19 @@ class LeanRtpPath:
     """A lean receive path for a recvonly load viewer: SRTP straight from the datagram callback.
 
     aiortc's own path costs several coroutine hops per packet (queue, DTLS transport,
-    ``RtpPacket.parse`` with extensions, receiver statistics). Here, once DTLS is up, each SRTP
-    (not SRTCP) datagram is unprotected and its 12-byte header read right where aioice
-    delivers it, and handed to ``routes[payload_type]``; RTX is unwrapped to the media
-    payload type. NACKs for missing video sequence numbers (and PLIs, :meth:`request_keyframe`)
-    are sent through aiortc's receiver (rarely: only on gaps). DTLS and RTCP still take aiortc's path. Install with
+    ``RtpPacket.parse`` with extensions). Here, once DTLS is up, each SRTP (not SRTCP) datagram
+    is unprotected and its 12-byte header read right where aioice delivers it, and handed to
+    ``routes[payload_type]``; RTX is unwrapped to the media payload type. NACKs for missing
+    video sequence numbers (and PLIs, :meth:`request_keyframe`) are sent through aiortc's
+    receiver (rarely: only on gaps). DTLS and RTCP still take aiortc's path. Install with
     :func:`wrap_ice_delivery` after negotiation has set the payload types (see :meth:`route`).
+
+    Receiver reports, as a browser sends them: every packet also feeds aiortc's own
+    ``StreamStatistics`` of its receiver, per SSRC as aiortc's path would (media and RTX streams
+    apart, so a retransmission does not hide a loss), and each SSRC is registered in the DTLS
+    transport's RTP router so that the sender's reports reach that receiver (LSR/DLSR). aiortc's
+    RTCP loop then sends RRs with fraction lost, cumulative loss, highest sequence number,
+    jitter, LSR and DLSR for each stream.
     """
 
     def __init__(self, pc: RTCPeerConnection) -> None:
@@ -82,6 +102,10 @@ class LeanRtpPath:
         self._nack_by_ssrc: dict[int, RTCRtpReceiver] = {}
         self._max_seq: dict[int, int] = {}  # by media SSRC
         self._media_ssrc: dict[int, RTCRtpReceiver] = {}  # NACKed media SSRCs seen, for PLIs
+        self._receivers: dict[int, RTCRtpReceiver] = {}  # by payload type (media and RTX)
+        self._receivers_by_ssrc: dict[int, RTCRtpReceiver] = {}
+        self._clock_rates: dict[int, int] = {}  # by payload type
+        self._streams: dict[int, StreamStatistics] = {}  # by SSRC: the receivers' own statistics
         self._dtls: Any = None
         self.packets = 0
         self.nacks_sent = 0
@@ -97,6 +121,8 @@ class LeanRtpPath:
             pt = codec.payloadType
             if pt is None:
                 continue
+            self._receivers.setdefault(pt, transceiver.receiver)
+            self._clock_rates.setdefault(pt, codec.clockRate)
             apt = codec.parameters.get("apt")
             if not is_rtx(codec):
                 self._routes.setdefault(pt, on_rtp)
@@ -106,6 +132,7 @@ class LeanRtpPath:
                 self._rtx[pt] = int(apt)
         for ssrc in ssrcs:
             self._ssrc_routes[ssrc] = on_rtp
+            self._receivers_by_ssrc[ssrc] = transceiver.receiver
             if nack:
                 self._nack_by_ssrc[ssrc] = transceiver.receiver
         self._dtls = transceiver.receiver.transport
@@ -113,6 +140,7 @@ class LeanRtpPath:
     def wrap(self, deliver: DatagramSink) -> DatagramSink:
         routes, rtx, nacked = self._routes, self._rtx, self._nack_receivers
         ssrc_routes, nack_by_ssrc = self._ssrc_routes, self._nack_by_ssrc
+        streams, seen = self._streams, _Seen()
         header = _RTP_FIXED.unpack_from
         unprotect: Callable[[bytes], bytes | None] | None = None
         monotonic = time.monotonic
@@ -134,6 +162,11 @@ class LeanRtpPath:
                 return  # replayed or corrupt: what aiortc would drop too
             b0, b1, seq, ts, ssrc = header(packet)
             pt = b1 & 0x7F
+            stats = streams.get(ssrc) or self._new_stream(ssrc, pt)
+            if stats is not None:  # receiver statistics, as aiortc's path keeps them (before unwrapping RTX)
+                seen.sequence_number = seq
+                seen.timestamp = ts
+                stats.add(seen)  # type: ignore[arg-type]
             start = 12 + 4 * (b0 & 0x0F)
             if b0 & 0x10:  # header extension
                 start += 4 + 4 * ((packet[start + 2] << 8) | packet[start + 3])
@@ -156,6 +189,26 @@ class LeanRtpPath:
             on_rtp(seq, ts, bool(b1 & 0x80), packet[start:end], monotonic())
 
         return receive
+
+    def _new_stream(self, ssrc: int, pt: int) -> StreamStatistics | None:
+        """The statistics of a new SSRC, in its receiver's own table (None: not a stream of ours)."""
+        receiver = self._receivers_by_ssrc.get(ssrc) or self._receivers.get(pt)
+        clock_rate = self._clock_rates.get(pt)
+        if receiver is None or clock_rate is None:
+            return None
+        remote: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        stats = remote.get(ssrc)  # packets before DTLS was up took aiortc's path, which counted them here
+        if stats is None:
+            if len(remote) >= MAX_STREAMS_PER_RECEIVER:
+                for old in remote:
+                    self._streams.pop(old, None)
+                remote.clear()
+            stats = remote[ssrc] = StreamStatistics(clock_rate)
+        self._streams[ssrc] = stats
+        # Sender reports are routed by SSRC: without this entry they never reach the receiver, and
+        # its receiver reports would carry no LSR/DLSR (aiortc's path adds it on the first packet).
+        receiver.transport._rtp_router.ssrc_table.setdefault(ssrc, receiver)
+        return stats
 
     def request_keyframe(self, ssrcs: Sequence[int] | None = None) -> None:
         """Send a PLI for each NACK-routed (video) stream seen so far, or for ``ssrcs``."""

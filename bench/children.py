@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -17,14 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import procstat
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+from loadtests.webrtc.process import die_with_parent
 
 
 class ChildExited(RuntimeError):
@@ -66,7 +58,7 @@ class Child:
             stderr=self._log,
             # Own session: a terminal Ctrl-C reaches only the benchmark, which then stops us in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self._start_ticks = procstat.start_ticks(self.process.pid)
         self._reader = asyncio.ensure_future(self._read_stdout())

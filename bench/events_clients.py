@@ -15,10 +15,7 @@ from typing import Any
 
 import aiohttp
 
-
-async def token(http: aiohttp.ClientSession, base: str, room: str, role: str, identity: str) -> str:
-    async with http.get(f"{base}/dev/token", params={"room": room, "role": role, "identity": identity}) as r:
-        return str((await r.json())["token"])
+from loadtests.webrtc.tokens import DevTokenSource
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -29,7 +26,8 @@ async def main(args: argparse.Namespace) -> None:
     done = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        viewer_token = await token(http, args.base, args.room, "viewer", "fan")
+        tokens = DevTokenSource(args.base, lambda: http)
+        viewer_token = await tokens.token(args.room, "viewer", "fan")
         ws_url = f"{args.base.replace('http', 'ws', 1)}/ws/{args.room}"
 
         async def receive(ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -50,7 +48,7 @@ async def main(args: argparse.Namespace) -> None:
                                            for _ in range(start, min(args.sockets, start + 100))))
             sockets.extend(batch)
         readers = [asyncio.ensure_future(receive(ws)) for ws in sockets]
-        senders = [await http.ws_connect(f"{ws_url}?token={await token(http, args.base, args.room, 'viewer', f's{i}')}")
+        senders = [await http.ws_connect(f"{ws_url}?token={await tokens.token(args.room, 'viewer', f's{i}')}")
                    for i in range(args.senders)]
         print(json.dumps({"ready": True, "sockets": len(sockets)}), flush=True)
 

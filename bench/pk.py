@@ -22,13 +22,9 @@ import aiohttp
 from bench import procstat
 from bench.children import Child
 from bench.run import GATEWAY_CONFIG, RESULTS, ROOT, start_gateway
+from loadtests.webrtc.tokens import DevTokenSource
 
 ROOMS = ("pk-bench-a", "pk-bench-b")
-
-
-async def _token(http: aiohttp.ClientSession, base: str, room: str, role: str, identity: str) -> str:
-    async with http.get(f"{base}/dev/token", params={"room": room, "role": role, "identity": identity}) as r:
-        return str((await r.json())["token"])
 
 
 async def _ws(http: aiohttp.ClientSession, base: str, room: str, token: str) -> aiohttp.ClientWebSocketResponse:
@@ -49,7 +45,8 @@ async def pk_bench(viewers_per_room: int, watch: float, log_dir: Path) -> dict[s
     children = [gateway]
     try:
         async with aiohttp.ClientSession() as http:
-            tokens = {room: await _token(http, base, room, "host", f"host-{room}") for room in ROOMS}
+            source = DevTokenSource(base, lambda: http)
+            tokens = {room: await source.token(room, "host", f"host-{room}") for room in ROOMS}
             for room in ROOMS:
                 host = Child(f"pk-host-{room}", [sys.executable, "-m", "loadtests.webrtc.synthetic_host",
                                                  "--base-url", base, "--room", room, "--token", tokens[room]],

@@ -18,25 +18,27 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 
 from aiortc_bridge.client import tap_receiver
 from aiortc_bridge.receiver import ReceiverTap
+from loadtests.webrtc.metrics import FreezeMeter
 from loadtests.webrtc.peer import configure_ice, wait_connected
-from loadtests.webrtc.signaling_client import fetch_dev_token, post_offer
+from loadtests.webrtc.signaling_client import post_offer
+from loadtests.webrtc.tokens import DevTokenSource
 
 SLOTS = 2
 
 
 class SlotMeter:
-    """Frames of one slot's video: a new RTP timestamp is a new frame; gaps give freezes."""
+    """Frames of one slot's video: a new RTP timestamp is a new frame; freezes by the load suite's meter."""
 
-    __slots__ = ("last_ts", "times")
+    __slots__ = ("last_ts", "freezes")
 
     def __init__(self) -> None:
         self.last_ts: int | None = None
-        self.times: list[float] = []
+        self.freezes = FreezeMeter()
 
     def packet(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
         if ts != self.last_ts:
             self.last_ts = ts
-            self.times.append(arrival)
+            self.freezes.frame(arrival)
 
 
 class SlotViewer:
@@ -65,16 +67,6 @@ class SlotViewer:
         return count
 
 
-def window_stats(times: list[float], start: float, end: float) -> dict[str, float]:
-    inside = [t for t in times if start <= t <= end]
-    if len(inside) < 3:
-        return {"frames": len(inside), "freeze_s": 0.0, "stutter": 1.0 if end - start > 1 else 0.0}
-    gaps = [b - a for a, b in zip(inside, inside[1:], strict=False)]
-    mean = sum(gaps) / len(gaps)
-    frozen = sum(g for g in gaps if g > max(3 * mean, mean + 0.150))
-    return {"frames": len(inside), "freeze_s": frozen, "stutter": frozen / (end - start)}
-
-
 async def main() -> None:
     configure_ice(["127.0.0.1"])
     base = sys.argv[1]
@@ -84,12 +76,13 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with aiohttp.ClientSession() as http:
+        tokens = DevTokenSource(base, lambda: http)
         while line := await reader.readline():
             command: dict[str, Any] = json.loads(line)
             op = command["op"]
             reply: dict[str, Any] = {"op": op}
             if op == "join":
-                token = await fetch_dev_token(http, base, command["room"], "viewer")
+                token = await tokens.token(command["room"], "viewer")
                 batch = [SlotViewer() for _ in range(command["count"])]
                 await asyncio.gather(*(v.join(http, base, command["room"], token) for v in batch))
                 viewers += batch
@@ -98,13 +91,15 @@ async def main() -> None:
                 mark = time.monotonic()
                 for v in viewers:
                     v.audio_packets = [0] * SLOTS
+                    for meter in v.meters:
+                        meter.freezes.start_window(mark)
             elif op == "report":
                 end = time.monotonic()
                 for slot in range(SLOTS):
-                    stats = [window_stats(v.meters[slot].times, mark, end) for v in viewers]
+                    stats = [v.meters[slot].freezes.window(end) for v in viewers]
                     reply[f"slot{slot}"] = {
-                        "fps": sum(s["frames"] for s in stats) / len(stats) / (end - mark) if stats else 0.0,
-                        "stutter_max": max((s["stutter"] for s in stats), default=0.0),
+                        "fps": sum(s.frames for s in stats) / len(stats) / (end - mark) if stats else 0.0,
+                        "stutter_max": max((s.stutter_ratio for s in stats), default=0.0),
                         "audio_pps": sum(v.audio_packets[slot] for v in viewers) / max(1, len(viewers)) / (end - mark),
                     }
             print(json.dumps(reply), flush=True)

@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests.webrtc.process import descendants  # a multi-process server counts as a whole
+
+__all__ = ["MachineCpu", "cpu_seconds", "descendants", "rss_bytes", "start_ticks", "tree_cpu_seconds",
+           "tree_rss_bytes"]
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -39,24 +44,6 @@ def rss_bytes(pid: int) -> int:
     except (OSError, IndexError):
         return 0
     return int(resident) * PAGE_SIZE
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of ``pid`` (a multi-process server counts as a whole)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None:
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in parents.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def tree_cpu_seconds(pid: int) -> float:

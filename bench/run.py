@@ -24,7 +24,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,8 @@ import aiohttp
 
 from bench import procstat, report
 from bench.children import Child, ChildExited
+from loadtests.webrtc.process import free_port, wait_healthy_async
+from loadtests.webrtc.signaling_client import SignalingError, fetch_dev_token
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -99,12 +100,6 @@ async def fleet(log_dir: Path) -> AsyncIterator[Fleet]:
         await asyncio.shield(group.stop_all())
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((ICE_HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def gateway_available() -> bool:
     try:
         done = subprocess.run(
@@ -133,18 +128,13 @@ def _server_extra(target: str) -> list[str]:
     return ["--ice-host", ICE_HOST, "--dev", "--config", str(GATEWAY_CONFIG)]
 
 
-async def wait_healthy(http: aiohttp.ClientSession, base_url: str, server: Child, timeout: float) -> None:
+async def wait_healthy(base_url: str, server: Child, timeout: float) -> None:
     """Poll /healthz: the server offers no other readiness signal to await."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.running:
-            raise ChildExited(f"{server.name} exited during start-up, see {server.log_path}")
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with http.get(f"{base_url}/healthz") as response:
-                if response.status == 200:
-                    return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{server.name} not healthy after {timeout:.0f} s")
+
+    def returncode() -> int | None:
+        return server.process.returncode if server.process is not None else None
+
+    await wait_healthy_async(base_url, timeout, returncode, what=f"{server.name} (log: {server.log_path})")
 
 
 async def start_gateway(name: str, config: Path, log_dir: Path) -> tuple[Child, str]:
@@ -155,16 +145,17 @@ async def start_gateway(name: str, config: Path, log_dir: Path) -> tuple[Child, 
                            "--ice-host", ICE_HOST, "--dev", "--config", str(config), "--log-level", "warning"],
                     log_dir, ROOT)
     await gateway.start()
-    async with aiohttp.ClientSession() as http:
-        await wait_healthy(http, base, gateway, 30)
+    await wait_healthy(base, gateway, 30)
     return gateway, base
 
 
 async def fetch_stats(http: aiohttp.ClientSession, base_url: str, window: float | None = None) -> dict[str, Any] | None:
     """GET /api/stats with an admin dev token (delay percentiles over the last ``window`` s); None if absent."""
     try:
-        async with http.get(f"{base_url}/dev/token", params={"room": ROOM, "role": "admin"}) as response:
-            token = (await response.json()).get("token") if response.status == 200 else None
+        try:
+            token: str | None = await fetch_dev_token(http, base_url, ROOM, "admin")
+        except SignalingError:
+            token = None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         params = {"window": f"{window:.1f}"} if window else {}
         async with http.get(f"{base_url}/api/stats", headers=headers, params=params) as response:
@@ -195,7 +186,7 @@ class TargetRun:
         self.server = await self.group.spawn(
             self.target, server_argv(self.target, self.port) + _server_extra(self.target)
         )
-        await wait_healthy(self.http, self.base_url, self.server, timeout=30)
+        await wait_healthy(self.base_url, self.server, timeout=30)
         self.host = await self.group.spawn(
             f"{self.target}-host",
             [sys.executable, "-m", "loadtests.webrtc.synthetic_host", "--base-url", self.base_url]

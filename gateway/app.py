@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -23,7 +22,7 @@ from relay.core import Relay, RelayConfig
 from relay.session import RelayHooks
 from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
-from signaling.auth import ROLES, TokenService
+from signaling.auth import ROLES, check_ttl, token_service
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
 from signaling.events.costream import CostreamSettings
@@ -70,11 +69,10 @@ def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
 
 
 def build_context(config: GatewayConfig) -> SignalingContext:
-    secret = config.auth.secret or secrets.token_urlsafe(32)
     relay = Relay(RelayConfig(config.media, config.limits, config.rooms, config.costream), rtc_configuration(config),
                   RelayHooks(forwarding_delay=DelaySampler()))
     ctx = SignalingContext(
-        tokens=TokenService(secret, config.auth.issuer, config.auth.default_ttl, config.auth.leeway),
+        tokens=token_service(config.auth, config.dev),
         relay=relay,
         offer_limiter=RateLimiter(config.limits.offers_per_second, config.limits.offer_burst),
         ice_servers=tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers),
@@ -148,8 +146,11 @@ async def dev_token(request: web.Request) -> web.Response:
         ttl = int(request.query["ttl"]) if "ttl" in request.query else None
     except ValueError as exc:
         raise HttpError(400, "bad_ttl", "ttl must be a whole number of seconds") from exc
-    if ttl is not None and not 1 <= ttl <= 86400:
-        raise HttpError(400, "bad_ttl", "ttl must be from 1 to 86400 seconds")
+    if ttl is not None:
+        try:
+            check_ttl(ttl, context(request).tokens.max_ttl)
+        except ValueError as exc:
+            raise HttpError(400, "bad_ttl", str(exc)) from exc
     ctx = context(request)
     token = ctx.tokens.mint(room, role, identity, ttl)
     grant = ctx.tokens.verify(token)

@@ -10,6 +10,15 @@ from typing import Any
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import setup_logging
+from signaling.auth import (
+    MAX_IDENTITY_LENGTH,
+    ROLES,
+    ROOM_NAME,
+    ROOM_NAME_RULE,
+    check_ttl,
+    resolve_secrets,
+    token_service,
+)
 
 log = logging.getLogger("cherry.gateway")
 
@@ -27,11 +36,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="development mode: per-run secret and GET /dev/token")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     token = sub.add_parser("token", help="print a signed access token")
-    token.add_argument("--room", required=True)
-    token.add_argument("--role", required=True, choices=["host", "guest", "viewer", "admin"])
-    token.add_argument("--identity")
-    token.add_argument("--ttl", type=int, help="seconds (default: auth.default_ttl)")
-    token.add_argument("--config", help="TOML file holding auth.secret")
+    token.add_argument("--room", required=True, help=f"room name ({ROOM_NAME_RULE})")
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--identity", help=f"subject, 1-{MAX_IDENTITY_LENGTH} characters (default: a random one)")
+    token.add_argument("--ttl", type=int, help="seconds, 1 to auth.max_ttl (default: auth.default_ttl)")
+    token.add_argument("--config", help="TOML file whose [auth] names the secret (secret, secret_env or secret_file)")
     return parser
 
 
@@ -82,11 +91,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         serve(config)
         return 0
-    from signaling.auth import TokenService
+    return mint_token(config, args)
 
-    if not config.auth.secret:
-        print("cherry-gateway: auth.secret is not set (pass --config with a secret)", file=sys.stderr)
+
+def _token_problem(config: GatewayConfig, args: argparse.Namespace) -> str | None:
+    if not ROOM_NAME.match(args.room):
+        return f"--room: {args.room!r} is not a room name ({ROOM_NAME_RULE})"
+    if args.identity is not None and not 1 <= len(args.identity) <= MAX_IDENTITY_LENGTH:
+        return f"--identity: must be 1-{MAX_IDENTITY_LENGTH} characters, got {len(args.identity)}"
+    if args.ttl is not None:
+        try:
+            check_ttl(args.ttl, config.auth.max_ttl)
+        except ValueError as exc:
+            return f"--ttl: {exc}"
+    return None
+
+
+def mint_token(config: GatewayConfig, args: argparse.Namespace) -> int:
+    """``cherry-gateway token``: one token signed with the current secret of ``config``."""
+    problem = _token_problem(config, args)
+    if problem is None and resolve_secrets(config.auth, config.dev).generated:
+        # A dev gateway signs with its own per-run secret: a token from here would never verify.
+        problem = ("no secret configured (auth.secret, auth.secret_env or auth.secret_file); "
+                   "a --dev gateway mints its own tokens at GET /dev/token")
+    if problem is not None:
+        print(f"cherry-gateway token: {problem}", file=sys.stderr)
         return 2
-    tokens = TokenService(config.auth.secret, config.auth.issuer, config.auth.default_ttl)
-    print(tokens.mint(args.room, args.role, args.identity, args.ttl))
+    print(token_service(config.auth, config.dev).mint(args.room, args.role, args.identity, args.ttl))
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
+from signaling.auth import SecretError, resolve_secrets
 from signaling.config import AuthConfig, EventsConfig
 
 
@@ -122,9 +123,14 @@ class GatewayConfig:
             for url in server.urls:
                 need(url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns"),
                      f"ice.servers[{i}].urls", f"{url!r} is not a stun:/turn: URL")
-        need(self.dev or len(self.auth.secret) >= 32, "auth.secret",
-             "must be at least 32 characters (or run with --dev)")
+        try:  # the secrets are read here, so a missing variable or file stops start-up with its key
+            resolve_secrets(self.auth, self.dev)
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from exc
         need(self.auth.default_ttl > 0, "auth.default_ttl", "must be positive")
+        need(self.auth.max_ttl >= self.auth.default_ttl, "auth.max_ttl", "must be at least auth.default_ttl")
+        need(self.auth.leeway >= 0, "auth.leeway", "must be >= 0")
+        need(bool(self.auth.issuer), "auth.issuer", "must not be empty")
         need(self.limits.max_rooms > 0, "limits.max_rooms", "must be positive")
         lim = self.limits
         need(lim.max_viewers_per_room >= 0, "limits.max_viewers_per_room", "must be >= 0 (0: the process capacity)")

@@ -21,6 +21,12 @@ and it volunteers, every ``--report-interval`` seconds::
     {"ev": "reqs", "items": [[name, ms, error_or_null, length], ...]}   samples for Locust's statistics
     {"ev": "lost", "key": "v1"}             a viewer's session failed while watching
 
+Tokens come from the source the agent is started with (``--secret-env`` / ``--secret-file`` /
+``--token-command``, :mod:`loadtests.webrtc.token_options`; none: a dev gateway's
+``/dev/token``), minted here for each host, viewer and chat user. A token the gateway refuses
+(401/403 on WHIP, WHEP or a room socket) or a source that fails is counted in the delta's
+``token_refusals`` / ``token_failures``: the run's verdict is then SETUP, not FAIL.
+
 Generator health rides along in each delta: the agent's CPU time against wall time, and
 event-loop lag (how late a 50 ms timer fires). ``CHERRY_LOAD_STARVE=0.9`` makes the agent
 burn 90 % of each 100 ms on its event loop: a deliberately starved generator, for the test
@@ -49,8 +55,10 @@ from loadtests.network import NetworkCondition, load_conditions
 from loadtests.summary import EVENTS_NET, GroupStats, HealthStats, Summary, group_key
 from loadtests.webrtc.metrics import Histogram
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice
-from loadtests.webrtc.signaling_client import SignalingError, fetch_dev_token
+from loadtests.webrtc.signaling_client import SignalingError
 from loadtests.webrtc.synthetic_host import HostMedia, HostOptions, SyntheticHost
+from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_arguments
+from loadtests.webrtc.tokens import TokenSource, describe_refusal, is_refusal
 from loadtests.webrtc.tracks import FreezeSchedule
 from loadtests.webrtc.viewer import Viewer, ViewerOptions, error_kind
 
@@ -107,7 +115,7 @@ class ChatClient:
     async def start(self) -> float:
         http = self.agent.http()
         started = time.monotonic()
-        token = await fetch_dev_token_identity(http, self.agent.base_url, self.room, self.identity)
+        token = await self.agent.tokens.token(self.room, "viewer", self.identity)
         url = f"{self.agent.base_url.rstrip('/')}/ws/{self.room}"
         self._ws = await http.ws_connect(url, params={"token": token}, heartbeat=None)
         ms = (time.monotonic() - started) * 1000
@@ -227,6 +235,7 @@ class PkHost:
         except Exception as exc:
             kind = error_kind(exc)
             self.stats.event_errors[f"pk_{kind}"] = self.stats.event_errors.get(f"pk_{kind}", 0) + 1
+            self.agent.setup_error("room socket (PK host)", exc)
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -284,20 +293,25 @@ class PkHost:
                 await self._ws.close()
 
 
-async def fetch_dev_token_identity(http: aiohttp.ClientSession, base_url: str, room: str, identity: str) -> str:
-    async with http.get(f"{base_url.rstrip('/')}/dev/token", params={"room": room, "role": "viewer",
-                                                                      "identity": identity}) as response:
-        if response.status != 200:
-            raise SignalingError(response.status, "dev token refused")
-        token = (await response.json()).get("token")
-    if not isinstance(token, str):
-        raise SignalingError(response.status, "no token")
-    return token
+class _BrokenTokenSource:
+    """The configured token source could not be set up: every token request says why."""
+
+    def __init__(self, error: TokenError) -> None:
+        self.error = error
+        self.description = "no token source"
+
+    async def token(self, room: str, role: str, identity: str | None = None) -> str:
+        raise self.error
 
 
 class Agent:
-    def __init__(self, base_url: str, conditions: dict[str, NetworkCondition], report_interval: float) -> None:
+    def __init__(self, base_url: str, conditions: dict[str, NetworkCondition], report_interval: float,
+                 tokens: TokenSettings | None = None) -> None:
         self.base_url = base_url
+        try:
+            self.tokens: TokenSource = (tokens or TokenSettings()).source(base_url, self.http)
+        except TokenError as exc:  # reported on first use, as a set-up error of the run
+            self.tokens = _BrokenTokenSource(exc)
         self.conditions = conditions
         self.report_interval = report_interval
         self.viewers: dict[str, ViewerSlot] = {}
@@ -333,6 +347,13 @@ class Agent:
     def sample(self, name: str, ms: float, error: str | None, length: int = 0) -> None:
         self._samples.append([name, round(ms, 2), error, length])
 
+    def setup_error(self, where: str, exc: BaseException) -> None:
+        """Record ``exc`` if it is a refused token or a failed token source (the verdict becomes SETUP)."""
+        if isinstance(exc, TokenError):
+            self.delta.setup_error(False, str(exc)[:300])
+        elif is_refusal(exc):
+            self.delta.setup_error(True, describe_refusal(where, exc))
+
     def media(self) -> HostMedia:
         if self._media is None:
             self._media = HostMedia.encode()
@@ -353,7 +374,11 @@ class Agent:
             # (the same identity would replace that host's session instead).
             identity = f"host-{key}-{self.proc_id}"
             schedule = FreezeSchedule(**freeze) if freeze and room in freeze_rooms else None
-            token = await fetch_token(self.http(), self.base_url, room, "host", identity)
+            try:
+                token = await self.tokens.token(room, "host", identity)
+            except TokenError as exc:
+                self.setup_error("WHIP", exc)
+                return {"ok": False, "error": error_kind(exc), "ms": (time.monotonic() - started) * 1000}
             host = SyntheticHost(HostOptions(self.base_url, room, token, freeze=schedule), self.media())
             try:
                 await host.start()
@@ -362,6 +387,7 @@ class Agent:
                 last_error = error_kind(exc)
                 if exc.status == 409:
                     continue
+                self.setup_error("WHIP", exc)
                 return {"ok": False, "error": last_error, "ms": (time.monotonic() - started) * 1000}
             except Exception as exc:
                 await host.stop()
@@ -393,7 +419,12 @@ class Agent:
             return {"ok": False, "error": "unknown_network", "stage": "agent"}
         timeout = float(command.get("timeout", 10.0))
         slots = int(command.get("slots", 1))
-        options = ViewerOptions(self.base_url, room, None, timeout, condition if condition.impaired else None,
+        try:  # before the join clock starts: the token is the generator's business, not the gateway's
+            token = await self.tokens.token(room, "viewer", f"viewer-{key}-{self.proc_id}")
+        except TokenError as exc:
+            self.setup_error("WHEP", exc)
+            return {"ok": False, "error": error_kind(exc), "stage": "token"}
+        options = ViewerOptions(self.base_url, room, token, timeout, condition if condition.impaired else None,
                                 lean=True, wait_for_host=True, video_slots=slots)
         viewer = Viewer(options, self.http())
         slot = ViewerSlot(key, room, net, viewer)
@@ -411,6 +442,7 @@ class Agent:
             stats.join_attempts += 1
             stats.join_failed[kind] = stats.join_failed.get(kind, 0) + 1
             stage = "whep" if viewer.resource is None and isinstance(exc, SignalingError) else "first_frame"
+            self.setup_error("WHEP", exc)
             return {"ok": False, "error": kind, "stage": stage, "ms": (time.monotonic() - started) * 1000}
         join_ms = (time.monotonic() - started) * 1000
         whep_ms = viewer.whep_ms or 0.0
@@ -488,6 +520,7 @@ class Agent:
         except Exception as exc:
             kind = error_kind(exc)
             stats.event_errors[kind] = stats.event_errors.get(kind, 0) + 1
+            self.setup_error("room socket", exc)
             await client.stop()
             return {"ok": False, "error": kind}
         stats.sockets += 1
@@ -626,21 +659,10 @@ class Agent:
             await self._http.close()
 
 
-async def fetch_token(http: aiohttp.ClientSession, base_url: str, room: str, role: str, identity: str) -> str:
-    async with http.get(f"{base_url.rstrip('/')}/dev/token",
-                        params={"room": room, "role": role, "identity": identity}) as response:
-        if response.status != 200:
-            raise SignalingError(response.status, "dev token refused")
-        token = (await response.json()).get("token")
-    if not isinstance(token, str):
-        return await fetch_dev_token(http, base_url, room, role)
-    return token
-
-
 async def _run(args: argparse.Namespace) -> int:
     configure_ice(args.ice_host or DEFAULT_ICE_HOSTS)
     conditions = load_conditions(Path(args.network_config))
-    agent = Agent(args.base_url, conditions, args.report_interval)
+    agent = Agent(args.base_url, conditions, args.report_interval, TokenSettings.from_args(args))
     agent.media()  # encode before the lag monitor starts: it blocks the loop for a moment
     background = [asyncio.ensure_future(agent.report_loop()), asyncio.ensure_future(agent.lag_loop())]
     starve = float(os.environ.get("CHERRY_LOAD_STARVE", "0") or 0)
@@ -669,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ice-host", action="append", help="ICE host address (repeatable); default 127.0.0.1")
     parser.add_argument("--network-config", default=str(ROOT / "configs" / "load-network.toml"))
     parser.add_argument("--report-interval", type=float, default=2.0)
+    add_token_arguments(parser)
     args = parser.parse_args(argv)
     try:
         import uvloop  # noqa: PLC0415 - optional, the same event loop the gateway prefers

@@ -7,12 +7,10 @@ in a master, which runs no users), one per Locust process.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -25,10 +23,10 @@ from gevent.event import AsyncResult, Event
 from locust.env import Environment
 
 from loadtests.summary import HealthStats, Summary
+from loadtests.webrtc.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TYPE = "WEBRTC"
-_PR_SET_PDEATHSIG = 1
 
 
 class WebRTCFailure(Exception):
@@ -37,12 +35,6 @@ class WebRTCFailure(Exception):
 
 class AgentGone(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: this process gets SIGKILL when its parent exits (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def fire(environment: Environment, name: str, ms: float, error: str | None = None, length: int = 0) -> None:
@@ -64,10 +56,12 @@ def _cpu_seconds() -> float:
 class AgentClient:
     """One agent child process and the measurements it reported that are not yet shipped."""
 
-    def __init__(self, environment: Environment, base_url: str, network_config: str) -> None:
+    def __init__(self, environment: Environment, base_url: str, network_config: str,
+                 token_argv: list[str] | None = None) -> None:
         self.environment = environment
         self.base_url = base_url
         self.network_config = network_config
+        self.token_argv = token_argv or []  # the agent's token source (loadtests.webrtc.token_options)
         self.pending = Summary()  # deltas not yet merged into the run's summary / sent to the master
         self.lost: dict[str, Event] = {}
         self.finished = False
@@ -85,9 +79,9 @@ class AgentClient:
 
     def start(self, timeout: float = 60.0) -> None:
         argv = [sys.executable, "-m", "loadtests.agent", "--base-url", self.base_url,
-                "--network-config", self.network_config]
+                "--network-config", self.network_config, *self.token_argv]
         self._process = subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_parent,
+            argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._greenlets = [gevent.spawn(self._read), gevent.spawn(self._watch_health)]

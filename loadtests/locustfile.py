@@ -19,7 +19,10 @@ session: freeze ms, length = watched ms), ``reconnect`` (after a lost session), 
 ``pk_start`` (invite to battle started).
 The run ends after the profile's ``run_time_s``: the master asks every worker's agent to
 settle its viewers, merges the results, prints a table per room and per network condition
-and PASS/FAIL per target, and exits 0 PASS, 1 FAIL, 3 INVALID (generator-bound).
+and PASS/FAIL per target, and exits 0 PASS, 1 FAIL, 3 INVALID (generator-bound), 5 SETUP (the
+gateway refused the generator's tokens, or its token source failed: the run then ends at once).
+Token options: ``--secret-env NAME`` / ``--secret-file PATH`` (``--token-issuer``) or
+``--token-command CMD``; none: ``GET /dev/token`` of a dev gateway.
 """
 
 from __future__ import annotations
@@ -39,11 +42,16 @@ from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadtests import verdict
-from loadtests.agent_client import AgentClient, _die_with_parent, fire
+from loadtests.agent_client import AgentClient, fire
 from loadtests.profiles import NETWORK_PATH, TARGETS_PATH, Profile, load_profile, load_targets
 from loadtests.summary import Summary
+from loadtests.webrtc.process import die_with_parent
+from loadtests.webrtc.token_options import TokenSettings, add_token_arguments
 
 FINISH_TIMEOUT = 60.0  # seconds the master waits for the workers' last results
+# Agent errors that mean the generator's tokens are wrong: the run's verdict is SETUP whatever
+# else happens, so it ends at once instead of after run_time_s.
+SETUP_ERRORS = frozenset({"http_401", "http_403", "token_error"})
 
 
 class _State:
@@ -59,6 +67,7 @@ class _State:
         self.started_at: float | None = None
         self.finals: dict[str, bool] = {}
         self.finishing = False
+        self.ending_early = False  # a set-up error (refused token) ends the run before its time
         self.counter = itertools.count()
         self.rng = random.Random()
         self._net_credit: dict[str, float] = {}
@@ -80,7 +89,7 @@ class _State:
             if self.agent is None and not self.agent_failed:
                 assert self.environment is not None
                 agent = AgentClient(self.environment, self.environment.host or "http://127.0.0.1:8080",
-                                    self.options().network_config)
+                                    self.options().network_config, TokenSettings.from_args(self.options()).argv())
                 self.agent = agent
                 try:
                     agent.start()
@@ -120,6 +129,7 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--summary-json", default="", help="write the end-of-run summary and verdict here")
     parser.add_argument("--load-duration", type=float, default=0.0,
                         help="seconds of load before the verdict; 0: the profile's run_time_s")
+    add_token_arguments(parser)
 
 
 @events.init.add_listener
@@ -141,9 +151,10 @@ def _init(environment: Environment, **_: Any) -> None:
     if isinstance(runner, WorkerRunner):
         runner.register_message("cherry_finish", _worker_finish)
         if getattr(environment.parsed_options, "processes", None):
-            _die_with_parent()  # a worker forked by --processes goes when its master goes
+            die_with_parent()  # a worker forked by --processes goes when its master goes
     if isinstance(runner, MasterRunner):
         runner.register_message("cherry_final", _master_final)
+        runner.register_message("cherry_setup_error", lambda environment, msg, **_: _end_early(None))
 
 
 @events.test_start.add_listener
@@ -160,6 +171,8 @@ def _finish_run() -> None:
     environment = STATE.environment
     assert environment is not None and environment.runner is not None
     runner = environment.runner
+    if STATE.finishing:  # already ending (early, after a set-up error)
+        return
     STATE.finishing = True
     if isinstance(runner, MasterRunner):
         workers = [client.id for client in runner.clients.values()]
@@ -190,6 +203,19 @@ def _finish_agent() -> Summary:
     agent.stop()
     result.merge(agent.take_pending())
     return result
+
+
+def _end_early(error: str | None) -> None:
+    """A refused token (or a failed token source) decides the run: end it now (``error`` None: asked by a worker)."""
+    if (error is not None and error not in SETUP_ERRORS) or STATE.ending_early or STATE.finishing:
+        return
+    STATE.ending_early = True
+    assert STATE.environment is not None
+    runner = STATE.environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.send_message("cherry_setup_error")  # only the master ends a distributed run
+    else:
+        gevent.spawn(_finish_run)
 
 
 def _worker_finish(environment: Environment, msg: Any, **_: Any) -> None:
@@ -241,6 +267,8 @@ def _quitting(environment: Environment, **_: Any) -> None:
     document["profile_settings"] = {"description": profile.description, "run_time_s": profile.run_time_s,
                                     "rooms": profile.rooms, "viewers": profile.viewers,
                                     "network": profile.network, "chat_users": profile.chat_users}
+    if STATE.ending_early:
+        document["ended_early"] = "a set-up error (token refused or token source failed) ended the run at once"
     print("\n" + verdict.render(document), flush=True)
     if options.summary_json:
         path = Path(options.summary_json)
@@ -295,6 +323,8 @@ class HostUser(User):
         fire(self.environment, "publish", float(reply.get("ms") or 0.0), error)
         if error and error != "no_free_room":
             agent.pending.host_failures[error] = agent.pending.host_failures.get(error, 0) + 1
+        if error:
+            _end_early(error)
 
     @task
     def publishing(self) -> None:
@@ -329,6 +359,11 @@ class ViewerUser(User):
         flag = agent.lost[self.key] = Event()
         reply = agent.call("view", wait=profile.join_timeout_s + 30, key=self.key, room=self.room, net=self.net,
                            timeout=profile.join_timeout_s, slots=profile.video_slots, pk_span_s=profile.pk_span_s)
+        if reply.get("stage") == "token":  # no token for this viewer: the generator's set-up, not a join
+            fire(self.environment, "join", 0.0, str(reply.get("error")))
+            _end_early(str(reply.get("error")))
+            gevent.sleep(1)
+            return
         if reply.get("stage") == "agent" or reply.get("error") in ("agent_gone", "agent_timeout"):
             if reply.get("error") == "agent_timeout":
                 note = "the load agent left a join unanswered past its timeout (generator overloaded or stuck)"
@@ -346,6 +381,7 @@ class ViewerUser(User):
             if reply.get("stage") == "whep":
                 fire(self.environment, "whep", ms, error)
             fire(self.environment, "join", ms, error)
+            _end_early(error)
             gevent.sleep(profile.retry_after_failure_s)
             return
         fire(self.environment, "whep", float(reply["whep_ms"]))
@@ -398,6 +434,8 @@ class ChatUser(User):
                            gifts_per_s=profile.gifts_per_s, likes_per_s=profile.likes_per_s)
         error = None if reply.get("ok") else str(reply.get("error"))
         fire(self.environment, "ws", float(reply.get("ms") or 0.0), error)
+        if error:
+            _end_early(error)
 
     @task
     def chatting(self) -> None:

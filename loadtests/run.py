@@ -3,12 +3,15 @@
 ``python -m loadtests.run --profile smoke`` (``make loadtest PROFILE=smoke``):
 
 1. loads ``configs/profiles/smoke.toml`` (a ``status = "stub"`` profile is skipped, exit 4);
-2. starts ``python -m gateway serve --host 127.0.0.1 --port FREE --ice-host 127.0.0.1 --dev
-   --config configs/load-gateway.toml`` unless ``--base-url`` names a running gateway;
-3. runs Locust headless with the profile's user count and spawn rate (``--processes`` from the
+2. checks the token source (``--secret-env`` / ``--secret-file`` / ``--token-command``: one
+   token from the command; exit 5 if it cannot give tokens);
+3. starts ``python -m gateway serve --host 127.0.0.1 --port FREE --ice-host 127.0.0.1 --dev
+   --config configs/load-gateway.toml`` unless ``--base-url`` names a running gateway; with a
+   token source the gateway is not in dev mode and ``--gateway-config`` must name its secret;
+4. runs Locust headless with the profile's user count and spawn rate (``--processes`` from the
    profile or the command line), CSV and HTML reports and the summary JSON in ``--out``;
-4. stops Locust (if it overran its time budget) and the gateway, by pid, and exits with Locust's
-   code: 0 PASS, 1 FAIL, 3 INVALID, 2 set-up error.
+5. stops Locust (if it overran its time budget) and the gateway, by pid, and exits with Locust's
+   code: 0 PASS, 1 FAIL, 3 INVALID, 5 SETUP (tokens refused or no tokens), 2 other set-up errors.
 
 Everything is bounded: the gateway must be healthy within 30 s, Locust gets the run time plus
 ``--grace`` seconds. Only 127.0.0.1 carries traffic.
@@ -17,100 +20,17 @@ Everything is bounded: the gateway must be healthy within 30 s, Locust gets the 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests.profiles import ROOT, ProfileError, load_profile
+from loadtests.profiles import ROOT, Profile, ProfileError, load_profile
 from loadtests.verdict import EXIT
+from loadtests.webrtc.process import LOOPBACK, GatewayProcess, die_with_parent, free_port, stop_process
+from loadtests.webrtc.token_options import SETUP_HINT, TokenError, TokenSettings, add_token_arguments
 
 GATEWAY_CONFIG = ROOT / "configs" / "load-gateway.toml"
-LOOPBACK = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, SIGKILL after ``grace`` s; then SIGKILL its leftover descendants, by pid."""
-    leftovers = _descendants(process.pid)
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-class Gateway:
-    """A gateway process on 127.0.0.1 for the duration of one run."""
-
-    def __init__(self, module: str, config: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://{LOOPBACK}:{self.port}"
-        self.log_path = log_path
-        argv = [sys.executable, "-m", module, "serve", "--host", LOOPBACK, "--port", str(self.port),
-                "--ice-host", LOOPBACK, "--dev", "--config", str(config)]
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=_die_with_parent,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}; see {self.log_path}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-            time.sleep(0.2)  # polling a port that is not open yet: there is nothing to await
-        raise RuntimeError(f"gateway not healthy after {timeout:.0f} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=10)
-        self._log.close()
 
 
 def locust_argv(args: argparse.Namespace, base_url: str, users: int, spawn_rate: float, processes: int,
@@ -119,7 +39,7 @@ def locust_argv(args: argparse.Namespace, base_url: str, users: int, spawn_rate:
             "--host", base_url, "--load-profile", args.profile, "-u", str(users), "-r", str(spawn_rate),
             "--csv", str(out / name), "--html", str(out / f"{name}.html"),
             "--summary-json", str(out / "summary.json"), "--only-summary", "--loglevel", args.loglevel,
-            "--exit-code-on-error", "0"]
+            "--exit-code-on-error", "0", *TokenSettings.from_args(args).argv()]
     if processes > 1:
         # A free master port: the default (5557) would let workers of another run on this machine
         # join ours (and ours theirs).
@@ -133,6 +53,22 @@ def locust_argv(args: argparse.Namespace, base_url: str, users: int, spawn_rate:
     return argv
 
 
+def check_tokens(settings: TokenSettings, profile: Profile) -> str | None:
+    """Why the token source cannot give tokens (None: it can); a command is run once to see."""
+    try:
+        settings.check()
+        if settings.command:
+            import asyncio  # only here: this process otherwise runs no event loop
+
+            from loadtests.webrtc.tokens import CommandTokenSource
+
+            room = profile.room_names[0] if profile.room_names else "loadtest"
+            asyncio.run(CommandTokenSource(settings.command).token(room, "viewer", "loadtest-preflight"))
+    except TokenError as exc:
+        return str(exc)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         profile = load_profile(args.profile)
@@ -142,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     if profile.status == "stub":
         print(f"loadtest: SKIPPED profile {profile.name}: {profile.skip_reason}")
         return EXIT["SKIPPED"]
+    tokens = TokenSettings.from_args(args)
+    problem = check_tokens(tokens, profile)
+    if problem is not None:
+        print(f"loadtest: SETUP: no tokens: {problem}; {SETUP_HINT}", file=sys.stderr)
+        return EXIT["SETUP"]
     out = Path(args.out) if args.out else ROOT / "loadtests" / "results" / profile.name
     out.mkdir(parents=True, exist_ok=True)
     processes = args.processes or profile.processes
@@ -150,16 +91,20 @@ def run(args: argparse.Namespace) -> int:
     spawn_rate = args.spawn_rate or profile.spawn_rate
     print(f"loadtest: profile {profile.name} ({profile.description}); {users} users, {processes} process(es), "
           f"{duration:.0f} s; reports in {out}", flush=True)
-    gateway: Gateway | None = None
+    gateway: GatewayProcess | None = None
     base_url = args.base_url
     try:
         if not base_url:
-            gateway = Gateway(args.gateway_module, Path(args.gateway_config), out / "gateway.log")
+            # With a token source the generator mints tokens itself: then the gateway runs as in
+            # production (no --dev, no /dev/token), its secret named by --gateway-config.
+            gateway = GatewayProcess(out / "gateway.log", module=args.gateway_module, dev=not tokens.given,
+                                     config=Path(args.gateway_config), cwd=ROOT)
             gateway.wait_healthy(30)
             base_url = gateway.base_url
-            print(f"loadtest: gateway pid {gateway.process.pid} on {base_url}", flush=True)
+            mode = "production mode, tokens minted by the generator" if tokens.given else "dev mode"
+            print(f"loadtest: gateway pid {gateway.process.pid} on {base_url} ({mode})", flush=True)
         argv = locust_argv(args, base_url, users, spawn_rate, processes, out, profile.name)
-        locust = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent)
+        locust = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
         try:
             code = locust.wait(timeout=duration + args.grace)
         except subprocess.TimeoutExpired:
@@ -171,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         finally:
             stop_process(locust, grace=15)
-    except RuntimeError as exc:
+    except (RuntimeError, TimeoutError) as exc:  # the gateway did not come up (its log's tail is in the message)
         print(f"loadtest: {exc}", file=sys.stderr)
         return EXIT["ERROR"]
     finally:
@@ -195,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gateway-module", default="gateway", help="python -m MODULE serve ... (tests swap it)")
     parser.add_argument("--gateway-config", default=str(GATEWAY_CONFIG))
     parser.add_argument("--loglevel", default="WARNING")
+    add_token_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)
 

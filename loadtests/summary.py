@@ -169,6 +169,18 @@ class Summary:
     host_failures: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # generator-side problems (agent died, ...)
     marks: dict[str, float] = field(default_factory=dict)  # wall-clock instants, merged by max
+    # Set-up problems (the verdict is SETUP): tokens the gateway refused ("WHEP 401 unauthorized:
+    # ..."), and token sources that failed, each reason with its count.
+    token_refusals: dict[str, int] = field(default_factory=dict)
+    token_failures: dict[str, int] = field(default_factory=dict)
+
+    MAX_REASONS = 20  # distinct reasons kept per kind; more are counted under the last one
+
+    def setup_error(self, refused: bool, reason: str) -> None:
+        counts = self.token_refusals if refused else self.token_failures
+        if reason not in counts and len(counts) >= self.MAX_REASONS:
+            reason = "(more reasons)"
+        counts[reason] = counts.get(reason, 0) + 1
 
     def mark(self, name: str, at: float) -> None:
         self.marks[name] = max(self.marks.get(name, at), at)
@@ -189,9 +201,12 @@ class Summary:
         self.notes.extend(n for n in other.notes if n not in self.notes)
         for name, at in other.marks.items():
             self.mark(name, at)
+        _merge_counts(self.token_refusals, other.token_refusals)
+        _merge_counts(self.token_failures, other.token_failures)
 
     def empty(self) -> bool:
-        return not (self.groups or self.health or self.hosts or self.host_failures or self.notes or self.marks)
+        return not (self.groups or self.health or self.hosts or self.host_failures or self.notes or self.marks
+                    or self.token_refusals or self.token_failures)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -201,6 +216,8 @@ class Summary:
             "host_failures": self.host_failures,
             "notes": self.notes,
             "marks": self.marks,
+            "token_refusals": self.token_refusals,
+            "token_failures": self.token_failures,
         }
 
     @classmethod
@@ -212,6 +229,8 @@ class Summary:
             {str(k): int(v) for k, v in data.get("host_failures", {}).items()},
             list(data.get("notes", [])),
             {str(k): float(v) for k, v in data.get("marks", {}).items()},
+            {str(k): int(v) for k, v in data.get("token_refusals", {}).items()},
+            {str(k): int(v) for k, v in data.get("token_failures", {}).items()},
         )
 
     def pooled(self, room: str | None = None, net: str | None = None, events: bool = False) -> GroupStats:

@@ -1,9 +1,11 @@
-"""PASS / FAIL / INVALID from a run's :class:`~loadtests.summary.Summary` and the targets.
+"""PASS / FAIL / INVALID / SETUP from a run's :class:`~loadtests.summary.Summary` and the targets.
 
-INVALID wins over everything: when a generator process was starved (CPU, event-loop lag) or
-died, its timings say nothing about the gateway, so neither PASS nor FAIL may be claimed.
-Otherwise any missed target is FAIL. Exit codes: 0 PASS, 1 FAIL, 3 INVALID, 4 SKIPPED
-(a stub profile), 2 for set-up errors (no gateway, bad profile).
+SETUP wins over everything: when the gateway refused the generator's tokens (401/403 on WHIP,
+WHEP or a room socket) or the token source failed, the run measured the generator's
+configuration, not the gateway. Then INVALID: when a generator process was starved (CPU,
+event-loop lag) or died, its timings say nothing about the gateway, so neither PASS nor FAIL may
+be claimed. Otherwise any missed target is FAIL. Exit codes: 0 PASS, 1 FAIL, 3 INVALID,
+4 SKIPPED (a stub profile), 5 SETUP (tokens), 2 for other set-up errors (no gateway, bad profile).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any
 
 from loadtests.profiles import Targets
 from loadtests.summary import GroupStats, Summary
+from loadtests.webrtc.token_options import SETUP_HINT
 
-EXIT = {"PASS": 0, "FAIL": 1, "ERROR": 2, "INVALID": 3, "SKIPPED": 4}
+EXIT = {"PASS": 0, "FAIL": 1, "ERROR": 2, "INVALID": 3, "SKIPPED": 4, "SETUP": 5}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,20 @@ def generator_problems(summary: Summary, targets: Targets) -> list[str]:
     return problems
 
 
+def _listed(counts: dict[str, int]) -> str:
+    return "; ".join(f"{reason} (x{count})" for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def setup_problems(summary: Summary) -> list[str]:
+    """Why the generator's own set-up (its tokens) decided this run (empty: it did not)."""
+    problems = []
+    if summary.token_refusals:
+        problems.append(f"tokens refused by the gateway: {_listed(summary.token_refusals)}; {SETUP_HINT}")
+    if summary.token_failures:
+        problems.append(f"the token source failed: {_listed(summary.token_failures)}; {SETUP_HINT}")
+    return problems
+
+
 def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict[str, Any]:
     """The verdict document: checks, figures per room and per network condition, health."""
     viewers = summary.pooled()
@@ -174,10 +191,13 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
         checks.append(Check("publish_success", "hosts", published / host_attempts,
                             targets.hosts["publish_success_min"], "min",
                             ", ".join(f"{k}: {v}" for k, v in sorted(summary.host_failures.items()))))
+    setup = setup_problems(summary)
     problems = generator_problems(summary, targets)
     if viewers.join_attempts == 0 and not events.sockets:
         problems.append("no measurements: the generator made no join attempt")
-    if problems:
+    if setup:
+        verdict = "SETUP"
+    elif problems:
         verdict = "INVALID"
     elif all(c.passed for c in checks):
         verdict = "PASS"
@@ -187,6 +207,7 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
         "profile": profile_name,
         "verdict": verdict,
         "exit_code": EXIT[verdict],
+        "setup_reasons": setup,
         "invalid_reasons": problems,
         "checks": [c.to_json() for c in checks],
         "overall": overall,
@@ -282,5 +303,9 @@ def render(document: dict[str, Any]) -> str:
         lines.append(f"{mark}  {check['name']}{scope}: {_fmt(check['measured'])} {op} {_fmt(check['limit'])}{detail}")
     for reason in document["invalid_reasons"]:
         lines.append(f"INVALID  {reason}")
+    for reason in document.get("setup_reasons", []):  # last, next to the verdict they decide
+        lines.append(f"SETUP  {reason}")
+    if document.get("ended_early"):
+        lines.append(f"(ended early: {document['ended_early']})")
     lines.append(f"\nVERDICT: {document['verdict']} (exit code {document['exit_code']})")
     return "\n".join(lines)

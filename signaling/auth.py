@@ -1,16 +1,36 @@
-"""JWT access tokens with a room grant (HS256, via pyjwt)."""
+"""JWT access tokens with a room grant (HS256, via pyjwt), and where their secrets come from.
+
+Tokens are minted with the current secret and verified with the current one or any previous one,
+so a secret can be rotated without cutting anyone off: run with the new secret as current and the
+old one in ``auth.previous_secrets`` for as long as old tokens live, then drop the old one.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jwt
+
+from signaling.config import AuthConfig
 
 ROLES = ("viewer", "guest", "host", "admin")
 # A role may do what every role before it may do (admin: everything, in any room).
 _RANK = {role: i for i, role in enumerate(ROLES)}
+# Room names in URLs and grants: 1-64 characters, letters, digits, '_', '-', '.', starting with a
+# letter or digit.
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ROOM_NAME_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
+MAX_IDENTITY_LENGTH = 128
+# HS256 keys shorter than the hash output are guessable offline from one captured token.
+MIN_SECRET_LENGTH = 32
 
 
 class AuthError(Exception):
@@ -44,11 +64,16 @@ class Grant:
 
 
 class TokenService:
-    def __init__(self, secret: str, issuer: str, default_ttl: int, leeway: int = 5) -> None:
+    """Mints with the current secret; verifies with the current or any previous one."""
+
+    def __init__(self, secret: str, issuer: str, default_ttl: int, leeway: int = 5,
+                 previous: Sequence[str] = (), max_ttl: int = 86400) -> None:
         self._secret = secret
+        self._keys = (secret, *previous)
         self._issuer = issuer
         self._default_ttl = default_ttl
         self._leeway = leeway
+        self.max_ttl = max_ttl
 
     def mint(self, room: str, role: str, identity: str | None = None, ttl: int | None = None,
              scope: str = "") -> str:
@@ -70,19 +95,7 @@ class TokenService:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Grant:
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=["HS256"],
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": ["exp", "sub", "iss"]},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError("token expired") from exc
-        except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
+        claims = self._decode(token)
         room, role, sub = claims.get("room"), claims.get("role"), claims.get("sub")
         if not isinstance(room, str) or not room or role not in ROLES or not isinstance(sub, str):
             raise AuthError("invalid token: missing room, role or subject grant")
@@ -90,6 +103,28 @@ class TokenService:
         if not isinstance(scope, str):
             raise AuthError("invalid token: scope must be a string")
         return Grant(room=room, role=role, identity=sub, expires_at=int(claims["exp"]), scope=scope)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        # Only a bad signature moves on to the next key: a token that one key verifies but that is
+        # expired, or has the wrong issuer, is refused for that reason.
+        for key in self._keys:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=["HS256"],
+                    issuer=self._issuer,
+                    leeway=self._leeway,
+                    options={"require": ["exp", "sub", "iss"]},
+                )
+                return claims
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError as exc:
+                raise AuthError("token expired") from exc
+            except jwt.InvalidTokenError as exc:
+                raise AuthError(f"invalid token: {exc}") from exc
+        raise AuthError("invalid token: signature verification failed")
 
 
 def bearer_token(header: str | None) -> str:
@@ -100,3 +135,96 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("Authorization header must be 'Bearer <token>'")
     return token.strip()
+
+
+def check_ttl(ttl: int, max_ttl: int) -> None:
+    """ValueError unless a requested token lifetime is 1 to ``max_ttl`` seconds (``auth.max_ttl``)."""
+    if not 1 <= ttl <= max_ttl:
+        raise ValueError(f"ttl must be from 1 to {max_ttl} seconds (auth.max_ttl)")
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+class SecretError(ValueError):
+    """An ``auth`` secret setting that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    current: str
+    previous: tuple[str, ...] = ()
+    # True when nothing was configured and this is a per-run random secret (dev mode only).
+    generated: bool = False
+
+
+def _from_env(name: str, key: str, environ: Mapping[str, str]) -> str:
+    value = environ.get(name)
+    if value is None:
+        raise SecretError(f"{key}: environment variable {name} is not set")
+    if not value.strip():
+        raise SecretError(f"{key}: environment variable {name} is empty")
+    return value
+
+
+def _from_file(path: str, key: str) -> str:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretError(f"{key}: cannot read {path}: {exc}") from exc
+    if not value:
+        raise SecretError(f"{key}: {path} is empty")
+    return value
+
+
+def _previous(value: str, key: str, environ: Mapping[str, str]) -> str:
+    if value.startswith("env:"):
+        return _from_env(value[4:], key, environ)
+    if value.startswith("file:"):
+        return _from_file(value[5:], key)
+    if not value:
+        raise SecretError(f"{key}: must not be empty")
+    return value
+
+
+def resolve_secrets(auth: AuthConfig, dev: bool, environ: Mapping[str, str] | None = None) -> Secrets:
+    """The current and previous secrets ``auth`` names, read from the environment and files.
+
+    The current secret comes from exactly one of ``auth.secret``, ``auth.secret_env`` (a variable
+    name) and ``auth.secret_file`` (surrounding whitespace stripped); ``previous_secrets`` entries
+    are secrets or ``env:NAME`` / ``file:PATH``. Outside dev mode a current secret is required and
+    every secret must be at least :data:`MIN_SECRET_LENGTH` characters; dev mode without one gets a
+    per-run random secret. Raises :class:`SecretError` naming the key.
+    """
+    env = os.environ if environ is None else environ
+    given = [key for key, value in (("auth.secret", auth.secret), ("auth.secret_env", auth.secret_env),
+                                    ("auth.secret_file", auth.secret_file)) if value]
+    if len(given) > 1:
+        raise SecretError(f"{' and '.join(given)}: set only one of auth.secret, auth.secret_env, auth.secret_file")
+    previous = tuple(_previous(value, f"auth.previous_secrets[{i}]", env)
+                     for i, value in enumerate(auth.previous_secrets))
+    if not given:
+        if not dev:
+            raise SecretError("auth.secret: a secret is required outside --dev: set auth.secret, "
+                              "auth.secret_env or auth.secret_file")
+        return Secrets(secrets.token_urlsafe(32), previous, generated=True)
+    key = given[0]
+    if key == "auth.secret_env":
+        current = _from_env(auth.secret_env, key, env)
+    elif key == "auth.secret_file":
+        current = _from_file(auth.secret_file, key)
+    else:
+        current = auth.secret
+    if not dev:
+        for name, value in ((key, current), *((f"auth.previous_secrets[{i}]", v) for i, v in enumerate(previous))):
+            if len(value) < MIN_SECRET_LENGTH:
+                raise SecretError(f"{name}: must be at least {MIN_SECRET_LENGTH} characters (or run with --dev), "
+                                  f"got {len(value)}")
+    return Secrets(current, previous)
+
+
+def token_service(auth: AuthConfig, dev: bool, environ: Mapping[str, str] | None = None) -> TokenService:
+    """The gateway's and ``cherry-gateway token``'s :class:`TokenService` for this configuration."""
+    resolved = resolve_secrets(auth, dev, environ)
+    return TokenService(resolved.current, auth.issuer, auth.default_ttl, auth.leeway,
+                        previous=resolved.previous, max_ttl=auth.max_ttl)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,15 +10,13 @@ from aiohttp import web
 from relay.core import Relay
 from relay.participant import Grant as RelayGrant
 from relay.room import Rooms
-from signaling.auth import AuthError, Forbidden, Grant, TokenService, bearer_token
+from signaling.auth import ROOM_NAME, AuthError, Forbidden, Grant, TokenService, bearer_token
 from signaling.errors import HttpError
 from signaling.events.moderation import Moderation
 from signaling.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from signaling.events.hub import EventHub
-
-ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from loadtests.webrtc.vp8 import frame_start
 
 FrameCallback = Callable[[float, bool], None]  # (arrival of the completing packet, keyframe)
 
@@ -20,56 +22,6 @@ _TS_MOD = 1 << 32
 def _ts_not_newer(ts: int, reference: int) -> bool:
     """RTP timestamp ``ts`` is at or before ``reference`` (serial number arithmetic)."""
     return (ts - reference) % _TS_MOD == 0 or (ts - reference) % _TS_MOD >= _TS_MOD // 2
-
-
-def vp8_frame_start(payload: bytes) -> tuple[bool, bool]:
-    """(first packet of a frame, keyframe) from a VP8 RTP payload (RFC 7741)."""
-    if not payload:
-        return False, False
-    b0 = payload[0]
-    if not (b0 & 0x10) or (b0 & 0x07):  # S bit with partition index 0
-        return False, False
-    pos = 1
-    if b0 & 0x80:  # X: extension byte present
-        if len(payload) < 2:
-            return True, False
-        ext = payload[1]
-        pos = 2
-        if ext & 0x80:  # I: picture ID, 7 or 15 bits
-            pos += 2 if len(payload) > pos and payload[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if ext & 0x30:  # T or K: TID/KEYIDX byte
-            pos += 1
-    if len(payload) <= pos:
-        return True, False
-    return True, not (payload[pos] & 0x01)  # P bit 0 means keyframe
-
-
-def vp8_descriptor_length(payload: bytes) -> int:
-    """Length of the VP8 payload descriptor (RFC 7741 section 4.2) at the start of ``payload``."""
-    if not payload:
-        return 0
-    pos = 1
-    if payload[0] & 0x80 and len(payload) > 1:
-        ext = payload[1]
-        pos = 2
-        if ext & 0x80:
-            pos += 2 if len(payload) > pos and payload[pos] & 0x80 else 1
-        if ext & 0x40:
-            pos += 1
-        if ext & 0x30:
-            pos += 1
-    return pos
-
-
-def vp8_picture_id(payload: bytes) -> int | None:
-    """The picture ID of a VP8 RTP payload (7 or 15 bits), None when absent."""
-    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
-        return None
-    if payload[2] & 0x80:
-        return ((payload[2] & 0x7F) << 8 | payload[3]) if len(payload) > 3 else None
-    return payload[2] & 0x7F
 
 
 class _PendingFrame:
@@ -131,11 +83,11 @@ class FrameAssembler:
             return
         frame.seqs.add(seq)
         if self._vp8:
-            start, keyframe = vp8_frame_start(payload)
+            start, keyframe, picture_id = frame_start(payload)
             if start:
                 frame.first_seq = seq
                 frame.keyframe = keyframe
-                frame.picture_id = vp8_picture_id(payload)
+                frame.picture_id = picture_id
         elif self._last_marker_seq is not None and (seq - self._last_marker_seq) % _SEQ_MOD == 1:
             frame.first_seq = seq
             frame.keyframe = self.completed == 0  # unknown for other codecs; assume the first is
@@ -242,13 +194,20 @@ class Decodability:
         return True
 
 
+def freeze_threshold(mean_interval: float) -> float:
+    """The W3C webrtc-stats freeze rule: an inter-frame gap longer than this is a freeze."""
+    return max(3 * mean_interval, mean_interval + 0.150)
+
+
 class FreezeMeter:
-    """Counts freezes by the W3C webrtc-stats rule.
+    """Counts freezes by the W3C webrtc-stats rule: the one home of that rule in our clients.
 
     A freeze is an inter-frame gap > max(3 x mean, mean + 150 ms), the mean
-    being over the last 30 gaps (as libwebrtc computes freezeCount). Until a
-    few gaps are known, ``nominal_interval`` stands in for the mean, so a
-    viewer that gets nothing at all still shows as frozen.
+    being over the last 30 gaps (as libwebrtc computes freezeCount; the load suite's
+    figures are cross-checked against Chromium's own, ``tests/load/test_chromium_crosscheck.py``).
+    Until a few gaps are known, ``nominal_interval`` stands in for the mean, so a
+    viewer that gets nothing at all still shows as frozen. Load viewers, bench viewers and
+    the integration tests' decoding viewers all measure with it (:func:`freeze_gaps`).
     """
 
     HISTORY = 30
@@ -269,7 +228,7 @@ class FreezeMeter:
 
     def _threshold(self) -> float:
         mean = self._gap_sum / len(self._gaps) if len(self._gaps) >= self.MIN_SAMPLES else self._nominal
-        return max(3 * mean, mean + 0.150)
+        return freeze_threshold(mean)
 
     def _account(self, gap_start: float, gap_end: float) -> None:
         # Only the part of a gap inside the window counts, but the whole gap decides.
@@ -313,6 +272,14 @@ class FreezeMeter:
         stats = WindowStats(at - self._window_start, self._frames, self._freezes, self._freeze_s, self._max_gap)
         self._freezes, self._freeze_s, self._max_gap = freezes, freeze_s, max_gap
         return stats
+
+
+def freeze_gaps(times: Iterable[float], nominal_interval: float = 1 / 30) -> list[float]:
+    """The inter-frame gaps of ``times`` (frame arrivals, ascending seconds) that :class:`FreezeMeter` calls freezes."""
+    meter = FreezeMeter(nominal_interval)
+    for at in times:
+        meter.frame(at)
+    return list(meter.freeze_gaps)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -14,6 +14,7 @@ class SignalingError(Exception):
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.body = message  # the start of the server's answer (JSON error body or text)
         self.retry_after = retry_after  # seconds, from a Retry-After header (429, 503)
 
 
@@ -34,14 +35,24 @@ class SessionResource:
     answer_sdp: str
 
 
-async def fetch_dev_token(http: aiohttp.ClientSession, base_url: str, room: str, role: str) -> str:
-    """Ask a ``--dev`` server for a token; servers without auth may answer anything."""
-    url = URL(base_url) / "dev" / "token"
-    async with http.get(url.with_query(room=room, role=role)) as response:
+async def fetch_dev_token(http: aiohttp.ClientSession, base_url: str, room: str, role: str,
+                          identity: str | None = None, ttl: int | None = None) -> str:
+    """Ask a ``--dev`` gateway for a token (``GET /dev/token``); :class:`SignalingError` if refused.
+
+    The one place our clients (load suite, bench, tests) fetch dev tokens; anything that may run
+    against a production gateway takes a :class:`loadtests.webrtc.tokens.TokenSource` instead.
+    """
+    query = {"room": room, "role": role}
+    if identity is not None:
+        query["identity"] = identity
+    if ttl is not None:
+        query["ttl"] = str(ttl)
+    url = (URL(base_url) / "dev" / "token").with_query(query)
+    async with http.get(url) as response:
         if response.status != 200:
             raise SignalingError(response.status, (await response.text())[:200])
         body = await response.json()
-    token = body.get("token")
+    token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str):
         raise SignalingError(response.status, "no token in /dev/token answer")
     return token

@@ -35,9 +35,10 @@ from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_con
 from loadtests.webrtc.signaling_client import (
     SessionResource,
     delete_resource,
-    fetch_dev_token,
     post_offer,
 )
+from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_arguments
+from loadtests.webrtc.tokens import DevTokenSource, TokenSource
 from loadtests.webrtc.tracks import FreezeSchedule, PacketLoopTrack
 
 
@@ -57,11 +58,12 @@ class HostMedia:
 class HostOptions:
     base_url: str
     room: str
-    token: str | None = None  # None: fetch one from /dev/token (dev servers only)
+    token: str | None = None  # None: one from ``tokens``
     connect_timeout: float = 15.0
     extra_headers: dict[str, str] = field(default_factory=dict)
     tag_capture: bool = True  # capture-time trailer on each video frame (viewers measure latency)
     freeze: FreezeSchedule | None = None  # known video freezes, for truth tests
+    tokens: TokenSource | None = None  # None: the gateway's /dev/token (dev servers only)
 
 
 def _preferences(kind: str, mime_type: str) -> list[Any]:
@@ -90,9 +92,10 @@ class SyntheticHost:
     async def start(self) -> None:
         """Publish; returns when ICE+DTLS are connected, raises on refusal or timeout."""
         started = time.monotonic()
-        self._http = aiohttp.ClientSession(headers=self.options.extra_headers)
+        http = self._http = aiohttp.ClientSession(headers=self.options.extra_headers)
         if self._token is None:
-            self._token = await fetch_dev_token(self._http, self.options.base_url, self.options.room, "host")
+            tokens = self.options.tokens or DevTokenSource(self.options.base_url, lambda: http)
+            self._token = await tokens.token(self.options.room, "host")
         video = self.pc.addTransceiver(self.video, direction="sendonly")
         video.setCodecPreferences(_preferences("video", "video/VP8"))
         audio = self.pc.addTransceiver(self.audio, direction="sendonly")
@@ -144,7 +147,13 @@ async def _run(args: argparse.Namespace) -> int:
     media = HostMedia.encode(seconds=args.loop_seconds, bitrate=args.bitrate)
     _emit("encoded", video_bps=round(media.video.bitrate), audio_bps=round(media.audio.bitrate))
     freeze = FreezeSchedule(args.freeze_every, args.freeze_for, args.freeze_first) if args.freeze_every else None
-    host = SyntheticHost(HostOptions(args.base_url, args.room, args.token, freeze=freeze), media)
+    settings = TokenSettings.from_args(args)
+    try:
+        tokens = settings.source(args.base_url) if settings.given else None  # else the host asks /dev/token
+    except TokenError as exc:
+        _emit("failed", error=str(exc))
+        return 2
+    host = SyntheticHost(HostOptions(args.base_url, args.room, args.token, freeze=freeze, tokens=tokens), media)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -173,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080")
     parser.add_argument("--room", required=True)
-    parser.add_argument("--token", help="host JWT; default: GET /dev/token (dev servers only)")
+    parser.add_argument("--token", help="host JWT; default: one from the token source")
+    add_token_arguments(parser)
     parser.add_argument("--ice-host", action="append", help="ICE host address (repeatable); default 127.0.0.1")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to publish; 0: until SIGTERM")
     parser.add_argument("--loop-seconds", type=float, default=2.0, help="length of the pre-encoded loop")

@@ -39,7 +39,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -56,16 +56,17 @@ from loadtests.webrtc.metrics import (
     Histogram,
     WindowStats,
     percentile,
-    vp8_descriptor_length,
 )
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_connection
 from loadtests.webrtc.signaling_client import (
     SessionResource,
     SignalingError,
     delete_resource,
-    fetch_dev_token,
     post_offer,
 )
+from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_arguments
+from loadtests.webrtc.tokens import DevTokenSource, TokenSource
+from loadtests.webrtc.vp8 import descriptor_length
 
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is broken
 
@@ -74,12 +75,13 @@ KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is
 class ViewerOptions:
     base_url: str
     room: str
-    token: str | None = None  # None: one /dev/token per viewer (dev servers only)
+    token: str | None = None  # None: one token per viewer from ``tokens``
     first_frame_timeout: float = 15.0
     network: NetworkCondition | None = None  # downlink impairment; None: none
     lean: bool = True  # LeanRtpPath instead of aiortc's per-packet receive path
     wait_for_host: bool = False  # treat 404 room_not_live like 503 (Retry-After) until the timeout
     video_slots: int = 1  # video (and audio) m-lines offered: slot 0 the room's host, then co-stream slots
+    tokens: TokenSource | None = None  # None: the gateway's /dev/token (dev servers only)
 
 
 def video_ssrcs(sdp: str) -> list[list[int]]:
@@ -156,7 +158,7 @@ class Viewer:
 
     def _on_video(self, seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
         if marker and payload[-4:] == capture_tag.MAGIC:
-            captured = capture_tag.read_tag(payload, vp8_descriptor_length(payload))
+            captured = capture_tag.read_tag(payload, descriptor_length(payload))
             if captured is not None:
                 if len(self._captures) > 16:
                     self._captures.clear()  # frames that never completed
@@ -169,7 +171,7 @@ class Viewer:
     def _partner_rtp(self, assembler: FrameAssembler) -> RtpCallback:
         def on_rtp(seq: int, ts: int, marker: bool, payload: bytes, arrival: float) -> None:
             if marker and payload[-4:] == capture_tag.MAGIC:
-                captured = capture_tag.read_tag(payload, vp8_descriptor_length(payload))
+                captured = capture_tag.read_tag(payload, descriptor_length(payload))
                 if captured is not None:
                     if len(self._partner_captures) > 16:
                         self._partner_captures.clear()
@@ -228,7 +230,8 @@ class Viewer:
         """
         deadline = time.monotonic() + self.options.first_frame_timeout
         if self._token is None:
-            self._token = await fetch_dev_token(self._http, self.options.base_url, self.options.room, "viewer")
+            tokens = self.options.tokens or DevTokenSource(self.options.base_url, lambda: self._http)
+            self._token = await tokens.token(self.options.room, "viewer")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         url = f"{self.options.base_url.rstrip('/')}/whep/{self.options.room}"
         while True:
@@ -280,8 +283,12 @@ def error_kind(exc: BaseException) -> str:
     # Constant strings, so that reports aggregate instead of listing each message.
     if isinstance(exc, SignalingError):
         return f"http_{exc.status}"
+    if isinstance(exc, TokenError):
+        return "token_error"
     if isinstance(exc, TimeoutError):
         return "first_frame_timeout"
+    if isinstance(exc, aiohttp.ClientResponseError):  # e.g. a room socket's refused handshake
+        return f"http_{exc.status}"
     if isinstance(exc, aiohttp.ClientError):
         return "http_client_error"
     return type(exc).__name__
@@ -298,7 +305,7 @@ class ViewerPool:
         self._window_start: float | None = None
         self._cpu_start = 0.0
 
-    def _session(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.first_frame_timeout))
         return self._http
@@ -310,7 +317,7 @@ class ViewerPool:
         joined: list[Viewer] = []
 
         async def one() -> None:
-            viewer = Viewer(self.options, self._session())
+            viewer = Viewer(self.options, self.session())
             async with gate:
                 try:
                     await viewer.start()
@@ -456,6 +463,13 @@ async def _once(pool: ViewerPool, count: int, warmup: float, watch: float) -> No
 async def _run(args: argparse.Namespace) -> int:
     configure_ice(args.ice_host or DEFAULT_ICE_HOSTS)
     pool = ViewerPool(ViewerOptions(args.base_url, args.room, args.token, args.timeout), args.concurrency)
+    settings = TokenSettings.from_args(args)
+    if settings.given:  # otherwise each viewer asks the gateway's /dev/token
+        try:
+            pool.options = replace(pool.options, tokens=settings.source(args.base_url, pool.session))
+        except TokenError as exc:
+            print(f"viewer: {exc}", file=sys.stderr, flush=True)
+            return 2
     main = asyncio.ensure_future(_serve(pool) if args.serve else _once(pool, args.count, args.warmup, args.watch))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -473,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Non-decoding WHEP viewers")
     parser.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8080")
     parser.add_argument("--room", required=True)
-    parser.add_argument("--token", help="viewer JWT for all viewers; default: GET /dev/token per viewer")
+    parser.add_argument("--token", help="viewer JWT for all viewers; default: one per viewer from the token source")
+    add_token_arguments(parser)
     parser.add_argument("--ice-host", action="append", help="ICE host address (repeatable); default 127.0.0.1")
     parser.add_argument("--serve", action="store_true", help="take JSON-line commands on stdin")
     parser.add_argument("--count", type=int, default=1, help="viewers (one-shot mode)")

@@ -21,6 +21,8 @@ from aiortc import (
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from multidict import CIMultiDict
 
+from loadtests.webrtc.metrics import freeze_gaps
+
 LOOPBACK = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 VIDEO_CLOCK = 90000
 
@@ -243,10 +245,6 @@ def bar_of(frame: av.VideoFrame) -> tuple[int, int]:
 
 
 def freezes(times: list[float]) -> list[float]:
-    """Freeze durations by the W3C webrtc-stats rule over a list of frame arrival times."""
-    if len(times) < 3:
-        return []
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    mean = sum(gaps) / len(gaps)
-    threshold = max(3 * mean, mean + 0.150)
-    return [g for g in gaps if g > threshold]
+    """The gaps between frame arrivals that are freezes by the W3C webrtc-stats rule, measured by the
+    load suite's (Chromium-validated) :class:`~loadtests.webrtc.metrics.FreezeMeter`."""
+    return freeze_gaps(times)

@@ -164,8 +164,7 @@ async def test_host_live_and_offline_events(gateway, http):
 
 
 async def test_token_expiry_closes_the_socket(gateway, http):
-    async with http.get(f"{gateway.base}/dev/token?room=exp&role=viewer&ttl=1") as r:
-        token = (await r.json())["token"]
+    token = await dev_token(http, gateway.base, "exp", "viewer", ttl=1)
     c = await EventsClient.connect(http, gateway.base, "exp", token)
     assert await c.wait_closed(timeout=10) == 4001
 

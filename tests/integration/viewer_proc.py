@@ -7,12 +7,12 @@ import sys
 
 import aiohttp
 
-from aiortc_bridge.ice import pin_ice_hosts
+from loadtests.webrtc.peer import configure_ice
 from tests.integration.peers import Viewer
 
 
 async def main(base: str, room: str, token: str) -> None:
-    pin_ice_hosts(["127.0.0.1"])
+    configure_ice(["127.0.0.1"])
     async with aiohttp.ClientSession() as http:
         viewer = Viewer(base, room, token)
         await viewer.watch(http)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from loadtests.webrtc.process import GatewayProcess, die_with_parent, stop_process
 from tests.chromium import FLAGS, chromium_in, loopback_netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,17 +53,7 @@ def netns() -> Iterator[str]:
 def _spawn(netns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=handle, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+                            stderr=handle, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent)
 
 
 def _line(process: subprocess.Popen[bytes], want: str, timeout: float) -> dict[str, Any]:
@@ -82,16 +73,11 @@ def _line(process: subprocess.Popen[bytes], want: str, timeout: float) -> dict[s
 def test_freezes_match_chromiums_own_getstats(netns: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    base = "http://127.0.0.1:8080"
-    gateway = _spawn(netns, ["-m", "gateway", "serve", "--dev", "--host", "127.0.0.1", "--port", "8080",
-                             "--ice-host", "127.0.0.1"], tmp_path / "gateway.log")
-    processes = [gateway]
+    gateway = GatewayProcess(tmp_path / "gateway.log", port=8080, netns=netns, cwd=ROOT)
+    base = gateway.base_url
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        probe = f"import urllib.request; urllib.request.urlopen('{base}/healthz', timeout=1)"
-        deadline = time.monotonic() + 20
-        while subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", probe],
-                             capture_output=True, check=False).returncode != 0:
-            assert gateway.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()
+        gateway.wait_healthy(20)
         host = _spawn(netns, ["-m", "loadtests.webrtc.synthetic_host", "--base-url", base, "--room", ROOM,
                               "--freeze-every", "3", "--freeze-for", "0.6", "--freeze-first", "3"],
                       tmp_path / "host.log")
@@ -117,7 +103,8 @@ def test_freezes_match_chromiums_own_getstats(netns: str, tmp_path: Path) -> Non
                 browser.close()
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process, grace=10)
+        gateway.stop()
     chrome_freezes = end["freezes"] - start["freezes"]
     chrome_freeze_s = end["freeze_s"] - start["freeze_s"]
     chrome_fps = (end["frames"] - start["frames"]) / (end["at"] - start["at"])

@@ -1,4 +1,5 @@
-"""The load suite's pure pieces: capture tags, histograms, decodability, impairment, profiles, verdict."""
+"""The load suite's pure pieces: capture tags, histograms, decodability, freezes, VP8 descriptors, impairment,
+profiles, verdict."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from loadtests.summary import GroupStats, HealthStats, Summary
 from loadtests.verdict import evaluate
 from loadtests.webrtc import capture_tag
 from loadtests.webrtc.media import encode_video_clip
-from loadtests.webrtc.metrics import Decodability, Histogram
+from loadtests.webrtc.metrics import Decodability, FreezeMeter, Histogram, freeze_gaps, freeze_threshold
 from loadtests.webrtc.viewer import video_ssrcs
+from loadtests.webrtc.vp8 import Vp8Descriptor, parse_descriptor
+from relay.rtp import vp8_keyframe_start
 
 
 def _decode(frames: list[bytes]) -> list[bytes]:
@@ -160,3 +163,46 @@ def test_video_ssrcs_per_m_line_for_co_stream_slots() -> None:
         "m=video 9 UDP/TLS/RTP/SAVPF 97 98", "a=ssrc:31 cname:y", "a=ssrc:31 msid:y v", "a=ssrc:32 cname:y", "",
     ])
     assert video_ssrcs(sdp) == [[11, 12], [31, 32]]
+
+
+def test_freeze_meter_applies_the_w3c_rule_to_the_running_mean_interval() -> None:
+    assert freeze_threshold(1 / 30) == pytest.approx(1 / 30 + 0.150)  # 30 fps: mean + 150 ms decides
+    assert freeze_threshold(0.1) == pytest.approx(0.3)  # 10 fps: 3 x mean decides
+    at_30fps = [i / 30 for i in range(60)]
+    gap_ok = at_30fps + [at_30fps[-1] + 0.18] + [at_30fps[-1] + 0.18 + i / 30 for i in range(1, 30)]
+    assert freeze_gaps(gap_ok) == []  # 180 ms < 33 + 150 ms
+    frozen = at_30fps + [at_30fps[-1] + 0.19] + [at_30fps[-1] + 0.19 + i / 30 for i in range(1, 30)]
+    assert freeze_gaps(frozen) == [pytest.approx(0.19)]
+    at_10fps = [i / 10 for i in range(40)]
+    assert freeze_gaps(at_10fps + [3.9 + 0.29]) == []  # under 3 x 100 ms
+    assert freeze_gaps(at_10fps + [3.9 + 0.31]) == [pytest.approx(0.31)]
+    meter = FreezeMeter()  # a watch window: frames inside it, and a trailing gap counts as a freeze
+    for t in at_30fps[:15]:
+        meter.frame(t)
+    meter.start_window(0.48)
+    for t in at_30fps[15:30]:
+        meter.frame(t)
+    window = meter.window(2.5)
+    assert (window.frames, window.freezes) == (15, 1) and window.freeze_s == pytest.approx(2.5 - 29 / 30)
+
+
+def test_vp8_descriptor_parser_agrees_with_the_relays_keyframe_test() -> None:
+    cases = {
+        bytes([0x10, 0x00]): Vp8Descriptor(1, True, True, None),
+        bytes([0x10, 0x01]): Vp8Descriptor(1, True, False, None),
+        bytes([0x00, 0x00]): Vp8Descriptor(1, False, False, None),
+        bytes([0x11, 0x00]): Vp8Descriptor(1, False, False, None),  # partition 1
+        bytes([0x90, 0x80, 0x81, 0x23, 0x00]): Vp8Descriptor(4, True, True, 0x123),  # 15-bit picture ID
+        bytes([0x90, 0x80, 0x05, 0x01]): Vp8Descriptor(3, True, False, 5),
+        bytes([0x90, 0xE0, 0x05, 0x07, 0x20, 0x00]): Vp8Descriptor(5, True, True, 5),  # I, L, T
+        bytes([0x80, 0x80, 0x7F, 0xAA]): Vp8Descriptor(3, False, False, 0x7F),  # a continuation packet
+        bytes([0x90, 0x80]): Vp8Descriptor(3, True, False, None),  # truncated
+        b"": Vp8Descriptor(0, False, False, None),
+    }
+    for payload, expected in cases.items():
+        assert parse_descriptor(payload) == expected, payload.hex()
+    rng = random.Random(3)  # the relay has its own parser (it must not import client code): same answers
+    for _ in range(20000):
+        payload = bytes(rng.choice((0x10, 0x90, 0x80, 0x00, rng.randrange(256))) if i == 0 else rng.randrange(256)
+                        for i in range(rng.randrange(0, 7)))
+        assert parse_descriptor(payload).keyframe is vp8_keyframe_start(payload), payload.hex()

@@ -88,3 +88,75 @@ def test_cli_token_prints_a_verifiable_token(tmp_path, capsys):
     token = capsys.readouterr().out.strip()
     grant = TokenService("0123456789abcdef0123456789abcdef", "cherry-gateway", 60).verify(token)
     assert (grant.room, grant.role, grant.identity) == ("r", "host", "amy")
+
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def test_serve_exits_2_naming_a_secret_variable_that_is_not_set(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CHERRY_TEST_UNSET_SECRET", raising=False)
+    path = write(tmp_path, '[auth]\nsecret_env = "CHERRY_TEST_UNSET_SECRET"\n')
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "auth.secret_env: environment variable CHERRY_TEST_UNSET_SECRET is not set" in capsys.readouterr().err
+
+
+def test_serve_exits_2_when_two_secret_sources_are_set(tmp_path, capsys):
+    path = write(tmp_path, f'[auth]\nsecret = "{SECRET}"\nsecret_file = "/run/secrets/cherry"\n')
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "auth.secret and auth.secret_file: set only one of" in capsys.readouterr().err
+
+
+def test_max_ttl_below_default_ttl_is_an_error():
+    with pytest.raises(ConfigError, match=r"auth\.max_ttl"):
+        load_config(None, {"dev": True, "auth.max_ttl": 60})
+
+
+def test_cli_token_reads_the_secret_from_the_environment(tmp_path, capsys, monkeypatch):
+    from signaling.auth import TokenService
+
+    monkeypatch.setenv("CHERRY_TEST_SECRET", SECRET)
+    path = write(tmp_path, '[auth]\nsecret_env = "CHERRY_TEST_SECRET"\nissuer = "cherry-test"\n')
+    assert main(["token", "--room", "r.1", "--role", "viewer", "--ttl", "60", "--config", str(path)]) == 0
+    grant = TokenService(SECRET, "cherry-test", 60).verify(capsys.readouterr().out.strip())
+    assert (grant.room, grant.role) == ("r.1", "viewer")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ttl", "-5"], "--ttl: ttl must be from 1 to 86400 seconds"),
+    (["--ttl", "0"], "--ttl: ttl must be from 1 to 86400 seconds"),
+    (["--ttl", "86401"], "--ttl: ttl must be from 1 to 86400 seconds"),
+    (["--room", "two words"], "--room: 'two words' is not a room name"),
+    (["--room=.dot-first"], "--room: '.dot-first' is not a room name"),
+    (["--room", "r" * 65], "is not a room name"),
+    (["--identity", "i" * 129], "--identity: must be 1-128 characters, got 129"),
+    (["--identity", ""], "--identity: must be 1-128 characters, got 0"),
+])
+def test_cli_token_refuses_bad_options_with_exit_code_2(tmp_path, capsys, args, message):
+    path = write(tmp_path, f'[auth]\nsecret = "{SECRET}"\n')
+    argv = ["token", "--room", "r", "--role", "host", "--config", str(path)]
+    assert main(argv + args) == 2  # the last --room wins
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
+def test_cli_token_ttl_bound_follows_auth_max_ttl(tmp_path, capsys):
+    path = write(tmp_path, f'[auth]\nsecret = "{SECRET}"\ndefault_ttl = 60\nmax_ttl = 600\n')
+    assert main(["token", "--room", "r", "--role", "host", "--ttl", "600", "--config", str(path)]) == 0
+    assert main(["token", "--room", "r", "--role", "host", "--ttl", "601", "--config", str(path)]) == 2
+    assert "from 1 to 600 seconds" in capsys.readouterr().err
+
+
+def test_cli_token_refuses_an_unknown_role(tmp_path, capsys):
+    path = write(tmp_path, f'[auth]\nsecret = "{SECRET}"\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["token", "--room", "r", "--role", "king", "--config", str(path)])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'king'" in capsys.readouterr().err
+
+
+def test_cli_token_without_a_configured_secret_says_so(tmp_path, capsys):
+    assert main(["token", "--room", "r", "--role", "host"]) == 2
+    assert "auth.secret: a secret is required" in capsys.readouterr().err
+    dev = write(tmp_path, "dev = true\n")  # a dev gateway's per-run secret is unknowable from here
+    assert main(["token", "--room", "r", "--role", "host", "--config", str(dev)]) == 2
+    assert "no secret configured" in capsys.readouterr().err
