@@ -81,7 +81,7 @@ def _unencodable(value: Any, path: str) -> str | None:
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
             if _unencodable(key, where) is not None:
-                return where.encode("utf-8", "backslashreplace").decode("ascii")
+                return where.encode("utf-8", "backslashreplace").decode("utf-8")
             found = _unencodable(item, where)
             if found is not None:
                 return found
