@@ -48,8 +48,7 @@ class Client:
     """A room socket: ``offer`` queues an encoded frame, its writer task sends them in order."""
 
     __slots__ = ("ws", "identity", "granted_role", "relay_room", "closed", "close_code", "close_reason",
-                 "expiry", "errors", "_transport", "_queue", "_writer", "_stats", "_on_gone", "_writer_failed",
-                 "__weakref__")
+                 "expiry", "errors", "_transport", "_queue", "_writer", "_stats", "_on_gone", "_writer_failed")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, identity: str,
                  granted_role: str, relay_room: Room, queue_limit: int, stats: EventStats,
