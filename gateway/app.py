@@ -25,9 +25,9 @@ from signaling.admin import add_admin_routes
 from signaling.auth import ROLES, check_ttl, token_service
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
-from signaling.events.costream import CostreamSettings
-from signaling.events.hub import EventHub, EventSettings
+from signaling.events.hub import EventHub
 from signaling.events.moderation import WordMask
+from signaling.events.protocol import CLOSE_SHUTDOWN
 from signaling.events.ws import room_socket
 from signaling.negotiation import delete_handler, patch_handler
 from signaling.ratelimit import RateLimiter
@@ -37,26 +37,6 @@ from signaling.whip import post_whip
 log = logging.getLogger("cherry.gateway")
 CONFIG = web.AppKey("config", GatewayConfig)
 STARTED_AT = web.AppKey("started_at", float)
-
-
-def event_settings(config: GatewayConfig) -> EventSettings:
-    ev = config.events
-    return EventSettings(
-        max_chat_length=ev.max_chat_length,
-        chat_rate=(ev.chat_per_second, ev.chat_burst),
-        gift_rate=(ev.gifts_per_second, ev.gift_burst),
-        like_rate=(ev.likes_per_second, ev.like_burst),
-        max_gift_count=ev.max_gift_count,
-        gift_values=tuple((g.kind, g.value) for g in ev.gifts),
-        send_queue_limit=ev.send_queue_limit,
-        max_frame_bytes=ev.max_frame_bytes,
-        max_errors=ev.max_errors,
-        aggregate_interval=ev.aggregate_interval_s,
-        default_mute_s=ev.default_mute_s,
-        default_ban_s=ev.default_ban_s,
-        chat_history=ev.chat_history,
-        max_sockets_per_room=ev.max_sockets_per_room,
-    )
 
 
 def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
@@ -81,12 +61,8 @@ def build_context(config: GatewayConfig) -> SignalingContext:
         public_url=config.server.public_url,
         dev=config.dev,
     )
-    co = config.costream
-    ctx.hub = EventHub(event_settings(config), relay, ctx.moderation,
-                       WordMask(config.events.word_filter), ctx.tokens,
-                       CostreamSettings(pk_duration=co.pk_duration_s, pk_invite_timeout=co.pk_invite_timeout_s,
-                                        pk_host_grace=co.pk_host_grace_s, pk_tick=co.pk_tick_s,
-                                        guest_invite_timeout=co.guest_invite_timeout_s))
+    ctx.hub = EventHub(config.events, config.costream, relay, ctx.moderation, WordMask(config.events.word_filter),
+                       ctx.tokens)
     return ctx
 
 
@@ -228,6 +204,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     if config.dev:
         r.add_get("/dev/token", dev_token)
     add_page_routes(app)
+    app.on_shutdown.append(_close_room_sockets)
     app.cleanup_ctx.append(_lifecycle)
     return app
 
@@ -252,6 +229,16 @@ async def _options(request: web.Request) -> web.Response:
     return web.Response(status=204)  # answered by the CORS middleware
 
 
+async def _close_room_sockets(app: web.Application) -> None:
+    """Room sockets get their 1001 as soon as shutdown begins: aiohttp waits for open handlers (its
+    shutdown timeout) before cleanup runs, and a room socket's handler only ends when its socket does."""
+    ctx = app[CONTEXT]
+    ctx.draining = True
+    if ctx.hub is not None:
+        closed = ctx.hub.close_all(CLOSE_SHUTDOWN, "gateway shutting down")
+        log.info("shutdown: %d room sockets closed", closed)
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     log.info("gateway ready (dev=%s, ice hosts=%s)", ctx.dev, app[CONFIG].ice.hosts or "all")
@@ -261,5 +248,4 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     ctx.draining = True
     ticker.cancel()
-    await ctx.hub.close_all(1001, "gateway shutting down")
     await ctx.relay.close("gateway shutting down")

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import MetricsConfig
-from gateway.metrics import Operations, Snapshot, field_of, process_figures
+from gateway.metrics import Operations, Snapshot, field_of, hub_stats, process_figures
 
 log = logging.getLogger("cherry.gateway.dashboard")
 
@@ -69,8 +69,7 @@ class Dashboard:
         snap: Snapshot = ops.snapshot()
         per_room, quality = ops.quality()
         t = snap.traffic
-        hub = ops.hub()
-        hub_stats = getattr(hub, "stats", None) or {}
+        events = hub_stats(ops.hub())
         cpu_s, rss = process_figures()
         ok, counted = ops.joins.success_ratio_parts("whep")
         delay = ops.ctx.relay.hooks.forwarding_delay
@@ -80,7 +79,7 @@ class Dashboard:
             ingest_bytes=sum(t.ingest_bytes.values()), egress_bytes=sum(t.egress_bytes.values()),
             egress_packets=sum(t.egress_packets.values()), dropped=sum(t.dropped.values()),
             retransmitted=t.retransmitted,
-            messages_in=float(hub_stats.get("messages_in", 0)), messages_out=float(hub_stats.get("messages_out", 0)),
+            messages_in=float(events.get("messages_in", 0)), messages_out=float(events.get("messages_out", 0)),
             watch_s=ops.quality_totals.watch_seconds, freeze_s=ops.quality_totals.freeze_seconds,
             joins_ok=ok, joins_counted=counted, delay_samples=delay.count,
             room_egress={f.name: f.egress_bytes for f in snap.room_figures[:TABLE_ROOMS]},

@@ -30,6 +30,7 @@ from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from relay.dump import DROP_REASONS, KINDS, RelayDump, Traffic
 from relay.stats import DelaySampler
 from signaling.context import SignalingContext
+from signaling.events.hub import EventHub
 
 log = logging.getLogger("cherry.gateway.metrics")
 # No *_created series: they double the output and no dashboard or alert here reads them.
@@ -137,22 +138,20 @@ def field_of(obj: Any, name: str, default: float = 0.0) -> float:
         return default
 
 
-def hub_quality(hub: Any) -> dict[str, Any]:
+def hub_quality(hub: EventHub | None) -> dict[str, Any]:
     """``{room: aggregate}`` from the hub's real-user quality reports; empty without a hub."""
     if hub is None:
         return {}
-    rooms = getattr(hub, "quality_rooms", None)
-    if rooms is None:
-        return {}
     try:
-        result = rooms()
-        if isinstance(result, Mapping):
-            return dict(result)
-        one = hub.quality
-        return {name: q for name in result if (q := one(name)) is not None}
+        return dict(hub.quality_rooms())
     except Exception:
         log.exception("room-event hub quality figures failed")
         return {}
+
+
+def hub_stats(hub: EventHub | None) -> Mapping[str, int]:
+    """The room-event counters (signaling/events/stats.py); empty without a hub."""
+    return hub.stats if hub is not None else {}
 
 
 @dataclass(slots=True)
@@ -214,7 +213,7 @@ class QualityTotals:
 class Operations:
     """The gateway's operational state: ledger, histograms, join outcomes, and their exporters."""
 
-    def __init__(self, ctx: SignalingContext, top_rooms: int, hub: Callable[[], Any] | None = None,
+    def __init__(self, ctx: SignalingContext, top_rooms: int, hub: Callable[[], EventHub | None] | None = None,
                  extra: Callable[[], Iterable[Metric]] | None = None) -> None:
         self.ctx = ctx
         self.top_rooms = top_rooms
@@ -238,7 +237,7 @@ class Operations:
         GCCollector(registry=self.registry)
         self.registry.register(_Collector(self))
 
-    def hub(self) -> Any:
+    def hub(self) -> EventHub | None:
         return self._hub()
 
     def snapshot(self, max_age: float = 0.0) -> Snapshot:
@@ -309,20 +308,19 @@ class Operations:
                 joins.add_metric([endpoint, str(code)], self.joins.counts.get((endpoint, code), 0))
         yield joins
 
-        hub = self.hub()
-        hub_stats: Mapping[str, Any] = getattr(hub, "stats", None) or {}
+        events = hub_stats(self.hub())
         messages = CounterMetricFamily("cherry_room_event_messages", "Room-event WebSocket messages",
                                        labels=["direction"])
-        messages.add_metric(["in"], float(hub_stats.get("messages_in", 0)))
-        messages.add_metric(["out"], float(hub_stats.get("messages_out", 0)))
+        messages.add_metric(["in"], float(events.get("messages_in", 0)))
+        messages.add_metric(["out"], float(events.get("messages_out", 0)))
         yield messages
         drops = CounterMetricFamily("cherry_room_event_drops", "Room-event messages dropped or refused",
                                     labels=["reason"])
-        drops.add_metric(["slow_client"], float(hub_stats.get("dropped_slow", 0)))
-        drops.add_metric(["rate_limited"], float(hub_stats.get("rate_limited", 0)))
+        drops.add_metric(["slow_client"], float(events.get("dropped_slow", 0)))
+        drops.add_metric(["rate_limited"], float(events.get("rate_limited", 0)))
         yield drops
         yield GaugeMetricFamily("cherry_room_event_sockets", "Open room-event WebSockets",
-                                value=float(hub_stats.get("sockets", 0)))
+                                value=float(events.get("sockets", 0)))
 
         yield CounterMetricFamily("cherry_viewer_watch_seconds", "Playback time reported by watch pages",
                                   value=self.quality_totals.watch_seconds)

@@ -52,7 +52,6 @@ BITRATES = _Bitrates()
 
 def room_summary(request: web.Request, room: RoomDump) -> dict[str, Any]:
     hub = context(request).hub
-    channel = hub.channels.get(room.name) if hub else None
     return {
         "room": room.name,
         "title": room.title,
@@ -61,7 +60,7 @@ def room_summary(request: web.Request, room: RoomDump) -> dict[str, Any]:
         "viewers": room.viewers,
         "guests": list(room.guests),
         "pk_partner": room.pk_partner,
-        "online": len(channel.clients) if channel else 0,
+        "online": hub.online(room.name) if hub else 0,
         "ingest_kbps": round(BITRATES.kbps(room.name, sum(room.traffic.ingest_bytes.values())), 1),
         "live_since": room.live_since,
         "created_at": room.created_at,
@@ -77,11 +76,11 @@ async def room_detail(request: web.Request) -> web.Response:
     _admin(request)
     dump = _room(request).dump(detailed=True)
     detail = room_summary(request, dump)
-    participants: dict[str, dict[str, Any]] = {}
+    participants = []
     for p in dump.participants:
-        participants[p.identity] = {
+        participants.append({
             "identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
-            "sockets": 0,
+            "sockets": p.sockets,
             "sessions": [{"id": s.session_id, "kind": s.kind, "state": s.state, "created_at": s.created_at,
                           "connected_at": s.connected_at,
                           "subscriptions": [{"kind": sub.kind, "slot": sub.slot, "source": sub.source,
@@ -89,14 +88,9 @@ async def room_detail(request: web.Request) -> web.Response:
                                              "retransmitted": sub.retransmitted,
                                              "congestion": dataclasses.asdict(sub.congestion)}
                                             for sub in s.subscriptions]}
-                         for s in p.sessions]}
-    hub = context(request).hub
-    channel = hub.channels.get(dump.name) if hub else None
-    for client in channel.clients if channel else ():
-        entry = participants.setdefault(client.identity, {"identity": client.identity, "role": client.role,
-                                                          "sessions": [], "sockets": 0})
-        entry["sockets"] += 1
-    detail["participants"] = sorted(participants.values(), key=lambda p: (p["role"] != "host", p["identity"]))
+                         for s in p.sessions]})
+    detail["online"] = sum(p.sockets for p in dump.participants)
+    detail["participants"] = sorted(participants, key=lambda p: (p["role"] != "host", p["identity"]))
     detail["publications"] = {p.kind: {"codec": p.codec, "owner": p.owner, "packets_in": p.packets_in,
                                        "keyframes_in": p.keyframes_in, "duplicates": p.duplicates,
                                        "epochs": p.epochs, "subscriptions": p.subscriptions}
@@ -107,9 +101,8 @@ async def room_detail(request: web.Request) -> web.Response:
 async def end_room(request: web.Request) -> web.Response:
     _admin(request)
     room = _room(request)
-    ctx = context(request)
-    room.close("ended by an admin")
-    sockets = ctx.hub.close_room(room.name, "room ended") if ctx.hub else 0
+    sockets = sum(p.sockets for p in room.dump(detailed=True).participants)
+    room.close("ended by an admin")  # ends every session and socket of the room (sockets: close 4004)
     return web.json_response({"ended": room.name, "sockets_closed": sockets})
 
 
@@ -123,9 +116,8 @@ async def kick(request: web.Request) -> web.Response:
     identity = body.get("identity") if isinstance(body, dict) else None
     if not isinstance(identity, str) or not identity:
         raise HttpError(400, "bad_request", "'identity' is required")
-    hub = context(request).hub
-    assert hub is not None
-    sessions, sockets = hub.kick(name, identity, "kicked by an admin")
+    room = context(request).rooms.get(name)
+    sessions, sockets = room.kick(identity, "kicked by an admin") if room is not None else (0, 0)
     if sessions + sockets == 0:
         raise HttpError(404, "unknown_participant", f"{identity!r} is not in room {name!r}")
     return web.json_response({"kicked": identity, "sessions": sessions, "sockets": sockets})

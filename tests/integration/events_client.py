@@ -16,6 +16,7 @@ class EventsClient:
         self._arrived = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
         self.closed = asyncio.Event()
+        self.close_reason: str | None = None  # the reason of the server's close frame, once it came
 
     @classmethod
     async def connect(cls, http: aiohttp.ClientSession, base: str, room: str, token: str) -> EventsClient:
@@ -25,10 +26,15 @@ class EventsClient:
         return client
 
     async def _read(self) -> None:
-        async for message in self.ws:
+        while True:
+            message = await self.ws.receive()
             if message.type == aiohttp.WSMsgType.TEXT:
                 self.frames.append(json.loads(message.data))
                 self._arrived.set()
+            elif message.type == aiohttp.WSMsgType.CLOSE:
+                self.close_reason = message.extra
+            elif message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                break
         self.closed.set()
         self._arrived.set()
 

@@ -255,6 +255,10 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         assert status == 403 and "not_on_mic" in body, body
         await ev.send(type="guest_end", identity="singer")
         await ev.next("layout", timeout=10)
+        # The guest's pages are told why its broadcast stopped: a notice on each of its sockets.
+        for client in (singer, singer_guest):
+            notice = await client.next("session_closed", endpoint="whip")
+            assert notice["reason"] == "off mic (mic-host)" and notice["session"], notice
         counts = [len(v.slot_times[1]) for v in vs]
         await asyncio.gather(*(v.wait_frames(30, 10) for v in vs))
         assert [len(v.slot_times[1]) for v in vs] == counts

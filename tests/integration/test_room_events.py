@@ -110,6 +110,67 @@ async def test_bad_frames_get_precise_errors_and_keep_the_connection(gateway, ht
         await c.close()
 
 
+async def test_a_lone_surrogate_in_chat_is_refused_and_the_room_keeps_working(gateway, http):
+    # json.loads accepts "\ud800", which no UTF-8 socket can carry: it must stop at the sender.
+    sender = await join(http, gateway, "surrogate", identity="odd")
+    others = [await join(http, gateway, "surrogate", identity=f"fan{i}") for i in range(3)]
+    try:
+        await sender.ws.send_str('{"type": "chat", "text": "broken \\ud800 text", "ref": "bad"}')
+        refused = await sender.next("error", ref="bad")
+        assert refused["code"] == "bad_message" and "text" in refused["message"], refused
+        await others[0].send(type="chat", text="still talking")
+        for client in (sender, *others):
+            assert (await client.next("chat"))["text"] == "still talking"
+        late = await join(http, gateway, "surrogate", identity="late")  # its welcome carries the history
+        assert [m["text"] for m in late.of("welcome")[0]["snapshot"]["chat"]] == ["still talking"]
+        await sender.send(type="chat", text="and after")
+        for client in (sender, *others, late):
+            assert (await client.next("chat"))["text"] == "and after"
+        await late.close()
+    finally:
+        for c in (sender, *others):
+            await c.close()
+    assert "Traceback" not in gateway.log()
+
+
+async def test_fields_of_the_wrong_type_are_refused_naming_the_field(gateway, http):
+    c = await join(http, gateway, "types", "host", "typed-host")
+    try:
+        cases = [({"type": "gift", "kind": ["rose"]}, "kind"),
+                 ({"type": "gift", "kind": "rose", "count": "2"}, "count"),
+                 ({"type": "gift", "kind": "rose", "side": {"room": "x"}}, "side"),
+                 ({"type": "chat", "text": {"a": 1}}, "text"), ({"type": "like", "count": [5]}, "count"),
+                 ({"type": "mute", "identity": ["x"]}, "identity"), ({"type": "kick", "identity": 7}, "identity"),
+                 ({"type": "mute", "identity": "x", "duration_s": "60"}, "duration_s"),
+                 ({"type": "pk_invite", "room": ["other"]}, "room"), ({"type": "pk_accept", "id": {}}, "id"),
+                 ({"type": "guest_invite", "identity": None}, "identity"),
+                 ({"type": "quality", "watch_s": [], "freeze_s": 0}, "watch_s"),
+                 ({"type": "quality", "watch_s": 1, "freeze_s": 0, "fps": "30"}, "fps")]
+        for i, (frame, field) in enumerate(cases):
+            await c.send(**frame, ref=f"t{i}")
+            error = await c.next("error", ref=f"t{i}")
+            assert error["code"] == "bad_message" and f"'{field}'" in error["message"], (frame, error)
+            await c.send(type="ping", ref=f"alive{i}")  # a good frame between: max_errors counts in a row
+            await c.next("pong", ref=f"alive{i}")
+    finally:
+        await c.close()
+    assert "Traceback" not in gateway.log()
+
+
+async def test_deeply_nested_frames_are_refused_before_parsing(gateway, http):
+    c = await join(http, gateway, "deep")
+    try:
+        await c.ws.send_str("[" * 500 + "]" * 500)  # within max_frame_bytes; the JSON decoder would recurse
+        assert (await c.next("error"))["code"] == "too_deep"
+        await c.send(type="chat", text="hi", extra={"a": [[[["x"]]]]}, ref="nested")  # depth 6 > 4
+        await c.next("error", code="too_deep", ref=None)  # refused unparsed: no ref to echo
+        await c.send(type="ping", ref="alive")
+        await c.next("pong", ref="alive")
+    finally:
+        await c.close()
+    assert "Traceback" not in gateway.log()
+
+
 async def test_too_many_errors_in_a_row_close_the_socket(gateway, http):
     c = await join(http, gateway, "bad2")
     for _ in range(8):
@@ -222,11 +283,12 @@ async def test_admin_api_lists_details_kicks_and_ends_rooms(gateway, http):
     viewer = Viewer(gateway.base, room, await dev_token(http, gateway.base, room, "viewer", "vic"))
     await viewer.watch(http)
     socket = await join(http, gateway, room, "viewer", "vic")
+    bystander = await join(http, gateway, room, "viewer", "bea")
     try:
         await asyncio.wait_for(viewer.first_video.wait(), 10)
         status, listing = await admin(http, gateway, "GET", "/api/rooms")
         entry = next(r for r in listing["rooms"] if r["room"] == room)
-        assert status == 200 and entry["host"] == "hana" and entry["viewers"] == 1 and entry["online"] == 1
+        assert status == 200 and entry["host"] == "hana" and entry["viewers"] == 1 and entry["online"] == 2
         status, detail = await admin(http, gateway, "GET", f"/api/rooms/{room}")
         vic = next(p for p in detail["participants"] if p["identity"] == "vic")
         assert vic["sockets"] == 1 and vic["sessions"][0]["kind"] == "playback"
@@ -236,10 +298,12 @@ async def test_admin_api_lists_details_kicks_and_ends_rooms(gateway, http):
         assert status == 200 and kicked == {"kicked": "vic", "sessions": 1, "sockets": 1}
         assert await socket.wait_closed() == 4003
         status, ended = await admin(http, gateway, "DELETE", f"/api/rooms/{room}")
-        assert status == 200 and ended["ended"] == room
+        assert status == 200 and ended == {"ended": room, "sockets_closed": 1}
+        assert await bystander.wait_closed() == 4004 and bystander.close_reason == "ended by an admin"
         assert (await admin(http, gateway, "GET", f"/api/rooms/{room}"))[0] == 404
         token = await dev_token(http, gateway.base, room, "host", "hana")
         async with http.get(gateway.base + "/api/rooms", headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 403
     finally:
+        await bystander.close()
         await asyncio.gather(host.stop(), viewer.stop(), return_exceptions=True)
