@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import procstat
+from bench import procstat, report
 from bench.children import Child
 from bench.run import GATEWAY_CONFIG, RESULTS, ROOT, start_gateway
 from loadtests.webrtc.tokens import DevTokenSource
@@ -63,8 +63,8 @@ async def pk_bench(viewers_per_room: int, watch: float, log_dir: Path) -> dict[s
                 cpu0, t0 = procstat.tree_cpu_seconds(gateway.pid), time.monotonic()
                 await asyncio.sleep(watch)  # the measured window itself
                 cpu1, t1 = procstat.tree_cpu_seconds(gateway.pid), time.monotonic()
-                report = await viewers.request({"op": "report"}, 10)
-                return {"window": name, "cpu_ms_per_s": (cpu1 - cpu0) * 1000 / (t1 - t0), **report}
+                figures = await viewers.request({"op": "report"}, 10)
+                return {"window": name, "cpu_ms_per_s": (cpu1 - cpu0) * 1000 / (t1 - t0), **figures}
 
             idle = await window("hosts only")
             for room in ROOMS:
@@ -99,6 +99,18 @@ async def pk_bench(viewers_per_room: int, watch: float, log_dir: Path) -> dict[s
     for unit in ("stream", "viewer"):
         key = f"cpu_ms_per_{unit}_s"
         result[f"pk_over_solo_per_{unit}"] = round(result["pk"][key] / result["solo"][key], 3)
+    stutter_max = report.stutter_target()
+    misses = []
+    for name, streams in (("solo", 1), ("pk", 2)):
+        figures = result[name]
+        for slot in range(streams):
+            fps = figures[f"slot{slot}_fps"]
+            if fps < report.FPS_MIN:
+                misses.append(f"{name} slot {slot}: {fps} fps < {report.FPS_MIN:.0f}")
+        if figures["stutter_max"] > stutter_max:
+            misses.append(f"{name}: stutter {figures['stutter_max']} > {stutter_max}")
+    result["passed"] = not misses
+    result["verdict_reasons"] = misses
     return result
 
 
@@ -108,7 +120,8 @@ def describe(result: dict[str, Any]) -> str:
             f"({solo['cpu_ms_per_stream_s']} per stream-s, {solo['slot0_fps']} fps); PK {pk['cpu_ms_per_viewer_s']} "
             f"CPU-ms/viewer-s ({pk['cpu_ms_per_stream_s']} per stream-s, {pk['slot0_fps']} + {pk['slot1_fps']} fps, "
             f"stutter max {pk['stutter_max']}); PK/solo per stream {result['pk_over_solo_per_stream']}, "
-            f"per viewer {result['pk_over_solo_per_viewer']}")
+            f"per viewer {result['pk_over_solo_per_viewer']}; "
+            + ("ok" if result.get("passed", True) else "FAIL: " + "; ".join(result.get("verdict_reasons", []))))
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,40 @@ from loadtests.webrtc.metrics import percentile
 MB = 1 << 20
 VIEWER_SATURATION = 0.90  # share of one core: above it the load generator, not the server, limits
 MACHINE_SATURATION = 0.95  # share of all cores
+SOURCE_FPS = 30.0  # the synthetic host's frame rate
+FPS_MIN = 0.9 * SOURCE_FPS  # a step delivering less than 90 % of the frames misses its target
+AUDIO_PPS_MIN = 45.0  # Opus at 20 ms is 50 packets/s
+REFUSALS = ("http_503",)  # admission said no (capacity, overloaded): the gateway protecting its viewers
+TARGETS = Path(__file__).resolve().parent.parent / "configs" / "targets.toml"
+
+
+def stutter_target() -> float:
+    """The platform's stutter target (configs/targets.toml [viewers]), which every bench step is held to."""
+    with TARGETS.open("rb") as f:
+        return float(tomllib.load(f)["viewers"]["stutter_ratio_max"])
+
+
+def step_verdict(step: dict[str, Any], stutter_max: float) -> tuple[str, list[str]]:
+    """ok, FAIL (a target missed), REFUSED (admission refused joins: where the gateway says no) or
+    INVALID (the load generator, not the gateway, ran out)."""
+    if not step.get("valid"):
+        return "INVALID", []
+    refused = sum(n for kind, n in (step.get("join_errors") or {}).items() if kind in REFUSALS)
+    if refused:
+        return "REFUSED", [f"{refused} joins refused by admission (503)"]
+    misses = []
+    if step["joined_total"] < step["viewers"]:
+        misses.append(f"{step['viewers'] - step['joined_total']} of {step['viewers']} viewers not joined")
+    stutter = step.get("stutter_ratio")
+    if stutter is None or stutter > stutter_max:
+        misses.append(f"stutter {stutter} > {stutter_max}")
+    fps = step.get("fps_mean") or 0.0
+    if fps < FPS_MIN:
+        misses.append(f"{fps} fps < {FPS_MIN:.0f}")
+    audio = step.get("audio_pps_mean") or 0.0
+    if audio < AUDIO_PPS_MIN:
+        misses.append(f"{audio} audio packets/s < {AUDIO_PPS_MIN:.0f}")
+    return ("FAIL" if misses else "ok"), misses
 
 
 def rounded(value: float | None, digits: int = 2) -> float | None:
@@ -95,18 +130,18 @@ def comparison(gateway: dict[str, Any] | None, baseline: dict[str, Any] | None) 
     result: dict[str, Any] = {}
     for kind in ("net", "gross"):
         value = f"cpu_ms_per_viewer_s_{kind}"
-        gw = _median(gateway["steps"], value, "valid") if gateway else None
+        gw = _median(gateway["steps"], value, "passed") if gateway else None
         bl = _median(baseline["steps"], value, "survived") if baseline else None
         result[f"gateway_{kind}_cpu_ms_per_viewer_s"] = gw
         result[f"baseline_{kind}_cpu_ms_per_viewer_s"] = bl
         result[f"gateway_over_baseline_{kind}"] = rounded(gw / bl, 4) if gw and bl else None
         result[f"baseline_over_gateway_{kind}"] = rounded(bl / gw, 1) if gw and bl else None
-    gw_rss = _median(gateway["steps"], "rss_mb_per_viewer", "valid") if gateway else None
+    gw_rss = _median(gateway["steps"], "rss_mb_per_viewer", "passed") if gateway else None
     bl_rss = _median(baseline["steps"], "rss_mb_per_viewer", "survived") if baseline else None
     result["gateway_rss_mb_per_viewer"] = gw_rss
     result["baseline_rss_mb_per_viewer"] = bl_rss
     result["how"] = (
-        "median over valid gateway steps and over surviving baseline steps; "
+        "median over gateway steps that met their targets and over surviving baseline steps; "
         "net = minus the idle-with-host cost measured in the same run"
     )
     return result
@@ -153,14 +188,17 @@ def table(name: str, result: dict[str, Any]) -> str:
         "  ".join(h.rjust(w) for h, _, w in _COLUMNS) + "  verdict",
     ]
     for step in result.get("steps", []):
-        if not step.get("valid"):
+        if "verdict" in step:
+            verdict = step["verdict"]
+        elif not step.get("valid"):
             verdict = "INVALID"
         elif not step.get("survived", True):
             verdict = "FELL BEHIND"
         else:
             verdict = "ok"
-        if step.get("notes"):
-            verdict += " (" + "; ".join(step["notes"]) + ")"
+        notes = step.get("notes", []) + step.get("verdict_reasons", [])
+        if notes:
+            verdict += " (" + "; ".join(notes) + ")"
         lines.append("  ".join(_cell(step.get(key), w) for _, key, w in _COLUMNS) + "  " + verdict)
     return "\n".join(lines)
 

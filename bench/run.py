@@ -346,6 +346,7 @@ async def run_target(
     log_dir = RESULTS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     step_cost = settings.warmup + settings.watch + 15  # join + reports, generously
+    stutter_max = report.stutter_target()
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
         fleet(log_dir) as group,
@@ -372,6 +373,9 @@ async def run_target(
                 joins = await run.join(n)
                 await asyncio.sleep(settings.warmup)
                 step = _step_result(n, joins, await run.window(settings.watch), idle)
+                if target == "gateway":
+                    step["verdict"], step["verdict_reasons"] = report.step_verdict(step, stutter_max)
+                    step["passed"] = step["verdict"] == "ok"
                 if target == "baseline":
                     step["survived"] = _survived(step)
                     if not step["survived"]:
@@ -383,6 +387,13 @@ async def run_target(
                 _progress(target, step)
                 if not step["valid"]:
                     result["stopped"] = f"invalid at N={n}: {'; '.join(step['notes']) or 'no viewers'}"
+                    break
+                if step.get("verdict") == "FAIL":
+                    result["stopped"] = f"FAILED its targets at N={n}: {'; '.join(step['verdict_reasons'])}"
+                    result["failed"] = True
+                    break
+                if step.get("verdict") == "REFUSED":
+                    result["stopped"] = f"admission refuses from N={n}: the gateway says no instead of degrading"
                     break
                 if target == "baseline" and not step["survived"]:
                     result["stopped"] = f"baseline could not keep up at N={n}"
@@ -536,9 +547,14 @@ async def _main(settings: Settings) -> int:
     if document.get("aborted"):
         print(f"ABORTED: {document['aborted']}")
     print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")
+    failed = [name for name in ("gateway",) if (document.get(name) or {}).get("failed")]
+    if "pk" in document and not document["pk"].get("passed", True):
+        failed.append("pk")
+    if failed:
+        print(f"FAILED: {', '.join(failed)} missed the targets (see the verdict column)")
     if document.get("aborted") == "interrupted":
         return 130
-    return 0 if not document.get("aborted") else 1
+    return 0 if not document.get("aborted") and not failed else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

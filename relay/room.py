@@ -178,12 +178,11 @@ class Room:
         A guest grant counts only while the host keeps the identity on mic (``guest_grants``).
         """
         participant = self.participants.get(identity)
-        if participant is None:
-            return None
-        role = participant.granted_role()
-        if role == "guest" and identity not in self.guest_grants:
-            return "viewer"
-        return role
+        return None if participant is None else self.acting_role(identity, participant.granted_role())
+
+    def acting_role(self, identity: str, granted: str) -> str:
+        """The one home of the rule: a guest grant is a guest's only while the host keeps it on mic."""
+        return "viewer" if granted == "guest" and identity not in self.guest_grants else granted
 
     def kick(self, identity: str, reason: str, why: str = "kicked") -> tuple[int, int]:
         """End ``identity``'s sessions and sockets here; (sessions, sockets) ended."""

@@ -83,13 +83,8 @@ class Client:
 
     @property
     def role(self) -> str:
-        """The role this socket acts with now: a guest token counts as guest only while on mic.
-
-        The same rule as ``Room.role_of``, which reads this property and so cannot be called from it.
-        """
-        if self.granted_role == "guest" and self.identity not in self.relay_room.guest_grants:
-            return "viewer"
-        return self.granted_role
+        """The role this socket acts with now: a guest token counts as guest only while on mic."""
+        return self.relay_room.acting_role(self.identity, self.granted_role)
 
     def notify(self, notice: Notice) -> None:
         self.send({"type": notice.kind, "session": notice.session_id, "endpoint": notice.endpoint,

@@ -21,6 +21,7 @@ import pytest
 
 from aiortc_bridge.client import wrap_ice_delivery
 from tests.integration.conftest import GatewayProcess, dev_token
+from tests.integration.events_client import EventsClient
 from tests.integration.peers import Host, NoiseTrack, Viewer, answer_ports
 from tests.integration.test_forwarding import assert_smooth, close_all, start_viewers, stats
 
@@ -159,7 +160,12 @@ async def test_viewer_whose_path_fails_loses_only_its_own_stream(gateway: Gatewa
     room = "sinkfail"
     host = Host(gateway.base, room, await dev_token(http, gateway.base, room, "host", "sink-host"))
     await host.publish(http)
-    viewers = await start_viewers(gateway, http, room, 3)
+    viewers = [Viewer(gateway.base, room, await dev_token(http, gateway.base, room, "viewer", f"v{i}"))
+               for i in range(3)]
+    for viewer in viewers:
+        await viewer.watch(http)
+    # The broken viewer's page: its room socket is where it learns why its picture stopped.
+    page = await EventsClient.connect(http, gateway.base, room, viewers[1].token)
     try:
         await asyncio.gather(*(v.wait_frames(15, 10) for v in viewers))
         broken = viewers[1]
@@ -175,6 +181,10 @@ async def test_viewer_whose_path_fails_loses_only_its_own_stream(gateway: Gatewa
         room_stats = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == room)
         assert room_stats["sink_failures"] >= 1, room_stats
         assert room_stats["live"] and host.pc.connectionState == "connected"
+        notice = await page.next("subscription_closed", timeout=5)
+        assert notice["endpoint"] == "whep" and "forwarding failed" in notice["reason"], notice
+        assert notice["session"] == broken.location.rsplit("/", 1)[1]
     finally:
+        await page.close()
         await close_all(http, host, *viewers)
     assert "Traceback" not in gateway.log()

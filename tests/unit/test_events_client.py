@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from relay.participant import Notice
+from relay.room import Room
 from signaling.events.client import Client, close_frame
 from signaling.events.stats import new_stats
 
@@ -74,6 +75,7 @@ class FakeTransport:
 class FakeRoom:
     name: str = "r"
     guest_grants: set[str] = field(default_factory=set)
+    acting_role = Room.acting_role  # the relay's own rule, not a copy of it
 
 
 def client(limit: int = 4, role: str = "viewer") -> tuple[Client, FakeWebSocket, FakeTransport, list[Client]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.config import CostreamConfig
 from relay.errors import PkBusy
+from relay.room import Room
 from signaling.auth import TokenService
 from signaling.config import EventsConfig
 from signaling.events.chat import Chat
@@ -138,6 +139,8 @@ class FakeRoom:
     banned: list[tuple[str, float]] = field(default_factory=list)
     revoked: list[tuple[str, str]] = field(default_factory=list)
     clock: Callable[[], float] = lambda: EPOCH
+    acting_role = Room.acting_role  # the relay's own rule, not a copy of it
+    acting_role = Room.acting_role  # the relay's own rule, not a copy of it
 
     def link_pk(self, other: FakeRoom) -> None:
         if other is self:
