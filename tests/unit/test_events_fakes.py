@@ -140,7 +140,6 @@ class FakeRoom:
     revoked: list[tuple[str, str]] = field(default_factory=list)
     clock: Callable[[], float] = lambda: EPOCH
     acting_role = Room.acting_role  # the relay's own rule, not a copy of it
-    acting_role = Room.acting_role  # the relay's own rule, not a copy of it
 
     def link_pk(self, other: FakeRoom) -> None:
         if other is self:
