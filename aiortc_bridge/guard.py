@@ -94,7 +94,14 @@ def _stun_datagram_received(self: StunProtocol, data: bytes | str, addr: tuple[A
         DATAGRAMS.drop(reason)
         return
     if data[0] >= 4:  # DTLS, RTP or RTCP: straight to aiortc, no STUN parse attempt
-        self.receiver.data_received(data, self.local_candidate.component)
+        component = self.local_candidate.component
+        pair = self.receiver._nominated.get(component)
+        if pair is not None and (pair.remote_addr[0] != addr[0] or pair.remote_addr[1] != addr[1]):
+            # Once ICE chose the peer's address, media from anywhere else is not the peer's (aioice itself
+            # would take it, and each forged datagram would cost an SRTP check in the session's loop).
+            DATAGRAMS.drop("unexpected_source")
+            return
+        self.receiver.data_received(data, component)
         return
     try:
         message = stun.parse_message(data)

@@ -20,7 +20,7 @@ from aiortc_bridge.client import tap_receiver
 from aiortc_bridge.receiver import ReceiverTap
 from loadtests.webrtc.metrics import FreezeMeter
 from loadtests.webrtc.peer import configure_ice, wait_connected
-from loadtests.webrtc.signaling_client import post_offer
+from loadtests.webrtc.signaling_client import SignalingError, post_offer
 from loadtests.webrtc.tokens import DevTokenSource
 
 SLOTS = 2
@@ -56,7 +56,15 @@ class SlotViewer:
         for slot, transceiver in enumerate(audios):
             self.taps.append(tap_receiver(transceiver.receiver, self._audio(slot)))
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        resource = await post_offer(http, f"{base}/whep/{room}", self.pc.localDescription.sdp, token)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resource = await post_offer(http, f"{base}/whep/{room}", self.pc.localDescription.sdp, token)
+                break
+            except SignalingError as exc:  # 429/503 with Retry-After: wait as asked, as a WHEP client does
+                if exc.status not in (429, 503) or exc.retry_after is None or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(exc.retry_after)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=resource.answer_sdp, type="answer"))
         await wait_connected(self.pc, 20)
 

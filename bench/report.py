@@ -32,6 +32,11 @@ def step_verdict(step: dict[str, Any], stutter_max: float) -> tuple[str, list[st
     INVALID (the load generator, not the gateway, ran out)."""
     if not step.get("valid"):
         return "INVALID", []
+    rooms = (step.get("server_stats") or {}).get("rooms") or []
+    if rooms and not any(room.get("live") for room in rooms):
+        # The synthetic host's own connection went (aioice drops a peer whose consent checks come back
+        # late, as on a saturated box): the step measured no stream at all.
+        return "INVALID", ["the synthetic host lost its connection"]
     refused = sum(n for kind, n in (step.get("join_errors") or {}).items() if kind in REFUSALS)
     if refused:
         return "REFUSED", [f"{refused} joins refused by admission (503)"]

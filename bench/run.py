@@ -392,6 +392,9 @@ async def run_target(
                     result["stopped"] = f"FAILED its targets at N={n}: {'; '.join(step['verdict_reasons'])}"
                     result["failed"] = True
                     break
+                if step.get("verdict") == "INVALID":
+                    result["stopped"] = f"invalid at N={n}: {'; '.join(step['verdict_reasons'])}"
+                    break
                 if step.get("verdict") == "REFUSED":
                     result["stopped"] = f"admission refuses from N={n}: the gateway says no instead of degrading"
                     break
@@ -445,20 +448,24 @@ async def bench(settings: Settings) -> dict[str, Any]:
                 baseline = document["baseline"] = {"target": "baseline", "steps": []}
                 print("baseline: measuring", flush=True)
                 await run_target("baseline", settings.baseline_steps, settings, ends_at, baseline)
+            log_dir = RESULTS / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
             if "events" in settings.targets:
                 from bench import events_fanout  # imports this module: load it only when used
 
                 print("room events: measuring fan-out", flush=True)
-                log_dir = RESULTS / "logs"
-                log_dir.mkdir(parents=True, exist_ok=True)
-                document["events_fanout"] = await events_fanout.fanout(1000, 20.0, 10.0, log_dir)
+                try:
+                    document["events_fanout"] = await events_fanout.fanout(1000, 20.0, 10.0, log_dir)
+                except (ChildExited, RuntimeError, OSError, aiohttp.ClientError) as exc:
+                    document["events_fanout_error"] = f"{type(exc).__name__}: {exc}"
             if "pk" in settings.targets:
                 from bench import pk  # imports this module: load it only when used
 
                 print("PK: measuring solo and linked rooms", flush=True)
-                log_dir = RESULTS / "logs"
-                log_dir.mkdir(parents=True, exist_ok=True)
-                document["pk"] = await pk.pk_bench(50, 10.0, log_dir)
+                try:
+                    document["pk"] = await pk.pk_bench(50, 10.0, log_dir)
+                except (ChildExited, RuntimeError, OSError, aiohttp.ClientError) as exc:
+                    document["pk"] = {"error": f"{type(exc).__name__}: {exc}", "passed": False}
     except TimeoutError:
         document["aborted"] = f"deadline of {settings.deadline:.0f} s reached"
     except asyncio.CancelledError:
@@ -543,7 +550,9 @@ async def _main(settings: Settings) -> int:
     if "pk" in document:
         from bench import pk
 
-        print(pk.describe(document["pk"]))
+        print(pk.describe(document["pk"]) if "error" not in document["pk"] else f"PK: {document['pk']['error']}")
+    if "events_fanout_error" in document:
+        print(f"room events: {document['events_fanout_error']}")
     if document.get("aborted"):
         print(f"ABORTED: {document['aborted']}")
     print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")

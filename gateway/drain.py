@@ -31,11 +31,9 @@ log = logging.getLogger("cherry.gateway.drain")
 class Drainer:
     """Drives one drain; :meth:`begin` is idempotent."""
 
-    def __init__(self, ctx: SignalingContext, config: DrainConfig,
-                 hub: Callable[[], Any] | None = None) -> None:
+    def __init__(self, ctx: SignalingContext, config: DrainConfig) -> None:
         self.ctx = ctx
         self.config = config
-        self._hub = hub or (lambda: getattr(ctx, "hub", None))
         self.started_at: float | None = None
         self.reason = ""
         self.finished = asyncio.Event()
@@ -82,16 +80,13 @@ class Drainer:
             self.on_finished()
 
     async def _announce(self) -> None:
-        hub = self._hub()
-        broadcast = getattr(hub, "broadcast_all", None)
-        if broadcast is None:
+        hub = self.ctx.hub
+        if hub is None:
             return
         deadline = self.deadline or time.time()
         message = {"type": "draining", "retry_after": self.ctx.retry_after, "deadline": int(deadline * 1000)}
         try:
-            result = broadcast(message)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                await result
+            hub.broadcast_all(message)
         except Exception:
             log.exception("could not tell room-event clients about the drain")
 

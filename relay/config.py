@@ -41,8 +41,10 @@ class LimitsConfig:
     max_rooms: int = 1000
     # Viewers of one room; 0 means the process's viewer capacity.
     max_viewers_per_room: int = 0
-    # Viewer sessions one process forwards to before it refuses more (503); calibrated with `make bench`.
-    process_viewer_capacity: int = 500
+    # Viewer sessions one process forwards to before it refuses more (503). Calibrated with `make bench` on a
+    # reference run (2-core VM, a slow day): 3.3-3.7 CPU-ms per viewer-second at 200-300 viewers, so 200 viewers
+    # take about 0.7 of a core; the 300-viewer step saturated the core (stutter 0.24).
+    process_viewer_capacity: int = 200
     # New sessions are refused (503) while the event loop lags more than this.
     max_loop_lag_ms: int = 250
     max_body_bytes: int = 65536

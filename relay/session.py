@@ -25,6 +25,7 @@ from aiortc_bridge.codecs import capabilities_for, capabilities_matching, descri
 from aiortc_bridge.dtls import prefer_dtls_server
 from aiortc_bridge.receiver import ReceiverTap
 from aiortc_bridge.sender import SenderPort
+from relay.codec_policy import playback_preferences
 from relay.config import LimitsConfig, MediaConfig, RoomsConfig
 from relay.dump import SessionDump
 from relay.errors import BadOffer, IceRestartUnsupported, RelayError, TooManyCandidates
@@ -266,8 +267,9 @@ class PlaybackSession(Session):
             codec = self.room.codecs[kind]
             transceiver = self.pc.addTransceiver(kind, direction="sendonly")
             accepted = media.video_codecs if kind == "video" else media.audio_codecs
-            others = [c for c in accepted if c.split("/")[-1].lower() != codec.mime_type.split("/")[-1].lower()]
-            # The host's codec first; the others let a co-streamer with another codec through.
+            # The host's codec first (with its exact parameters); the others let a co-streamer with another
+            # codec through.
+            others = playback_preferences(codec, accepted)[1:]
             transceiver.setCodecPreferences(capabilities_matching(codec.mime_type, codec.fmtp)
                                             + capabilities_for(kind, others, rtx=False))
             port = SenderPort(transceiver.sender, media.sender_report_interval_ms / 1000)

@@ -36,3 +36,8 @@ def test_a_starved_generator_claims_nothing_either_way():
 
 def test_the_bench_holds_steps_to_the_platform_stutter_target():
     assert stutter_target() == 0.005
+
+
+def test_a_step_without_a_live_host_measured_nothing():
+    lost = step(fps_mean=0.0, stutter_ratio=1.0, server_stats={"rooms": [{"room": "bench", "live": False}]})
+    assert step_verdict(lost, 0.005) == ("INVALID", ["the synthetic host lost its connection"])

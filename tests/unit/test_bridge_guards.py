@@ -86,6 +86,7 @@ class _Receiver:
     def __init__(self) -> None:
         self.data: list[bytes] = []
         self.requests = 0
+        self._nominated: dict[int, object] = {}
 
     def data_received(self, data: bytes, component: int) -> None:
         self.data.append(data)
@@ -130,6 +131,20 @@ def test_media_datagrams_skip_the_stun_parse() -> None:
     for datagram in (b"\x80" * 100, b"\x17" + b"\x00" * 40):
         guard._stun_datagram_received(protocol, datagram, ("127.0.0.1", 9))  # type: ignore[arg-type]
     assert len(protocol.receiver.data) == 2
+
+
+class _Pair:
+    remote_addr = ("127.0.0.1", 5000)
+
+
+def test_once_ice_chose_the_peer_media_from_any_other_address_is_dropped() -> None:
+    protocol = _Protocol()
+    protocol.receiver._nominated[1] = _Pair()
+    before = guard.DATAGRAMS.counts["unexpected_source"]
+    for source in (("127.0.0.1", 5000), ("127.0.0.1", 6000), ("10.0.0.9", 5000)):
+        guard._stun_datagram_received(protocol, b"\x80" * 100, source)  # type: ignore[arg-type]
+    assert len(protocol.receiver.data) == 1
+    assert guard.DATAGRAMS.counts["unexpected_source"] == before + 2
 
 
 def test_drops_are_logged_once_per_interval_with_the_count(caplog: pytest.LogCaptureFixture) -> None:
