@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.config import ClusterConfig
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
 from signaling.auth import SecretError, resolve_secrets
 from signaling.config import AuthConfig, EventsConfig
@@ -109,6 +110,7 @@ class GatewayConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     drain: DrainConfig = field(default_factory=DrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dev: bool = False
 
     def validate(self) -> GatewayConfig:
@@ -211,6 +213,23 @@ class GatewayConfig:
         need(hooks.queue_size >= 1, "webhooks.queue_size", "must be at least 1")
         need(hooks.concurrency >= 1, "webhooks.concurrency", "must be at least 1")
         need(self.drain.timeout_s >= 0, "drain.timeout_s", "must be >= 0")
+        cl = self.cluster
+        need(1 <= cl.workers <= 256, "cluster.workers", "must be 1-256")
+        need(cl.workers == 1 or bool(cl.redis_url), "cluster.redis_url",
+             f"{cl.workers} workers share rooms through Redis: set cluster.redis_url (e.g. redis://127.0.0.1:6379/0), "
+             "or run one worker")
+        need(not cl.redis_url or cl.redis_url.startswith(("redis://", "rediss://", "unix://")), "cluster.redis_url",
+             "must be a redis://, rediss:// or unix:// URL")
+        need(cl.advertise_url.startswith(("http://", "https://")), "cluster.advertise_url", "must be an http(s) URL")
+        need(cl.worker_viewer_capacity >= 0, "cluster.worker_viewer_capacity", "must be >= 0 (0: the process capacity)")
+        ports = (cl.udp_port_min, cl.udp_port_max)
+        need(ports == (0, 0) or 1024 <= cl.udp_port_min <= cl.udp_port_max <= 65535, "cluster.udp_port_min",
+             "with cluster.udp_port_max: a range within 1024-65535, or 0-0 for any free port")
+        need(ports == (0, 0) or cl.udp_port_max - cl.udp_port_min + 1 >= cl.workers, "cluster.udp_port_max",
+             "the range must hold at least one port per worker")
+        need(cl.heartbeat_interval_s > 0 and cl.stale_after_s > cl.heartbeat_interval_s, "cluster.stale_after_s",
+             "must be longer than cluster.heartbeat_interval_s")
+        need(cl.edge_linger_s >= 0, "cluster.edge_linger_s", "must be >= 0")
         return self
 
 
