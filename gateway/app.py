@@ -14,6 +14,8 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 import aiortc_bridge
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import pin_ice_hosts
+from cluster.runtime import ClusterRuntime
+from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig
 from gateway.operations import WEBHOOKS, install_operations
 from gateway.pages import add_page_routes
@@ -23,6 +25,7 @@ from relay.session import RelayHooks
 from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
 from signaling.auth import ROLES, check_ttl, token_service
+from signaling.broker import LocalBroker
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
 from signaling.events.hub import EventHub
@@ -36,6 +39,7 @@ from signaling.whip import post_whip
 
 log = logging.getLogger("cherry.gateway")
 CONFIG = web.AppKey("config", GatewayConfig)
+CLUSTER = web.AppKey("cluster", ClusterRuntime)
 STARTED_AT = web.AppKey("started_at", float)
 
 
@@ -54,6 +58,7 @@ def build_context(config: GatewayConfig) -> SignalingContext:
     ctx = SignalingContext(
         tokens=token_service(config.auth, config.dev),
         relay=relay,
+        broker=LocalBroker(relay),
         offer_limiter=RateLimiter(config.limits.offers_per_second, config.limits.offer_burst),
         ice_servers=tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers),
         max_body_bytes=config.limits.max_body_bytes,
@@ -176,7 +181,7 @@ async def api_stats(request: web.Request) -> web.Response:
     })
 
 
-def create_app(config: GatewayConfig) -> web.Application:
+def create_app(config: GatewayConfig, slot: WorkerSlot | None = None) -> web.Application:
     aiortc_bridge.install()
     pin_ice_hosts(config.ice.hosts)
     app = web.Application(
@@ -205,6 +210,13 @@ def create_app(config: GatewayConfig) -> web.Application:
         r.add_get("/dev/token", dev_token)
     add_page_routes(app)
     app.on_shutdown.append(_close_room_sockets)
+    if config.cluster.redis_url:
+        # Before _lifecycle: at shutdown the rooms close first, then the worker leaves the registry.
+        runtime = ClusterRuntime(config.cluster, slot or WorkerSlot.of(config.cluster), app[CONTEXT],
+                                 config.limits.process_viewer_capacity)
+        app[CONTEXT].broker = runtime.broker
+        app[CLUSTER] = runtime
+        app.cleanup_ctx.append(runtime.lifetime)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

@@ -7,6 +7,8 @@ old one in ``auth.previous_secrets`` for as long as old tokens live, then drop t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -74,6 +76,11 @@ class TokenService:
         self._default_ttl = default_ttl
         self._leeway = leeway
         self.max_ttl = max_ttl
+
+    def derive_keys(self, label: str) -> tuple[bytes, ...]:
+        """Keys for another purpose (the cluster's internal API), derived from the current secret and the
+        previous ones, so the secret itself never leaves this object and rotates with it."""
+        return tuple(hmac.new(key.encode(), label.encode(), hashlib.sha256).digest() for key in self._keys)
 
     def mint(self, room: str, role: str, identity: str | None = None, ttl: int | None = None,
              scope: str = "") -> str:

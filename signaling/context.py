@@ -11,6 +11,7 @@ from relay.core import Relay
 from relay.participant import Grant as RelayGrant
 from relay.room import Rooms
 from signaling.auth import ROOM_NAME, AuthError, Forbidden, Grant, TokenService, bearer_token
+from signaling.broker import SessionBroker
 from signaling.errors import HttpError
 from signaling.events.moderation import Moderation
 from signaling.ratelimit import RateLimiter
@@ -30,6 +31,7 @@ class IceServer:
 class SignalingContext:
     tokens: TokenService
     relay: Relay
+    broker: SessionBroker
     offer_limiter: RateLimiter
     ice_servers: tuple[IceServer, ...] = ()
     max_body_bytes: int = 65536

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from relay.participant import Grant
-from relay.session import Session
+from signaling.broker import Mismatch, NotYours, Opened
 from signaling.context import (
     authorize,
     check_draining,
@@ -22,6 +23,8 @@ from signaling.context import (
 from signaling.errors import HttpError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A session's public reference: its id, and in a cluster "~" and the worker holding it.
+SESSION_REF = re.compile(r"^[0-9a-f]{32}(~[A-Za-z0-9_.-]{1,100})?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,30 +46,41 @@ async def read_offer(request: web.Request, at_least: str) -> Offer:
     return Offer(relay_grant(grant, room), sdp)
 
 
-def answer_response(request: web.Request, session: Session) -> web.Response:
+def answer_response(request: web.Request, opened: Opened) -> web.Response:
     """RFC 9725: 201 with the answer, the session's Location and ETag, ICE servers as Link headers."""
     ctx = context(request)
-    location = f"/{session.endpoint}/{session.room.name}/{session.session_id}"
-    headers = {"Location": ctx.public_url.rstrip("/") + location, "ETag": session.etag}
-    response = web.Response(status=201, text=session.answer, content_type="application/sdp", headers=headers)
+    location = f"/{opened.endpoint}/{opened.room}/{opened.ref}"
+    headers = {"Location": ctx.public_url.rstrip("/") + location, "ETag": opened.etag}
+    response = web.Response(status=201, text=opened.answer, content_type="application/sdp", headers=headers)
     for link in link_headers(ctx):
         response.headers.add("Link", link)
     return response
 
 
-def _session_for_update(request: web.Request, endpoint: str) -> Session:
-    """The session named by the URL, authorised by the same identity that created it (or an admin)."""
+async def open_session(request: web.Request, endpoint: str, at_least: str) -> web.Response:
+    """POST /whip/{room} and /whep/{room}: checked here, opened wherever the broker places it."""
+    offer = await read_offer(request, at_least)
+    broker = context(request).broker
+    opened = await broker.open(endpoint, offer.grant, offer.sdp, request.query.get("title", ""))
+    return answer_response(request, opened)
+
+
+def _for_update(request: web.Request) -> tuple[str, str, Grant]:
     room = room_name(request)
     grant = authorize(request, room, "viewer")
-    session = context(request).relay.session(endpoint, room, request.match_info["session"])
-    if grant.role != "admin" and grant.identity != session.identity:
-        raise HttpError(403, "forbidden", "this session belongs to another participant")
-    return session
+    ref = request.match_info["session"]
+    if not SESSION_REF.match(ref):
+        raise HttpError(404, "unknown_session", "no such session (ended, or never existed)")
+    return room, ref, relay_grant(grant, room)
 
 
 def delete_handler(endpoint: str) -> Handler:
     async def delete(request: web.Request) -> web.StreamResponse:
-        _session_for_update(request, endpoint).close("ended by client (DELETE)", by_client=True)
+        room, ref, grant = _for_update(request)
+        try:
+            await context(request).broker.end(endpoint, room, ref, grant)
+        except NotYours as exc:
+            raise HttpError(403, "forbidden", str(exc)) from exc
         return web.Response(status=200)
 
     return delete
@@ -75,12 +89,15 @@ def delete_handler(endpoint: str) -> Handler:
 def patch_handler(endpoint: str) -> Handler:
     async def patch(request: web.Request) -> web.StreamResponse:
         """Trickle ICE (RFC 8840 fragment): add remote candidates. ICE restart is not offered."""
-        session = _session_for_update(request, endpoint)
+        room, ref, grant = _for_update(request)
         fragment = await read_body(request, "application/trickle-ice-sdpfrag")
-        if_match = request.headers.get("If-Match")
-        if if_match is not None and if_match not in ("*", session.etag):
-            raise HttpError(412, "etag_mismatch", "If-Match does not match this session's ETag")
-        await context(request).relay.trickle(session, fragment)
+        try:
+            await context(request).broker.trickle(endpoint, room, ref, grant, fragment,
+                                                  request.headers.get("If-Match"))
+        except NotYours as exc:
+            raise HttpError(403, "forbidden", str(exc)) from exc
+        except Mismatch as exc:
+            raise HttpError(412, "etag_mismatch", str(exc)) from exc
         return web.Response(status=204)
 
     return patch

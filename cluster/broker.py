@@ -1,0 +1,90 @@
+"""The cluster's session broker: place each session, open it here or relay it to the worker that holds it.
+
+A session's public reference is ``{session id}~{worker id}``, so PATCH and DELETE on its ``Location``
+reach its worker from any worker. While Redis cannot be reached, sessions of rooms this worker already
+holds are still opened here; anything that needs the registry gets a 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cluster.internal import InternalClient
+from cluster.placement import Placement, Target
+from cluster.registry import RegistryUnavailable
+from relay.errors import UnknownSession
+from relay.participant import Grant
+from signaling.broker import LocalBroker, Opened
+from signaling.errors import HttpError
+
+log = logging.getLogger("cherry.cluster.broker")
+
+SEPARATOR = "~"
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    session_id, _, worker = ref.partition(SEPARATOR)
+    return session_id, worker or None
+
+
+class ClusterBroker:
+    def __init__(self, local: LocalBroker, placement: Placement, client: InternalClient, worker_id: str,
+                 retry_after: int) -> None:
+        self.local = local
+        self.placement = placement
+        self.client = client
+        self.worker_id = worker_id
+        self._retry_after = retry_after
+        self.relayed = {"open": 0, "trickle": 0, "end": 0}
+
+    def _unavailable(self, exc: Exception) -> HttpError:
+        log.warning("cluster registry unavailable: %s", exc)
+        return HttpError(503, "cluster_unavailable", "the cluster's shared state cannot be reached; retry shortly",
+                         {"Retry-After": str(self._retry_after)})
+
+    async def _place(self, endpoint: str, room: str) -> Target:
+        try:
+            if endpoint == "whip":
+                return await self.placement.for_ingest(room)
+            return await self.placement.for_playback(room, edges=False)
+        except RegistryUnavailable as exc:
+            local = self.local.relay.room(room)
+            if local is not None and (endpoint == "whip" or local.live):
+                return Target(self.worker_id, "")  # a room this worker holds keeps taking sessions
+            raise self._unavailable(exc) from exc
+
+    async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
+        target = await self._place(endpoint, grant.room)
+        if target.worker_id == self.worker_id:
+            opened = await self.local.open(endpoint, grant, sdp, title)
+        else:
+            self.relayed["open"] += 1
+            opened = await self.client.open(target.url, endpoint, grant, sdp, title)
+        return Opened(f"{opened.ref}{SEPARATOR}{target.worker_id}", endpoint, grant.room, opened.answer,
+                      opened.etag)
+
+    async def _url(self, worker: str) -> str:
+        try:
+            url = await self.placement.url_of(worker)
+        except RegistryUnavailable as exc:
+            raise self._unavailable(exc) from exc
+        if url is None:
+            raise UnknownSession("no such session (its worker is gone)")
+        return url
+
+    async def trickle(self, endpoint: str, room: str, ref: str, grant: Grant, fragment: str,
+                      if_match: str | None) -> None:
+        session_id, worker = split_ref(ref)
+        if worker is None or worker == self.worker_id:
+            await self.local.trickle(endpoint, room, session_id, grant, fragment, if_match)
+            return
+        self.relayed["trickle"] += 1
+        await self.client.trickle(await self._url(worker), endpoint, room, session_id, grant, fragment, if_match)
+
+    async def end(self, endpoint: str, room: str, ref: str, grant: Grant) -> None:
+        session_id, worker = split_ref(ref)
+        if worker is None or worker == self.worker_id:
+            await self.local.end(endpoint, room, session_id, grant)
+            return
+        self.relayed["end"] += 1
+        await self.client.end(await self._url(worker), endpoint, room, session_id, grant)

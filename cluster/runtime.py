@@ -1,0 +1,106 @@
+"""One worker's part in the cluster: its registry heartbeat, its internal API, its session broker.
+
+Started with the app when ``cluster.redis_url`` is set; without it the gateway is one process in memory
+and none of this runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from cluster.broker import ClusterBroker
+from cluster.config import ClusterConfig
+from cluster.internal import LABEL, InternalClient, InternalServer
+from cluster.placement import Placement
+from cluster.registry import RedisRegistry, RegistryUnavailable, WorkerLoad, wait_for_redis
+from cluster.worker import WorkerSlot
+from relay.room import Room
+from signaling.broker import LocalBroker
+from signaling.context import SignalingContext
+
+log = logging.getLogger("cherry.cluster")
+
+
+class ClusterRuntime:
+    def __init__(self, config: ClusterConfig, slot: WorkerSlot, ctx: SignalingContext, capacity: int) -> None:
+        self.config = config
+        self.slot = slot
+        self.ctx = ctx
+        self.capacity = capacity
+        self.worker_capacity = config.worker_viewer_capacity or capacity
+        keys = ctx.tokens.derive_keys(LABEL)
+        self.registry = RedisRegistry(config.redis_url, config, slot.worker_id, slot.node_id,
+                                      slot.internal_url(config))
+        self.placement = Placement(self.registry, self.worker_capacity, config.stale_after_s)
+        self.client = InternalClient(keys[0])
+        self.local = LocalBroker(ctx.relay)
+        self.broker = ClusterBroker(self.local, self.placement, self.client, slot.worker_id, ctx.retry_after)
+        self.internal = InternalServer(self.local, keys, ctx.retry_after)
+        self.registry_ok = True
+        self._runner: web.AppRunner | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        ctx.relay.rooms.observers.add(self)
+
+    # -- relay.ports.RoomObserver ---------------------------------------------------------------------
+
+    def room_closed(self, room: object, reason: str) -> None:
+        if isinstance(room, Room):
+            asyncio.ensure_future(self.registry.release_origin(room.name))
+
+    # -- heartbeat -------------------------------------------------------------------------------------
+
+    def load(self) -> WorkerLoad:
+        relay = self.ctx.relay
+        room_viewers = {room.name: room.viewer_count for room in relay.rooms if room.viewers or room.on_mic}
+        origins = tuple(room.name for room in relay.rooms if room.on_mic)
+        return WorkerLoad("draining" if self.ctx.draining else "serving", relay.sessions.playback,
+                          len(relay.sessions), len(relay.rooms), self.capacity, room_viewers, origins)
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                await self.registry.heartbeat(self.load())
+                if not self.registry_ok:
+                    log.warning("cluster registry reachable again")
+                self.registry_ok = True
+            except RegistryUnavailable as exc:
+                if self.registry_ok:
+                    log.warning("cluster registry unreachable: %s (sessions here go on)", exc)
+                self.registry_ok = False
+            except Exception:
+                log.exception("cluster heartbeat failed")
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await wait_for_redis(self.registry, 10.0)
+        self._runner = web.AppRunner(self.internal.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.internal_host, self.slot.internal_port(self.config),
+                           reuse_address=True)
+        await site.start()
+        await self.registry.heartbeat(self.load())  # known to the cluster before the first request
+        self._heartbeat = asyncio.ensure_future(self._beat())
+        log.info("worker %s of node %s in the cluster: internal API %s, viewer capacity %d (%d per room)",
+                 self.slot.worker_id, self.slot.node_id, self.slot.internal_url(self.config), self.capacity,
+                 self.worker_capacity)
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.registry.withdraw()
+        await self.client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.registry.close()
+
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        yield
+        await self.stop()
