@@ -12,6 +12,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
 
+from aiortc_bridge.codecs import NegotiatedCodec, describe
 from aiortc_bridge.guard import PACKETS
 
 # (ssrc, sequence number, timestamp, marker, payload, arrival on the monotonic clock).
@@ -31,6 +32,9 @@ class ReceiverTap:
     def __init__(self, receiver: RTCRtpReceiver, on_rtp: TapCallback) -> None:
         self._receiver = receiver
         self._on_rtp = on_rtp
+        # Told when the media payload type changes to another codec (a pipe whose slot switched source).
+        self.on_codec: Callable[[NegotiatedCodec], None] | None = None
+        self._payload_type = -1
         self.media_ssrc: int | None = None
         self.packets = 0
         self.failures = 0
@@ -88,6 +92,14 @@ class ReceiverTap:
             await r._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
         self.media_ssrc = packet.ssrc
         self.packets += 1
+        if packet.payload_type != self._payload_type:
+            first = self._payload_type < 0
+            self._payload_type = packet.payload_type
+            if self.on_codec is not None and not first and packet.payload_type in codecs:
+                try:
+                    self.on_codec(describe(codecs[packet.payload_type]))
+                except Exception as exc:
+                    PACKETS.drop("tap_callback_failed", exc)
         try:
             self._on_rtp(packet.ssrc, packet.sequence_number, packet.timestamp, bool(packet.marker),
                          packet.payload, time.monotonic())

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from cluster.internal import InternalClient
+from cluster.internal import InternalClient, open_on_edge
 from cluster.placement import Placement, Target
 from cluster.registry import RegistryUnavailable
-from relay.errors import UnknownSession
+from relay.errors import CapacityExceeded, UnknownSession
 from relay.participant import Grant
 from signaling.broker import LocalBroker, Opened
 from signaling.errors import HttpError
@@ -42,11 +42,11 @@ class ClusterBroker:
         return HttpError(503, "cluster_unavailable", "the cluster's shared state cannot be reached; retry shortly",
                          {"Retry-After": str(self._retry_after)})
 
-    async def _place(self, endpoint: str, room: str) -> Target:
+    async def _place(self, endpoint: str, room: str, force_edge: bool = False) -> Target:
         try:
             if endpoint == "whip":
                 return await self.placement.for_ingest(room)
-            return await self.placement.for_playback(room, edges=False)
+            return await self.placement.for_playback(room, edges=True, force_edge=force_edge)
         except RegistryUnavailable as exc:
             local = self.local.relay.room(room)
             if local is not None and (endpoint == "whip" or local.live):
@@ -55,13 +55,28 @@ class ClusterBroker:
 
     async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
         target = await self._place(endpoint, grant.room)
-        if target.worker_id == self.worker_id:
-            opened = await self.local.open(endpoint, grant, sdp, title)
-        else:
-            self.relayed["open"] += 1
-            opened = await self.client.open(target.url, endpoint, grant, sdp, title)
+        try:
+            opened = await self._open_at(target, endpoint, grant, sdp, title)
+        except (HttpError, CapacityExceeded) as exc:
+            full = isinstance(exc, CapacityExceeded) or (exc.status == 503 and exc.code == "capacity")
+            if endpoint != "whep" or target.edge or not full:
+                raise
+            # The origin's share of the room is full sooner than the registry's last count said: an edge.
+            target = await self._place(endpoint, grant.room, force_edge=True)
+            opened = await self._open_at(target, endpoint, grant, sdp, title)
         return Opened(f"{opened.ref}{SEPARATOR}{target.worker_id}", endpoint, grant.room, opened.answer,
                       opened.etag)
+
+    async def _open_at(self, target: Target, endpoint: str, grant: Grant, sdp: str, title: str) -> Opened:
+        if target.worker_id == self.worker_id:
+            if target.edge:
+                return await open_on_edge(self.local, self.client, self.worker_id, grant, sdp, target.origin,
+                                          target.origin_url)
+            return await self.local.open(endpoint, grant, sdp, title)
+        self.relayed["open"] += 1
+        if target.edge:
+            return await self.client.open_edge(target.url, grant, sdp, target.origin, target.origin_url)
+        return await self.client.open(target.url, endpoint, grant, sdp, title)
 
     async def _url(self, worker: str) -> str:
         try:

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from relay.errors import RelayError
 from relay.participant import Grant
+from relay.pipe import PIPE_ROLE
 from signaling.broker import LocalBroker, Mismatch, NotYours, Opened
 from signaling.errors import HttpError, error_response, relay_error
 
@@ -80,18 +81,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class InternalServer:
     """The routes other workers call; everything they ask for happens on this worker's ``LocalBroker``."""
 
-    def __init__(self, broker: LocalBroker, keys: Sequence[bytes], retry_after: int,
-                 extra: Callable[[web.Application], None] | None = None) -> None:
+    def __init__(self, broker: LocalBroker, keys: Sequence[bytes], retry_after: int, client: InternalClient,
+                 worker_id: str) -> None:
         self._broker = broker
         self._keys = tuple(keys)
         self._retry_after = retry_after
+        self._client = client
+        self._worker_id = worker_id
         self.app = web.Application(middlewares=[self._authenticate], client_max_size=MAX_BODY)
         self.app.router.add_post("/internal/open", self._open)
+        self.app.router.add_post("/internal/pipe", self._pipe)
         self.app.router.add_post("/internal/trickle", self._trickle)
         self.app.router.add_post("/internal/end", self._end)
         self.app.router.add_get("/internal/healthz", self._healthz)
-        if extra is not None:
-            extra(self.app)
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -130,9 +132,20 @@ class InternalServer:
         endpoint = _field(body, "endpoint")
         if endpoint not in ("whip", "whep"):
             raise HttpError(400, "bad_request", "endpoint must be whip or whep")
-        opened = await self._broker.open(endpoint, _grant(body.get("grant")), _field(body, "sdp") or "",
-                                         _field(body, "title", optional=True) or "")
+        grant, sdp = _grant(body.get("grant")), _field(body, "sdp") or ""
+        edge = body.get("edge")
+        if endpoint == "whep" and isinstance(edge, dict):
+            opened = await open_on_edge(self._broker, self._client, self._worker_id, grant, sdp,
+                                        str(edge.get("origin", "")), str(edge.get("origin_url", "")))
+        else:
+            opened = await self._broker.open(endpoint, grant, sdp, _field(body, "title", optional=True) or "")
         return web.json_response(asdict(opened), status=201)
+
+    async def _pipe(self, request: web.Request) -> web.Response:
+        """An edge worker pulls this room (this worker is its origin)."""
+        body = await self._body(request)
+        session = await self._broker.relay.open_pipe(_grant(body.get("grant")), _field(body, "sdp") or "")
+        return web.json_response({"answer": session.answer, "session": session.session_id}, status=201)
 
     async def _trickle(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -194,6 +207,17 @@ class InternalClient:
         return Opened(str(data["ref"]), str(data["endpoint"]), str(data["room"]), str(data["answer"]),
                       str(data["etag"]))
 
+    async def pipe(self, base_url: str, grant: Grant, sdp: str) -> str:
+        _, data = await self.call(base_url, "/internal/pipe", {"grant": asdict(grant), "sdp": sdp})
+        return str(data["answer"])
+
+    async def open_edge(self, base_url: str, grant: Grant, sdp: str, origin: str, origin_url: str) -> Opened:
+        _, data = await self.call(base_url, "/internal/open", {
+            "endpoint": "whep", "grant": asdict(grant), "sdp": sdp,
+            "edge": {"origin": origin, "origin_url": origin_url}})
+        return Opened(str(data["ref"]), str(data["endpoint"]), str(data["room"]), str(data["answer"]),
+                      str(data["etag"]))
+
     async def trickle(self, base_url: str, endpoint: str, room: str, ref: str, grant: Grant, fragment: str,
                       if_match: str | None) -> None:
         await self.call(base_url, "/internal/trickle", {"endpoint": endpoint, "room": room, "ref": ref,
@@ -203,3 +227,15 @@ class InternalClient:
     async def end(self, base_url: str, endpoint: str, room: str, ref: str, grant: Grant) -> None:
         await self.call(base_url, "/internal/end", {"endpoint": endpoint, "room": room, "ref": ref,
                                                     "grant": asdict(grant)})
+
+
+async def open_on_edge(broker: LocalBroker, client: InternalClient, worker_id: str, grant: Grant, sdp: str,
+                       origin: str, origin_url: str) -> Opened:
+    """A viewer this worker serves as an edge of its room: the pipe from the origin first, then the viewer."""
+    pipe_grant = Grant(grant.room, f"edge:{worker_id}", PIPE_ROLE)
+
+    async def exchange(offer: str) -> str:
+        return await client.pipe(origin_url, pipe_grant, offer)
+
+    session = await broker.relay.open_edge_playback(grant, sdp, origin, exchange)
+    return Opened(session.session_id, "whep", grant.room, session.answer, session.etag)

@@ -64,7 +64,7 @@ class Placement:
         worker = by_id.get(winner) or candidate
         return Target(worker.worker_id, worker.url)
 
-    async def for_playback(self, room: str, edges: bool) -> Target:
+    async def for_playback(self, room: str, edges: bool, force_edge: bool = False) -> Target:
         workers = await self.registry.workers()
         by_id = {w.worker_id: w for w in workers}
         available = {w.worker_id: w for w in self._available(workers)}
@@ -73,7 +73,7 @@ class Placement:
             raise RoomNotLive(f"room {room!r} has no live host")
         origin = by_id[owner]
         viewers = await self.registry.room_viewers(room)
-        if not edges or viewers.get(owner, 0) < self.worker_capacity:
+        if not edges or (not force_edge and viewers.get(owner, 0) < self.worker_capacity):
             return Target(owner, origin.url, origin=owner, origin_url=origin.url)
         carrying = [available[w] for w, n in viewers.items()
                     if w != owner and w in available and n < self.worker_capacity]

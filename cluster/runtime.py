@@ -39,7 +39,7 @@ class ClusterRuntime:
         self.client = InternalClient(keys[0])
         self.local = LocalBroker(ctx.relay)
         self.broker = ClusterBroker(self.local, self.placement, self.client, slot.worker_id, ctx.retry_after)
-        self.internal = InternalServer(self.local, keys, ctx.retry_after)
+        self.internal = InternalServer(self.local, keys, ctx.retry_after, self.client, slot.worker_id)
         self.registry_ok = True
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None

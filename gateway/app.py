@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -53,8 +54,13 @@ def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
 
 
 def build_context(config: GatewayConfig) -> SignalingContext:
-    relay = Relay(RelayConfig(config.media, config.limits, config.rooms, config.costream), rtc_configuration(config),
-                  RelayHooks(forwarding_delay=DelaySampler()))
+    limits = config.limits
+    if config.cluster.redis_url:
+        # A room's viewers past this on one worker go to edges (cluster.placement): this worker's share of it.
+        limits = dataclasses.replace(limits, max_viewers_per_room=config.cluster.worker_viewer_capacity
+                                     or limits.viewers_per_room())
+    relay = Relay(RelayConfig(config.media, limits, config.rooms, config.costream), rtc_configuration(config),
+                  RelayHooks(forwarding_delay=DelaySampler()), edge_linger=config.cluster.edge_linger_s)
     ctx = SignalingContext(
         tokens=token_service(config.auth, config.dev),
         relay=relay,

@@ -29,6 +29,7 @@ from relay.errors import (
 )
 from relay.offer import check_offer, parse_trickle
 from relay.participant import Grant
+from relay.pipe import EdgePipes, Exchange, PipeSession
 from relay.room import Room, Rooms
 from relay.session import IngestSession, PlaybackSession, RelayHooks, Session, SessionContext, SessionRegistry
 
@@ -46,13 +47,16 @@ class RelayConfig:
 
 
 class Relay:
-    def __init__(self, config: RelayConfig, rtc: RTCConfiguration, hooks: RelayHooks | None = None) -> None:
+    def __init__(self, config: RelayConfig, rtc: RTCConfiguration, hooks: RelayHooks | None = None,
+                 edge_linger: float = 60.0) -> None:
         self.config = config
         self.rooms = Rooms(config.limits, config.rooms, config.costream.max_guests)
         self.sessions = SessionRegistry()
         self.hooks = hooks or RelayHooks()
         self.admission = Admission(config.limits, lambda: self.sessions.playback)
         self._ctx = SessionContext(rtc, config.media, config.limits, config.rooms, self.sessions, self.hooks)
+        self.edges = EdgePipes(self._ctx, config.costream.max_slots, edge_linger)
+        self.rooms.observers.add(self)
         self._lag_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -66,8 +70,19 @@ class Relay:
         if self._lag_task is not None:
             self._lag_task.cancel()
             self._lag_task = None
+        self.edges.close_all(reason)
         self.rooms.close_all(reason)
         await self.sessions.close_all(reason)
+
+    # -- relay.ports.RoomObserver: an edge lets a room go a while after its last viewer ----------------------
+
+    def participant_joined(self, room: object, member: object) -> None:
+        if isinstance(room, Room):
+            self.edges.viewers_changed(room.name)
+
+    def participant_left(self, room: object, member: object) -> None:
+        if isinstance(room, Room):
+            self.edges.viewers_changed(room.name)
 
     # -- opening sessions ---------------------------------------------------------------------------------
 
@@ -134,6 +149,35 @@ class Relay:
             raise
         log.info("%s watching (%s)", session.tag, ", ".join(f"{k}#{slot}" for k, slot in plan))
         return session
+
+    async def open_pipe(self, grant: Grant, offer_sdp: str) -> PipeSession:
+        """An edge worker pulls every slot of a room it serves (origin side); not a viewer of the room."""
+        offer = check_offer(offer_sdp, sending=False, limits=self.config.limits)
+        self.admission.check_loop()
+        room = self.rooms.get(grant.room)
+        if room is None:
+            raise RoomNotLive(f"room {grant.room!r} has no live host")
+        room.check_live()  # a pipe is not a viewer: the room's viewer limit does not apply to it
+        plan = playback_plan(offer.media, room.codecs, self.config.costream.max_slots)
+        session = PipeSession(self._ctx, room, grant, plan)
+        try:
+            await session.negotiate(offer)
+            room.add_pipe(session, session.subscriptions)
+        except BaseException as exc:
+            self._negotiation_failed(session, exc)
+            raise
+        log.info("%s pipe to an edge (%s)", session.tag, ", ".join(f"{k}#{slot}" for k, slot in plan))
+        return session
+
+    async def open_edge_playback(self, grant: Grant, offer_sdp: str, origin: str,
+                                 exchange: Exchange) -> PlaybackSession:
+        """A viewer placed on this worker as an edge of the room: the pipe first (once), then the viewer."""
+        check_offer(offer_sdp, sending=False, limits=self.config.limits)
+        self._check_ban(grant)
+        self.admission.check_viewer()
+        room = self.rooms.get_or_create(grant.room)
+        await self.edges.ensure(room, origin, exchange)
+        return await self.open_playback(grant, offer_sdp)
 
     def _negotiation_failed(self, session: Session, exc: BaseException) -> None:
         replaced = session.closed  # a newer session of the same identity took over mid-negotiation

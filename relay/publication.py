@@ -172,6 +172,19 @@ class Publication:
         if self._keyframe_wanted:
             self._maybe_request(arrival)
 
+    def set_codec(self, codec: CodecInfo) -> None:
+        """The stream now carries another codec (an edge's pipe slot switched source): a new epoch, so every
+        sink re-anchors at its next keyframe with that codec's payload type."""
+        if codec == self.codec:
+            return
+        self.codec = codec
+        self._h264 = codec.mime_type.lower() == "video/h264"
+        self._is_keyframe = keyframe_detector(codec.mime_type)
+        self.epoch += 1
+        self.stats.epochs += 1
+        self.cache.clear()
+        self.request_keyframe()
+
     # -- stream continuity ----------------------------------------------------------------------
 
     def _new_epoch(self, ssrc: int, seq: int) -> None:

@@ -108,6 +108,10 @@ class Room:
         self.guest_grants: set[str] = set()  # identities the host put on mic (until guest_end)
         self.pk_partner: Room | None = None
         self.viewers: dict[str, _Viewer] = {}  # by session id
+        # Pipes to edge workers (each carries every slot of the layout once); not viewers of this room.
+        self.pipes: dict[str, _Viewer] = {}
+        # On an edge: slots 1.. as the origin lays them out, pulled through the pipe (slot 0 is the host's).
+        self.mirror: list[dict[str, Publication]] | None = None
         self.retired = Traffic()  # counters of this room's closed publications and subscriptions
         self.closed = False
         self._registry = registry
@@ -205,6 +209,8 @@ class Room:
 
     def layout(self) -> list[Slot]:
         slots = [Slot(0, "host", self.name, self.host.identity if self.host else None, self.publications)]
+        if self.mirror is not None:
+            return slots + [Slot(i, "mirror", self.name, None, tracks) for i, tracks in enumerate(self.mirror, 1)]
         partner = self.pk_partner
         if partner is not None:
             slots.append(Slot(len(slots), "partner", partner.name,
@@ -221,7 +227,7 @@ class Room:
     def _refresh(self) -> None:
         """Point every viewer subscription at its slot's current publication."""
         slots = self.layout()
-        for viewer in self.viewers.values():
+        for viewer in (*self.viewers.values(), *self.pipes.values()):
             self._follow(viewer.subscriptions, slots)
         self._registry.observers.layout_changed(self)
 
@@ -364,11 +370,15 @@ class Room:
 
     # -- viewers -----------------------------------------------------------------------------------------
 
-    def check_can_view(self) -> None:
-        """Raise unless a new viewer may join now."""
+    def check_live(self) -> None:
+        """Raise unless something here can be watched: a host has published (its codecs are known)."""
         self._check_open()
         if not self.codecs:  # no host has published yet (or one is still negotiating)
             raise RoomNotLive(f"room {self.name!r} has no live host")
+
+    def check_can_view(self) -> None:
+        """Raise unless a new viewer may join now."""
+        self.check_live()
         limit = self._registry.limits.viewers_per_room()
         if len(self.viewers) >= limit:
             raise CapacityExceeded(f"room {self.name!r} is full ({limit} viewers)")
@@ -380,7 +390,25 @@ class Room:
         self._check_idle()
         self._registry.observers.participant_joined(self, session)
 
+    def add_pipe(self, session: Member, subscriptions: list[Subscription]) -> None:
+        """An edge worker pulls every slot of this room once, for all of its viewers."""
+        self.check_live()
+        self.pipes[session.session_id] = _Viewer(session, subscriptions, False)
+        self._follow(subscriptions, self.layout())
+        self._check_idle()
+
+    def set_mirror(self, slots: list[dict[str, Publication]]) -> None:
+        """On an edge: the origin's co-stream slots, as its pipe carries them."""
+        self.mirror = slots
+        self._refresh()
+
     def remove_viewer(self, session: Member) -> None:
+        pipe = self.pipes.pop(session.session_id, None)
+        if pipe is not None:
+            for subscription in pipe.subscriptions:
+                subscription.close()
+            self._check_idle()
+            return
         viewer = self.viewers.pop(session.session_id, None)
         if viewer is None:
             return
@@ -411,7 +439,7 @@ class Room:
         settings = self._registry.settings
         if not self.participants:
             kind, delay = "empty", settings.empty_room_grace_s
-        elif self.viewers:
+        elif self.viewers or self.pipes:
             kind, delay = "host_absent", settings.host_absent_timeout_s
         else:
             self._cancel_idle_timer()  # only room sockets: the room lives as long as they do
@@ -431,7 +459,7 @@ class Room:
             if not self.participants:
                 self.close("empty room grace period over")
             return
-        for viewer in list(self.viewers.values()):
+        for viewer in [*self.viewers.values(), *self.pipes.values()]:
             viewer.session.close("the host did not return")
         self._check_idle()
 
@@ -444,7 +472,7 @@ class Room:
         self._cancel_idle_timer()
         self._log("closed: %s", reason)
         participants = list(self.participants.values())
-        for viewer in self.viewers.values():
+        for viewer in (*self.viewers.values(), *self.pipes.values()):
             for subscription in viewer.subscriptions:
                 subscription.close()
         for publication in self.publications.values():
@@ -453,6 +481,7 @@ class Room:
             for publication in tracks.values():
                 publication.close()
         self.viewers.clear()
+        self.pipes.clear()
         self.publications.clear()
         self.guests.clear()
         self.guest_publications.clear()
@@ -477,7 +506,7 @@ class Room:
         traffic = Traffic()
         for publication in self._publication_dumps():
             traffic.add_publication(publication)
-        for viewer in self.viewers.values():
+        for viewer in (*self.viewers.values(), *self.pipes.values()):
             for subscription in viewer.subscriptions:
                 traffic.add_subscription(subscription.dump())
         return traffic

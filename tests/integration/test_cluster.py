@@ -31,6 +31,8 @@ node_id = "{node}"
 advertise_url = "http://127.0.0.1:{internal_port}"
 heartbeat_interval_s = 0.5
 stale_after_s = 2.0
+worker_viewer_capacity = 2
+edge_linger_s = 1.0
 """
 
 
@@ -86,6 +88,62 @@ async def test_viewers_posting_to_another_node_get_the_hosts_stream_straight_fro
         async with http.delete(b.base + host.location, headers={"Authorization": "Bearer " + await dev_token(
                 http, b.base, room, "viewer", "someone-else")}) as r:
             assert r.status == 403, await r.text()
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def stats(http: aiohttp.ClientSession, node: GatewayProcess) -> dict:  # type: ignore[type-arg]
+    token = await dev_token(http, node.base, "any", "admin")
+    async with http.get(node.base + "/api/stats", headers={"Authorization": f"Bearer {token}"}) as r:
+        return dict(await r.json())
+
+
+async def test_a_room_past_the_per_worker_cap_spreads_to_an_edge_with_one_copy_across_the_hop(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "spread"
+    host = Host(a.base, room, await dev_token(http, a.base, room, "host", "festival"))
+    await host.publish(http)
+    origin = host.location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+    viewers = []
+    try:
+        for i in range(4):  # capacity 2 per worker: two on the origin, then two on an edge
+            viewer = Viewer(b.base, room, await dev_token(http, b.base, room, "viewer", f"fan{i}"))
+            await viewer.watch(http)
+            viewers.append(viewer)
+            await asyncio.wait_for(viewer.first_video.wait(), 10)
+        # Placement counts lag a heartbeat behind: the origin itself refuses past its cap, and the viewer goes
+        # to an edge instead.
+        holders = [v.location.rsplit("~", 1)[1] for v in viewers]  # type: ignore[union-attr]
+        assert holders.count(origin) == 2 and len(set(holders)) == 2, holders
+        start = asyncio.get_running_loop().time()
+        await asyncio.gather(*(v.wait_frames(45, 10) for v in viewers))
+        for viewer in viewers:
+            assert_smooth(viewer, start, asyncio.get_running_loop().time())
+        # Origin egress: its own two viewers plus one copy for the edge, whatever the edge serves.
+        origin_node = cluster.nodes[origin.split("-w")[0]]  # worker ids are "{node}-w{index}"
+        edge_node = b if origin_node is a else a
+        first = {n: await stats(http, node) for n, node in (("origin", origin_node), ("edge", edge_node))}
+        await asyncio.sleep(2.0)  # a measured window of media, nothing to await but time
+        second = {n: await stats(http, node) for n, node in (("origin", origin_node), ("edge", edge_node))}
+
+        def rate(which: str, field: str) -> float:
+            def value(snapshot: dict) -> float:  # type: ignore[type-arg]
+                entry = next(r for r in snapshot["rooms"] if r["room"] == room)
+                if field == "in":
+                    return float(sum(p["packets_in"] for p in entry["publications"].values()))
+                return float(entry["packets_out"])
+            return value(second[which]) - value(first[which])
+
+        ingest = rate("origin", "in")
+        assert ingest > 0
+        assert 2.7 * ingest <= rate("origin", "out") <= 3.3 * ingest, (rate("origin", "out"), ingest)
+        assert 0.9 * ingest <= rate("edge", "in") <= 1.1 * ingest, (rate("edge", "in"), ingest)
+        assert 1.8 * ingest <= rate("edge", "out") <= 2.2 * ingest, (rate("edge", "out"), ingest)
+        # The room is full: every worker of the cluster carries its share.
+        extra = Viewer(b.base, room, await dev_token(http, b.base, room, "viewer", "late"))
+        with pytest.raises(AssertionError, match="503"):
+            await extra.watch(http)
+        await extra.pc.close()
     finally:
         await close_all(http, host, *viewers)
 
