@@ -117,6 +117,10 @@ def check_offer(text: str, *, sending: bool, limits: LimitsConfig) -> CheckedOff
     kinds: set[str] = set()
     mids: set[str] = set()
     for m in description.media:
+        if m.kind not in ("audio", "video", "application") and m.port != 0:
+            # aiortc keeps such a line in the BUNDLE but gives it no transport: named first in the group, it
+            # left every transceiver without one (the session's connect task and close() then raised).
+            raise BadOffer(f"m={m.kind[:16]} lines are not supported; offer audio and video")
         mid = m.rtp.muxId
         if not mid:
             raise BadOffer(f"{m.kind} m-line lacks a=mid")
