@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from cluster.internal import InternalClient, open_on_edge
+from cluster.internal import InternalClient, WorkerUnreachable, open_on_edge
 from cluster.placement import Placement, Target
 from cluster.registry import RegistryUnavailable
 from relay.errors import CapacityExceeded, UnknownSession
@@ -56,6 +56,13 @@ class ClusterBroker:
     async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
         target = await self._place(endpoint, grant.room)
         try:
+            opened = await self._open_at(target, endpoint, grant, sdp, title)
+        except WorkerUnreachable as exc:
+            # The worker died since its last heartbeat: nothing reached it, so place again without it (a room it
+            # was the origin of is taken over).
+            log.warning("room=%s worker %s unreachable, placing again: %s", grant.room, target.worker_id, exc)
+            self.placement.suspect(target.worker_id)
+            target = await self._place(endpoint, grant.room)
             opened = await self._open_at(target, endpoint, grant, sdp, title)
         except (HttpError, CapacityExceeded) as exc:
             full = isinstance(exc, CapacityExceeded) or (exc.status == 503 and exc.code == "capacity")

@@ -164,6 +164,15 @@ class InternalServer:
         return web.json_response({"status": "ok"})
 
 
+class WorkerUnreachable(HttpError):
+    """No connection to the worker at all: nothing was delivered, so the request may go elsewhere."""
+
+    def __init__(self, base_url: str, exc: Exception) -> None:
+        super().__init__(503, "worker_unavailable", f"the worker at {base_url} cannot be reached: {exc}",
+                         {"Retry-After": "2"})
+        self.base_url = base_url
+
+
 class InternalClient:
     """Calls another worker's internal API, signed; errors come back as the same HttpError."""
 
@@ -190,6 +199,8 @@ class InternalClient:
                 text = await response.text()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+        except aiohttp.ClientConnectorError as exc:
+            raise WorkerUnreachable(base_url, exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HttpError(503, "worker_unavailable", f"the worker holding this session did not answer: {exc}",
                             {"Retry-After": "2"}) from exc

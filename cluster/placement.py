@@ -34,10 +34,25 @@ class Placement:
         self.worker_capacity = worker_capacity
         self._stale_after = stale_after
         self._clock = clock
+        self._suspects: dict[str, float] = {}  # worker id -> until when this worker skips it
+
+    def suspect(self, worker_id: str) -> None:
+        """A worker this one could not connect to: skipped here until its heartbeat would have gone stale anyway,
+        so a session placed in the seconds after a worker died goes to a live one."""
+        self._suspects[worker_id] = self._clock() + self._stale_after
+
+    def _is_suspect(self, worker_id: str, now: float) -> bool:
+        until = self._suspects.get(worker_id)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._suspects[worker_id]
+        return False
 
     def _available(self, workers: list[WorkerInfo]) -> list[WorkerInfo]:
         now = self._clock()
-        return [w for w in workers if w.available(now, self._stale_after)]
+        return [w for w in workers if w.available(now, self._stale_after) and not self._is_suspect(w.worker_id, now)]
 
     def _least_loaded(self, candidates: list[WorkerInfo]) -> WorkerInfo:
         me = self.registry.worker_id
@@ -69,7 +84,9 @@ class Placement:
         by_id = {w.worker_id: w for w in workers}
         available = {w.worker_id: w for w in self._available(workers)}
         owner = await self.registry.origin(room)
-        if owner is None or owner not in by_id or not by_id[owner].available(self._clock(), self._stale_after * 2):
+        now = self._clock()
+        if owner is None or owner not in by_id or not by_id[owner].available(now, self._stale_after * 2) \
+                or self._is_suspect(owner, now):
             raise RoomNotLive(f"room {room!r} has no live host")
         origin = by_id[owner]
         viewers = await self.registry.room_viewers(room)

@@ -18,6 +18,8 @@ from cluster.internal import LABEL, InternalClient, InternalServer
 from cluster.placement import Placement
 from cluster.registry import RedisRegistry, RegistryUnavailable, WorkerLoad, wait_for_redis
 from cluster.worker import WorkerSlot
+from relay.participant import Grant
+from relay.pipe import PIPE_ROLE
 from relay.room import Room
 from signaling.broker import LocalBroker
 from signaling.context import SignalingContext
@@ -60,10 +62,38 @@ class ClusterRuntime:
         return WorkerLoad("draining" if self.ctx.draining else "serving", relay.sessions.playback,
                           len(relay.sessions), len(relay.rooms), self.capacity, room_viewers, origins)
 
+    async def follow_origins(self) -> None:
+        """An edge whose room moved to another origin (a dead worker, a host reconnecting elsewhere) pipes from
+        the new one, keeping its viewers."""
+        edges = self.ctx.relay.edges
+        served = edges.served()
+        if not served:
+            return
+        workers = {w.worker_id: w for w in await self.registry.available()}
+        for name, origin in served.items():
+            room = self.ctx.relay.room(name)
+            current = await self.registry.origin(name)
+            if room is None or current is None or current not in workers or current == self.slot.worker_id:
+                continue
+            if current == origin and edges.get(name) is not None:
+                continue
+            log.info("room=%s edge follows the room to its origin %s (was %s)", name, current, origin)
+            pipe_grant = Grant(name, f"edge:{self.slot.worker_id}", PIPE_ROLE)
+            url = workers[current].url
+
+            async def exchange(offer: str, url: str = url, grant: Grant = pipe_grant) -> str:
+                return await self.client.pipe(url, grant, offer)
+
+            try:
+                await edges.repoint(room, current, exchange)
+            except Exception as exc:  # the next heartbeat tries again
+                log.warning("room=%s could not pipe from %s: %s", name, current, exc)
+
     async def _beat(self) -> None:
         while True:
             try:
                 await self.registry.heartbeat(self.load())
+                await self.follow_origins()
                 if not self.registry_ok:
                     log.warning("cluster registry reachable again")
                 self.registry_ok = True

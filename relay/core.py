@@ -103,6 +103,11 @@ class Relay:
             as_guest=as_guest, room_has_viewers=bool(existing and existing.viewers))
         check_ingest(offer.media, preferences)
         room = self.rooms.get_or_create(grant.room)
+        pipe = self.edges.get(grant.room)
+        if pipe is not None:
+            # This worker was an edge of the room and is its origin now (the old one died): its viewers stay
+            # and take the host from here.
+            pipe.close("this worker is the room's origin now", keep_viewers=True)
         session = IngestSession(self._ctx, room, grant, preferences, tuple(m.kind for m in offer.media))
         try:
             if as_guest:

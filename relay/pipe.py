@@ -150,7 +150,9 @@ class EdgePipe:
             self.connected_at = time.time()
             self.connected.set()
         elif state in ("failed", "closed"):
-            self.close(f"pipe connection {state}")
+            # The origin went away: the viewers here wait, as for a host who left, until the room's next origin
+            # is piped in (the cluster follows the registry) or the host-absent timeout ends them.
+            self.close(f"pipe connection {state}", keep_viewers=True)
 
     # -- lifetime -------------------------------------------------------------------------------------------
 
@@ -171,7 +173,7 @@ class EdgePipe:
         if not self.room.viewers:
             self.close("no viewer left on this edge")
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, keep_viewers: bool = False) -> None:
         if self.closed:
             return
         self.closed = True
@@ -185,9 +187,9 @@ class EdgePipe:
             publication.close()
         self.room.detach_session(self)
         self.ctx.registry.track(asyncio.ensure_future(self._close_pc()))
-        # The viewers of this edge have nothing left to watch here: they reconnect through placement.
-        for viewer in list(self.room.viewers.values()):
-            viewer.session.close(f"the edge lost its pipe from the origin ({reason})")
+        if not keep_viewers:
+            for viewer in list(self.room.viewers.values()):
+                viewer.session.close(f"the edge lost its pipe from the origin ({reason})")
 
     async def _close_pc(self) -> None:
         try:
@@ -246,6 +248,19 @@ class EdgePipes:
         future.set_result(pipe)
         log.info("room=%s this worker is an edge: pipe from %s", room.name, origin)
         return pipe
+
+    def served(self) -> dict[str, str]:
+        """Rooms this worker is an edge of, with the origin each pipe pulls (or pulled) from."""
+        return {name: pipe.origin for name, pipe in self._pipes.items()
+                if not pipe.closed or pipe.room.viewers}
+
+    async def repoint(self, room: Room, origin: str, exchange: Exchange) -> EdgePipe:
+        """The room moved to another origin (its worker died, the host reconnected elsewhere): pipe from there,
+        keeping this edge's viewers; they resume at the new origin's next keyframe."""
+        old = self._pipes.pop(room.name, None)
+        if old is not None:
+            old.close(f"the room moved to {origin}", keep_viewers=True)
+        return await self.ensure(room, origin, exchange)
 
     def viewers_changed(self, room: str) -> None:
         pipe = self.get(room)
