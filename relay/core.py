@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiortc import RTCConfiguration
 
+from aiortc_bridge.ice import host_addresses_per_session, port_pool
 from relay.admission import Admission
 from relay.codec_policy import check_ingest, ingest_preferences, playback_plan
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
@@ -27,7 +28,7 @@ from relay.errors import (
     SessionReplaced,
     UnknownSession,
 )
-from relay.offer import check_offer, parse_trickle
+from relay.offer import CheckedOffer, check_offer, parse_trickle
 from relay.participant import Grant
 from relay.room import Room, Rooms
 from relay.session import IngestSession, PlaybackSession, RelayHooks, Session, SessionContext, SessionRegistry
@@ -51,7 +52,8 @@ class Relay:
         self.rooms = Rooms(config.limits, config.rooms, config.costream.max_guests)
         self.sessions = SessionRegistry()
         self.hooks = hooks or RelayHooks()
-        self.admission = Admission(config.limits, lambda: self.sessions.playback)
+        self.admission = Admission(config.limits, lambda: self.sessions.playback, media_ports=port_pool,
+                                   ports_per_session=host_addresses_per_session)
         self._ctx = SessionContext(rtc, config.media, config.limits, config.rooms, self.sessions, self.hooks)
         self._lag_task: asyncio.Task[None] | None = None
 
@@ -80,6 +82,10 @@ class Relay:
         offer = check_offer(offer_sdp, sending=True, limits=self.config.limits)
         self._check_ban(grant)
         self.admission.check_loop()
+        with self.admission.media_ports():
+            return await self._open_ingest(grant, offer, title)
+
+    async def _open_ingest(self, grant: Grant, offer: CheckedOffer, title: str) -> IngestSession:
         existing = self.rooms.get(grant.room)
         as_guest = grant.role == "guest"
         media = self.config.media
@@ -114,6 +120,10 @@ class Relay:
         offer = check_offer(offer_sdp, sending=False, limits=self.config.limits)
         self._check_ban(grant)
         self.admission.check_viewer()
+        with self.admission.media_ports():
+            return await self._open_playback(grant, offer)
+
+    async def _open_playback(self, grant: Grant, offer: CheckedOffer) -> PlaybackSession:
         room = self.rooms.get(grant.room)
         if room is None:
             raise RoomNotLive(f"room {grant.room!r} has no live host")
