@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
@@ -14,6 +14,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 import aiortc_bridge
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import pin_ice_hosts
+from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig
 from gateway.operations import WEBHOOKS, install_operations
 from gateway.pages import add_page_routes
@@ -37,6 +38,7 @@ from signaling.whip import post_whip
 log = logging.getLogger("cherry.gateway")
 CONFIG = web.AppKey("config", GatewayConfig)
 STARTED_AT = web.AppKey("started_at", float)
+SLOT = web.AppKey("slot", WorkerSlot)  # which worker of this host this process is
 
 
 def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
@@ -176,7 +178,16 @@ async def api_stats(request: web.Request) -> web.Response:
     })
 
 
-def create_app(config: GatewayConfig) -> web.Application:
+def worker_header(worker_id: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """``X-Cherry-Worker`` on every response (errors, WebSocket upgrades): which worker answered."""
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Cherry-Worker"] = worker_id
+
+    return on_prepare
+
+
+def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.Application:
     aiortc_bridge.install()
     pin_ice_hosts(config.ice.hosts)
     app = web.Application(
@@ -187,6 +198,8 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONTEXT] = build_context(config)
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
+    app[SLOT] = slot or WorkerSlot.of(config.cluster)
+    app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
     install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
     r = app.router
