@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from gateway.supervisor import RestartPolicy, Supervisor
 from loadtests.webrtc.process import RedisServer, free_udp_range
 from tests.cluster import WORKER_HEADER, answering_workers, worker_pids
 from tests.integration.conftest import ROOT, GatewayProcess, dev_token
@@ -166,3 +168,98 @@ async def test_an_exhausted_port_range_answers_503_capacity_and_a_freed_port_is_
                 pass
         gateway.stop()
 
+
+
+# -- the supervisor with stand-in workers (tiny real processes: what it does with them, fast) ------------
+
+STARTS = "import sys, time; open(sys.argv[1], 'a').write(f'{time.monotonic()}\\n')"
+CRASH = STARTS + "; raise SystemExit(3)"
+STUBBORN = STARTS + "; import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+
+
+def starts(path: Path) -> list[float]:
+    return [float(line) for line in path.read_text().split()] if path.exists() else []
+
+
+async def wait_starts(path: Path, count: int, timeout: float = 10) -> list[float]:
+    deadline = time.monotonic() + timeout
+    while len(seen := starts(path)) < count:
+        assert time.monotonic() < deadline, f"{len(seen)} worker starts, not {count}"
+        await asyncio.sleep(0.02)  # stand-in processes report through a file: nothing to await
+    return seen
+
+
+def stand_in(script: str, path: Path) -> Callable[[int], list[str]]:
+    return lambda index: [sys.executable, "-c", script, str(path)]
+
+
+async def test_a_worker_that_crashes_at_start_is_started_again_later_each_time_not_in_a_loop(tmp_path):
+    log = tmp_path / "starts"
+    supervisor = Supervisor(1, stand_in(CRASH, log), os.environ,
+                            policy=RestartPolicy(first_s=0.1, max_s=0.4, stable_s=10))
+    run = asyncio.ensure_future(supervisor.run())
+    try:
+        times = await wait_starts(log, 5)
+    finally:
+        supervisor.terminate()
+        assert await asyncio.wait_for(run, 5) == 0
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for gap, delay in zip(gaps, (0.1, 0.2, 0.4, 0.4), strict=False):
+        assert gap >= delay, gaps
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT,)],
+                         ids=["sigterm-twice", "sigint"])
+async def test_a_second_sigterm_or_a_sigint_kills_workers_that_do_not_stop(tmp_path, signals):
+    log = tmp_path / "starts"
+    supervisor = Supervisor(2, stand_in(STUBBORN, log), os.environ, stop_timeout=60)
+    run = asyncio.ensure_future(supervisor.run())
+    try:
+        await wait_starts(log, 2)
+        first, *second = signals
+        os.kill(os.getpid(), first)  # to this process: the supervisor's own signal handlers
+        deadline = time.monotonic() + 5
+        while not supervisor.stopping:  # handled before the next is sent (two pending SIGTERMs would merge)
+            assert time.monotonic() < deadline, "the supervisor never saw the signal"
+            await asyncio.sleep(0.01)
+        if second:
+            with pytest.raises(TimeoutError):  # one SIGTERM: it waits for them to drain
+                await asyncio.wait_for(asyncio.shield(run), 0.3)
+            os.kill(os.getpid(), second[0])
+        assert await asyncio.wait_for(run, 5) == 1  # they ignore SIGTERM: only SIGKILL ended them
+        assert [p.returncode for p in supervisor.workers.values()] == [-signal.SIGKILL] * 2
+    finally:
+        supervisor.kill()
+        await asyncio.wait_for(run, 5)
+
+
+async def test_workers_that_outlast_the_stop_timeout_are_killed(tmp_path):
+    log = tmp_path / "starts"
+    supervisor = Supervisor(1, stand_in(STUBBORN, log), os.environ, stop_timeout=0.3)
+    run = asyncio.ensure_future(supervisor.run())
+    try:
+        await wait_starts(log, 1)
+        supervisor.terminate()
+        assert await asyncio.wait_for(run, 5) == 1
+        assert supervisor.workers[0].returncode == -signal.SIGKILL
+    finally:
+        supervisor.kill()
+        await asyncio.wait_for(run, 5)
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(redis_server, tmp_path):
+    gateway = GatewayProcess(["--workers", "2", "--redis-url", redis_server.url], cluster_config(), tmp_path)
+    pids: dict[int, int] = {}
+    try:
+        await answering_workers(gateway.base + "/healthz", IDS)
+        pids = worker_pids(gateway.proc.pid)
+        gateway.proc.kill()
+        deadline = time.monotonic() + 10
+        while left := [pid for pid in pids.values() if alive(pid)]:
+            assert time.monotonic() < deadline, f"workers {left} outlived their supervisor"
+            await asyncio.sleep(0.05)  # no longer anyone's children here: /proc is all there is
+    finally:
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        gateway.stop()
