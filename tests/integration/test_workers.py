@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -26,6 +27,7 @@ from tests.integration.peers import answer_ports, post_sdp
 from tests.integration.test_errors import expect_error, offer_sdp
 from tests.integration.test_operations import eventually, metrics, value
 
+T = TypeVar("T")
 NODE = "test-node"
 IDS = {f"{NODE}-w0", f"{NODE}-w1"}
 
@@ -49,6 +51,13 @@ def cluster(redis_server: RedisServer, udp_ports: tuple[int, int],
                           tmp_path_factory.mktemp("gw-workers"))
     yield proc
     proc.stop()
+
+
+async def within(future: Awaitable[T], timeout: float, what: str) -> T:
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise AssertionError(f"{what} within {timeout} s") from None
 
 
 def alive(pid: int) -> bool:
@@ -112,7 +121,10 @@ async def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(redis_serve
         pids = worker_pids(gateway.proc.pid)
         assert len(pids) == 2
         gateway.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(gateway.proc.wait, 20)
+        try:
+            code = await asyncio.to_thread(gateway.proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the supervisor did not exit within 20 s of SIGTERM:\n{gateway.log()}") from None
         assert code == 0, gateway.log()
         assert not [pid for pid in pids.values() if alive(pid)]
         log = gateway.log()
@@ -202,7 +214,7 @@ async def test_a_worker_that_crashes_at_start_is_started_again_later_each_time_n
         times = await wait_starts(log, 5)
     finally:
         supervisor.terminate()
-        assert await asyncio.wait_for(run, 5) == 0
+        assert await within(run, 5, "the supervisor did not stop") == 0
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     for gap, delay in zip(gaps, (0.1, 0.2, 0.4, 0.4), strict=False):
         assert gap >= delay, gaps
@@ -226,7 +238,7 @@ async def test_a_second_sigterm_or_a_sigint_kills_workers_that_do_not_stop(tmp_p
             with pytest.raises(TimeoutError):  # one SIGTERM: it waits for them to drain
                 await asyncio.wait_for(asyncio.shield(run), 0.3)
             os.kill(os.getpid(), second[0])
-        assert await asyncio.wait_for(run, 5) == 1  # they ignore SIGTERM: only SIGKILL ended them
+        assert await within(run, 5, "the supervisor did not end its workers") == 1  # only SIGKILL ends them
         assert [p.returncode for p in supervisor.workers.values()] == [-signal.SIGKILL] * 2
     finally:
         supervisor.kill()
@@ -240,7 +252,7 @@ async def test_workers_that_outlast_the_stop_timeout_are_killed(tmp_path):
     try:
         await wait_starts(log, 1)
         supervisor.terminate()
-        assert await asyncio.wait_for(run, 5) == 1
+        assert await within(run, 5, "the stop timeout did not end the worker") == 1
         assert supervisor.workers[0].returncode == -signal.SIGKILL
     finally:
         supervisor.kill()
