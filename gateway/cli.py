@@ -144,8 +144,8 @@ def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
     def command(index: int) -> list[str]:
         return [*program, "serve", *serve_args, "--workers", str(count), "--worker-index", str(index)]
 
-    log.info("supervisor: %d workers on http://%s:%d (redis %s)", count, config.server.host, config.server.port,
-             config.cluster.redis_url)
+    # Not the Redis URL: it may carry a password.
+    log.info("supervisor: %d workers on http://%s:%d", count, config.server.host, config.server.port)
     # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
     supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15)
     return asyncio.run(supervisor.run())
