@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PROFILE ?= smoke
 
-.PHONY: run test lint typecheck unit integration screenshots bench loadtest clean
+.PHONY: run cluster test lint typecheck unit integration screenshots bench loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)
 	$(BIN)/cherry-gateway serve --dev $(ARGS)
+
+# A local cluster: a throwaway redis-server (127.0.0.1:6379 if free, data in a temp dir) and
+# `cherry-gateway serve --dev --workers 2` against it on http://127.0.0.1:8080. Ctrl-C stops both.
+# ARGS go to the gateway, e.g. ARGS="--workers auto --ice-host 127.0.0.1". Needs Debian's redis-server.
+cluster: $(STAMP)
+	$(BIN)/python -m loadtests.local_cluster $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,7 +8,8 @@ share it. What it provides:
   aioice or aiortc parses it, and every packet handler runs inside a guard; drops are counted;
 * :mod:`~aiortc_bridge.srtp` / :mod:`~aiortc_bridge.dtls`: SRTP with buffers sized for the packet
   (pylibsrtp's are fixed at 1500 bytes), and the answerer as DTLS server (``a=setup:passive``);
-* :mod:`~aiortc_bridge.ice`: the ICE host addresses offered, remote candidates parsed safely;
+* :mod:`~aiortc_bridge.ice`: the ICE host addresses offered, the UDP port range their sockets bind
+  (:mod:`~aiortc_bridge.udp_ports`, a worker's slice), remote candidates parsed safely;
 * :mod:`~aiortc_bridge.codecs`: capabilities and the negotiated codec;
 * :mod:`~aiortc_bridge.receiver`: ``ReceiverTap``, incoming RTP before any jitter buffer or decoder;
 * :mod:`~aiortc_bridge.sender`: ``SenderPort``, an ``RTCRtpSender`` as a raw packet sink;

@@ -42,11 +42,14 @@ class ClusterBroker:
         return HttpError(503, "cluster_unavailable", "the cluster's shared state cannot be reached; retry shortly",
                          {"Retry-After": str(self._retry_after)})
 
-    async def _place(self, endpoint: str, room: str, force_edge: bool = False) -> Target:
+    async def _place(self, endpoint: str, grant: Grant, force_edge: bool = False) -> Target:
+        room = grant.room
         try:
             if endpoint == "whip":
                 return await self.placement.for_ingest(room)
-            return await self.placement.for_playback(room, edges=True, force_edge=force_edge)
+            # A PK partner host's view is checked against the link, which only the room's origin holds.
+            edges = grant.scope != "pk"
+            return await self.placement.for_playback(room, edges=edges, force_edge=force_edge and edges)
         except RegistryUnavailable as exc:
             local = self.local.relay.room(room)
             if local is not None and (endpoint == "whip" or local.live):
@@ -54,7 +57,7 @@ class ClusterBroker:
             raise self._unavailable(exc) from exc
 
     async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
-        target = await self._place(endpoint, grant.room)
+        target = await self._place(endpoint, grant)
         try:
             opened = await self._open_at(target, endpoint, grant, sdp, title)
         except WorkerUnreachable as exc:
@@ -62,14 +65,14 @@ class ClusterBroker:
             # was the origin of is taken over).
             log.warning("room=%s worker %s unreachable, placing again: %s", grant.room, target.worker_id, exc)
             self.placement.suspect(target.worker_id)
-            target = await self._place(endpoint, grant.room)
+            target = await self._place(endpoint, grant)
             opened = await self._open_at(target, endpoint, grant, sdp, title)
         except (HttpError, CapacityExceeded) as exc:
             full = isinstance(exc, CapacityExceeded) or (exc.status == 503 and exc.code == "capacity")
             if endpoint != "whep" or target.edge or not full:
                 raise
             # The origin's share of the room is full sooner than the registry's last count said: an edge.
-            target = await self._place(endpoint, grant.room, force_edge=True)
+            target = await self._place(endpoint, grant, force_edge=True)
             opened = await self._open_at(target, endpoint, grant, sdp, title)
         return Opened(f"{opened.ref}{SEPARATOR}{target.worker_id}", endpoint, grant.room, opened.answer,
                       opened.etag)

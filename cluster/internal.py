@@ -28,7 +28,7 @@ from aiohttp import web
 
 from relay.errors import RelayError
 from relay.participant import Grant
-from relay.pipe import PIPE_ROLE
+from relay.pipe import PIPE_ROLE, Exchange
 from signaling.broker import LocalBroker, Mismatch, NotYours, Opened
 from signaling.errors import HttpError, error_response, relay_error
 
@@ -76,14 +76,16 @@ def _field(body: dict[str, Any], name: str, optional: bool = False) -> str | Non
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PkApply = Callable[[dict[str, str | None]], Awaitable[None]]  # cluster.pk_media.PkMedia.apply
 
 
 class InternalServer:
     """The routes other workers call; everything they ask for happens on this worker's ``LocalBroker``."""
 
     def __init__(self, broker: LocalBroker, keys: Sequence[bytes], retry_after: int, client: InternalClient,
-                 worker_id: str) -> None:
+                 worker_id: str, pk: PkApply | None = None) -> None:
         self._broker = broker
+        self._pk = pk
         self._keys = tuple(keys)
         self._retry_after = retry_after
         self._client = client
@@ -93,6 +95,7 @@ class InternalServer:
         self.app.router.add_post("/internal/pipe", self._pipe)
         self.app.router.add_post("/internal/trickle", self._trickle)
         self.app.router.add_post("/internal/end", self._end)
+        self.app.router.add_post("/internal/pk", self._pk_link)
         self.app.router.add_get("/internal/healthz", self._healthz)
 
     @web.middleware
@@ -160,6 +163,20 @@ class InternalServer:
                                _grant(body.get("grant")))
         return web.Response(status=200)
 
+    async def _pk_link(self, request: web.Request) -> web.Response:
+        """A PK battle's coordinator links (or unlinks) a room this worker is the origin of."""
+        body = await self._body(request)
+        action = _field(body, "action")
+        if action not in ("link", "unlink") or self._pk is None:
+            raise HttpError(400, "bad_request", "action must be link or unlink")
+        payload = {"action": action, "room": _field(body, "room")}
+        if action == "link":
+            for name in ("partner", "partner_origin", "partner_url"):
+                payload[name] = _field(body, name)
+            payload["partner_host"] = _field(body, "partner_host", optional=True)
+        await self._pk(payload)
+        return web.Response(status=204)
+
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -222,6 +239,18 @@ class InternalClient:
         _, data = await self.call(base_url, "/internal/pipe", {"grant": asdict(grant), "sdp": sdp})
         return str(data["answer"])
 
+    def pipe_exchange(self, base_url: str, room: str, worker_id: str) -> Exchange:
+        """How worker ``worker_id`` pulls ``room`` from the origin at ``base_url``: its pipe offer there."""
+        grant = Grant(room, f"edge:{worker_id}", PIPE_ROLE)
+
+        async def exchange(offer: str) -> str:
+            return await self.pipe(base_url, grant, offer)
+
+        return exchange
+
+    async def pk(self, base_url: str, payload: dict[str, Any]) -> None:
+        await self.call(base_url, "/internal/pk", payload)
+
     async def open_edge(self, base_url: str, grant: Grant, sdp: str, origin: str, origin_url: str) -> Opened:
         _, data = await self.call(base_url, "/internal/open", {
             "endpoint": "whep", "grant": asdict(grant), "sdp": sdp,
@@ -243,10 +272,6 @@ class InternalClient:
 async def open_on_edge(broker: LocalBroker, client: InternalClient, worker_id: str, grant: Grant, sdp: str,
                        origin: str, origin_url: str) -> Opened:
     """A viewer this worker serves as an edge of its room: the pipe from the origin first, then the viewer."""
-    pipe_grant = Grant(grant.room, f"edge:{worker_id}", PIPE_ROLE)
-
-    async def exchange(offer: str) -> str:
-        return await client.pipe(origin_url, pipe_grant, offer)
-
+    exchange = client.pipe_exchange(origin_url, grant.room, worker_id)
     session = await broker.relay.open_edge_playback(grant, sdp, origin, exchange)
     return Opened(session.session_id, "whep", grant.room, session.answer, session.etag)

@@ -15,11 +15,10 @@ from aiohttp import web
 from cluster.broker import ClusterBroker
 from cluster.config import ClusterConfig
 from cluster.internal import LABEL, InternalClient, InternalServer
+from cluster.pk_media import PkMedia
 from cluster.placement import Placement
 from cluster.registry import RedisRegistry, RegistryUnavailable, WorkerLoad, wait_for_redis
 from cluster.worker import WorkerSlot
-from relay.participant import Grant
-from relay.pipe import PIPE_ROLE
 from relay.room import Room
 from signaling.broker import LocalBroker
 from signaling.context import SignalingContext
@@ -41,7 +40,9 @@ class ClusterRuntime:
         self.client = InternalClient(keys[0])
         self.local = LocalBroker(ctx.relay)
         self.broker = ClusterBroker(self.local, self.placement, self.client, slot.worker_id, ctx.retry_after)
-        self.internal = InternalServer(self.local, keys, ctx.retry_after, self.client, slot.worker_id)
+        self.pk = PkMedia(ctx.relay, self.placement, self.client, slot.worker_id)
+        self.internal = InternalServer(self.local, keys, ctx.retry_after, self.client, slot.worker_id,
+                                       pk=self.pk.apply)
         self.registry_ok = True
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -78,12 +79,7 @@ class ClusterRuntime:
             if current == origin and edges.get(name) is not None:
                 continue
             log.info("room=%s edge follows the room to its origin %s (was %s)", name, current, origin)
-            pipe_grant = Grant(name, f"edge:{self.slot.worker_id}", PIPE_ROLE)
-            url = workers[current].url
-
-            async def exchange(offer: str, url: str = url, grant: Grant = pipe_grant) -> str:
-                return await self.client.pipe(url, grant, offer)
-
+            exchange = self.client.pipe_exchange(workers[current].url, name, self.slot.worker_id)
             try:
                 await edges.repoint(room, current, exchange)
             except Exception as exc:  # the next heartbeat tries again

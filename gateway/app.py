@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
@@ -42,6 +42,7 @@ log = logging.getLogger("cherry.gateway")
 CONFIG = web.AppKey("config", GatewayConfig)
 CLUSTER = web.AppKey("cluster", ClusterRuntime)
 STARTED_AT = web.AppKey("started_at", float)
+SLOT = web.AppKey("slot", WorkerSlot)  # which worker of this host this process is
 
 
 def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
@@ -187,7 +188,16 @@ async def api_stats(request: web.Request) -> web.Response:
     })
 
 
-def create_app(config: GatewayConfig, slot: WorkerSlot | None = None) -> web.Application:
+def worker_header(worker_id: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """``X-Cherry-Worker`` on every response (errors, WebSocket upgrades): which worker answered."""
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Cherry-Worker"] = worker_id
+
+    return on_prepare
+
+
+def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.Application:
     aiortc_bridge.install()
     pin_ice_hosts(config.ice.hosts)
     app = web.Application(
@@ -198,6 +208,8 @@ def create_app(config: GatewayConfig, slot: WorkerSlot | None = None) -> web.App
     app[CONTEXT] = build_context(config)
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
+    app[SLOT] = slot or WorkerSlot.of(config.cluster)
+    app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
     install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
     r = app.router
@@ -218,7 +230,7 @@ def create_app(config: GatewayConfig, slot: WorkerSlot | None = None) -> web.App
     app.on_shutdown.append(_close_room_sockets)
     if config.cluster.redis_url:
         # Before _lifecycle: at shutdown the rooms close first, then the worker leaves the registry.
-        runtime = ClusterRuntime(config.cluster, slot or WorkerSlot.of(config.cluster), app[CONTEXT],
+        runtime = ClusterRuntime(config.cluster, app[SLOT], app[CONTEXT],
                                  config.limits.process_viewer_capacity)
         app[CONTEXT].broker = runtime.broker
         app[CLUSTER] = runtime

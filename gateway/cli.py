@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import secrets
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+from cluster.worker import WorkerSlot
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import setup_logging
 from signaling.auth import (
+    DEV_SECRET_ENV,
     MAX_IDENTITY_LENGTH,
     ROLES,
     ROOM_NAME,
@@ -21,6 +26,19 @@ from signaling.auth import (
 )
 
 log = logging.getLogger("cherry.gateway")
+
+
+def _workers(value: str) -> int:
+    """``--workers``: a count, or ``auto``: one per CPU this process may run on."""
+    if value == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of workers or 'auto'")
+    return count
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true",
                        help="development mode: per-run secret and GET /dev/token")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=_workers, metavar="N|auto",
+                       help="worker processes on this host (cluster.workers); auto: one per available CPU; "
+                            "more than one needs cluster.redis_url")
+    serve.add_argument("--redis-url", help="cluster.redis_url, e.g. redis://127.0.0.1:6379/0")
+    # Set by the supervisor of `--workers N` on the workers it starts: which one this is.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     token = sub.add_parser("token", help="print a signed access token")
     token.add_argument("--room", required=True, help=f"room name ({ROOM_NAME_RULE})")
     token.add_argument("--role", required=True, choices=ROLES)
@@ -56,16 +80,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["dev"] = True
     if getattr(args, "log_level", None):
         overrides["log.level"] = args.log_level
+    if getattr(args, "workers", None) is not None:
+        overrides["cluster.workers"] = args.workers
+    if getattr(args, "redis_url", None):
+        overrides["cluster.redis_url"] = args.redis_url
     return overrides
 
 
-def serve(config: GatewayConfig) -> None:
+def serve(config: GatewayConfig, slot: WorkerSlot | None = None) -> None:
+    """Run one gateway process: the only one (one worker), or worker ``slot.index`` of a supervisor's."""
     from aiohttp import web
 
+    from aiortc_bridge.ice import use_port_range
     from gateway.app import create_app
     from gateway.drain import handle_signals
 
-    setup_logging(config.log.level, config.log.json)
+    slot = slot or WorkerSlot.of(config.cluster)
+    several = slot.count > 1
+    setup_logging(config.log.level, config.log.json, worker=slot.worker_id if several else None)
     try:
         import uvloop
 
@@ -73,25 +105,76 @@ def serve(config: GatewayConfig) -> None:
     except ImportError:  # uvloop does not exist on every platform
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    if config.dev:
+    if config.dev and slot.index == 0:
         log.warning("dev mode: per-run token secret, GET /dev/token is open to anyone")
-    app = create_app(config)
+    ports = slot.udp_ports(config.cluster)
+    if ports is not None:
+        use_port_range(*ports)
+    app = create_app(config, slot=slot)
     handle_signals(app)  # SIGTERM drains (gateway/drain.py); SIGINT still stops at once
-    web.run_app(app, host=config.server.host, port=config.server.port,
+    if several:
+        log.info("worker %s: http://%s:%d shared with %d other workers (SO_REUSEPORT), media UDP %s",
+                 slot.worker_id, config.server.host, config.server.port, slot.count - 1,
+                 f"{ports[0]}-{ports[1]}" if ports else "any port")
+    # Every worker of a host listens on the one public port; the kernel spreads connections over them.
+    web.run_app(app, host=config.server.host, port=config.server.port, reuse_port=several,
                 loop=loop, access_log=None, print=lambda *_: None, shutdown_timeout=5)
 
 
+def worker_program() -> list[str]:
+    """How to start a worker: the program this process runs (``python -m gateway``, or a wrapper of it such
+    as the instrumented test gateway), so workers run exactly what their supervisor was started as."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = spec.name.removesuffix(".__main__") if spec is not None and spec.name else "gateway"
+    return [sys.executable, "-m", name]
+
+
+def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
+    """``serve --workers N`` with N > 1: start N workers with the same arguments and keep them running."""
+    from gateway.supervisor import SUPERVISOR_PID_ENV, Supervisor
+
+    setup_logging(config.log.level, config.log.json)
+    count = config.cluster.workers
+    env = {**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())}
+    if config.dev and resolve_secrets(config.auth, True).generated:
+        # One per-run secret for the host: a token from /dev/token of any worker verifies on every worker.
+        env[DEV_SECRET_ENV] = os.environ.get(DEV_SECRET_ENV) or secrets.token_urlsafe(32)
+    program = worker_program()
+
+    def command(index: int) -> list[str]:
+        return [*program, "serve", *serve_args, "--workers", str(count), "--worker-index", str(index)]
+
+    # Not the Redis URL: it may carry a password.
+    log.info("supervisor: %d workers on http://%s:%d", count, config.server.host, config.server.port)
+    # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
+    supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15)
+    return asyncio.run(supervisor.run())
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, _overrides(args))
     except ConfigError as exc:
         print(f"cherry-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
+    if args.command != "serve":
+        return mint_token(config, args)
+    count = config.cluster.workers
+    if args.worker_index is None:
+        if count > 1:
+            return supervise(config, argv[argv.index("serve") + 1:])
         serve(config)
         return 0
-    return mint_token(config, args)
+    if not 0 <= args.worker_index < count:
+        print(f"cherry-gateway: --worker-index must be 0-{count - 1}, got {args.worker_index}", file=sys.stderr)
+        return 2
+    from gateway.supervisor import die_with_supervisor
+
+    die_with_supervisor()
+    serve(config, WorkerSlot.of(config.cluster, args.worker_index))
+    return 0
 
 
 def _token_problem(config: GatewayConfig, args: argparse.Namespace) -> str | None:

@@ -3,7 +3,8 @@
 Messages lead with ``room=``, ``participant=``, ``session=`` and ``request=`` tags; the JSON format
 lifts them into fields. A line written while an HTTP request is handled (or by a task that request
 started, such as a session it created) also carries that request's id, from :data:`REQUEST_ID`.
-No line is ever written per packet.
+No line is ever written per packet. With several workers on a host, each worker's lines also name it
+(``worker=node-w1``), since they share the supervisor's output.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: str | None = None) -> None:
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -35,6 +40,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._worker is not None:
+            entry["worker"] = self._worker
         # Our messages lead with key=value tags (room=, participant=, session=): lift them out.
         for part in str(entry["msg"]).split(" "):
             key, sep, value = part.partition("=")
@@ -53,10 +60,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger message``, plus ``request=ID`` when the message does not name one."""
+    """``time LEVEL logger [worker=ID] message``, plus ``request=ID`` when the message does not name one."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+    def __init__(self, worker: str | None = None) -> None:
+        tag = f"worker={worker.replace('%', '%%')} " if worker is not None else ""
+        super().__init__(f"%(asctime)s %(levelname)s %(name)s {tag}%(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -67,9 +75,9 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str, as_json: bool) -> None:
+def setup_logging(level: str, as_json: bool, worker: str | None = None) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
+    handler.setFormatter(JsonFormatter(worker) if as_json else TextFormatter(worker))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

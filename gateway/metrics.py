@@ -27,6 +27,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
+from aiortc_bridge.ice import port_pool
 from relay.dump import DROP_REASONS, KINDS, RelayDump, Traffic
 from relay.stats import DelaySampler
 from signaling.context import SignalingContext
@@ -381,6 +382,15 @@ class Operations:
         yield refused
         yield GaugeMetricFamily("cherry_event_loop_lag_seconds", "Worst event-loop lag over the last second",
                                 value=admission.lag.worst())
+        pool = port_pool()
+        if pool is not None:  # only a process with a UDP port range (cluster.udp_port_min/max) has a bound
+            ports = GaugeMetricFamily("cherry_media_ports", "This process's media UDP ports by state (free: what "
+                                      "new sessions may bind; reserved: held for sessions negotiating)",
+                                      labels=["state"])
+            ports.add_metric(["free"], pool.free())
+            ports.add_metric(["in_use"], pool.in_use)
+            ports.add_metric(["reserved"], pool.reserved)
+            yield ports
         yield GaugeMetricFamily("cherry_draining", "1 while the gateway drains before exiting",
                                 value=1.0 if self.ctx.draining else 0.0)
         if self._extra is not None:

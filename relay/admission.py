@@ -3,6 +3,8 @@
 Two signals: the viewer sessions this process holds against its calibrated capacity, and how late
 the event loop runs a short timer (the loop that forwards every packet). While either is over its
 bound a new session is refused with a ``Retry-After``, and the sessions already open keep going.
+A worker with a UDP port range also refuses a session its range has no ports left for: without them
+the answer would carry no host candidate and the session could never connect.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 from relay.config import LimitsConfig
 from relay.errors import CapacityExceeded, Overloaded
@@ -50,14 +54,41 @@ class LoopLag:
             self.add(self._clock(), max(0.0, now - expected))
 
 
-class Admission:
-    """Says whether a new session may open now; raises the refusal if not."""
+class MediaPorts(Protocol):
+    """The UDP port range this process binds media sockets in (``aiortc_bridge.udp_ports.UdpPortPool``)."""
 
-    def __init__(self, limits: LimitsConfig, viewers: Callable[[], int], lag: LoopLag | None = None) -> None:
+    first: int
+    last: int
+
+    def free(self) -> int: ...
+
+    def reserve(self, count: int) -> AbstractContextManager[None]: ...
+
+
+def _no_ports() -> MediaPorts | None:
+    return None
+
+
+def _one_port() -> int:
+    return 1
+
+
+class Admission:
+    """Says whether a new session may open now; raises the refusal if not.
+
+    ``media_ports``: the process's port range, if it has one (asked on every offer: it is set at start-up);
+    ``ports_per_session``: how many of its ports one session binds.
+    """
+
+    def __init__(self, limits: LimitsConfig, viewers: Callable[[], int], lag: LoopLag | None = None,
+                 media_ports: Callable[[], MediaPorts | None] = _no_ports,
+                 ports_per_session: Callable[[], int] = _one_port) -> None:
         self._limits = limits
         self._viewers = viewers
+        self._media_ports = media_ports
+        self._ports_per_session = ports_per_session
         self.lag = lag or LoopLag()
-        self.refused = {"capacity": 0, "overloaded": 0}
+        self.refused = {"capacity": 0, "overloaded": 0, "media_ports": 0}
 
     def check_loop(self) -> None:
         worst = self.lag.worst()
@@ -72,3 +103,19 @@ class Admission:
         if self._viewers() >= capacity:
             self.refused["capacity"] += 1
             raise CapacityExceeded(f"this gateway process serves its capacity of {capacity} viewers")
+
+    @contextmanager
+    def media_ports(self) -> Iterator[None]:
+        """Hold the ports a new session will bind for as long as it negotiates; CapacityExceeded if there are
+        not that many free. A refusal comes before any negotiation work."""
+        ports = self._media_ports()
+        if ports is None:
+            yield
+            return
+        need = self._ports_per_session()
+        if ports.free() < need:
+            self.refused["media_ports"] += 1
+            raise CapacityExceeded(f"this gateway process has no free media ports (UDP {ports.first}-{ports.last} "
+                                   "in use); retry shortly or on another instance")
+        with ports.reserve(need):
+            yield

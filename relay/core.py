@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiortc import RTCConfiguration
 
+from aiortc_bridge.ice import host_addresses_per_session, port_pool
 from relay.admission import Admission
 from relay.codec_policy import check_ingest, ingest_preferences, playback_plan
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
@@ -27,7 +28,7 @@ from relay.errors import (
     SessionReplaced,
     UnknownSession,
 )
-from relay.offer import check_offer, parse_trickle
+from relay.offer import CheckedOffer, check_offer, parse_trickle
 from relay.participant import Grant
 from relay.pipe import EdgePipes, Exchange, PipeSession
 from relay.room import Room, Rooms
@@ -53,7 +54,8 @@ class Relay:
         self.rooms = Rooms(config.limits, config.rooms, config.costream.max_guests)
         self.sessions = SessionRegistry()
         self.hooks = hooks or RelayHooks()
-        self.admission = Admission(config.limits, lambda: self.sessions.playback)
+        self.admission = Admission(config.limits, lambda: self.sessions.playback, media_ports=port_pool,
+                                   ports_per_session=host_addresses_per_session)
         self._ctx = SessionContext(rtc, config.media, config.limits, config.rooms, self.sessions, self.hooks)
         self.edges = EdgePipes(self._ctx, config.costream.max_slots, edge_linger)
         self.rooms.observers.add(self)
@@ -95,6 +97,10 @@ class Relay:
         offer = check_offer(offer_sdp, sending=True, limits=self.config.limits)
         self._check_ban(grant)
         self.admission.check_loop()
+        with self.admission.media_ports():
+            return await self._open_ingest(grant, offer, title)
+
+    async def _open_ingest(self, grant: Grant, offer: CheckedOffer, title: str) -> IngestSession:
         existing = self.rooms.get(grant.room)
         as_guest = grant.role == "guest"
         media = self.config.media
@@ -134,11 +140,18 @@ class Relay:
         offer = check_offer(offer_sdp, sending=False, limits=self.config.limits)
         self._check_ban(grant)
         self.admission.check_viewer()
+        with self.admission.media_ports():
+            return await self._open_playback(grant, offer)
+
+    async def _open_playback(self, grant: Grant, offer: CheckedOffer) -> PlaybackSession:
         room = self.rooms.get(grant.room)
         if room is None:
             raise RoomNotLive(f"room {grant.room!r} has no live host")
-        room.check_can_view()
         pk_view = grant.scope == "pk"
+        if pk_view:
+            room.check_live()
+        else:
+            room.check_can_view()
         if pk_view and not room.pk_view_allowed(grant.identity):
             raise PkLinkEnded(f"the PK link with room {grant.room!r} this grant was for has ended")
         plan = playback_plan(offer.media, room.codecs, self.config.costream.max_slots)
@@ -164,13 +177,14 @@ class Relay:
             raise RoomNotLive(f"room {grant.room!r} has no live host")
         room.check_live()  # a pipe is not a viewer: the room's viewer limit does not apply to it
         plan = playback_plan(offer.media, room.codecs, self.config.costream.max_slots)
-        session = PipeSession(self._ctx, room, grant, plan)
-        try:
-            await session.negotiate(offer)
-            room.add_pipe(session, session.subscriptions)
-        except BaseException as exc:
-            self._negotiation_failed(session, exc)
-            raise
+        with self.admission.media_ports():  # a pipe binds this worker's media ports like any session
+            session = PipeSession(self._ctx, room, grant, plan)
+            try:
+                await session.negotiate(offer)
+                room.add_pipe(session, session.subscriptions)
+            except BaseException as exc:
+                self._negotiation_failed(session, exc)
+                raise
         log.info("%s pipe to an edge (%s)", session.tag, ", ".join(f"{k}#{slot}" for k, slot in plan))
         return session
 
@@ -181,8 +195,37 @@ class Relay:
         self._check_ban(grant)
         self.admission.check_viewer()
         room = self.rooms.get_or_create(grant.room)
-        await self.edges.ensure(room, origin, exchange)
+        if self.edges.get(grant.room) is None:
+            with self.admission.media_ports():  # the edge's end of the pipe
+                await self.edges.ensure(room, origin, exchange)
         return await self.open_playback(grant, offer_sdp)
+
+    # -- PK across workers ----------------------------------------------------------------------------------
+
+    async def link_pk_remote(self, room_name: str, partner: str, partner_origin: str, partner_host: str | None,
+                             exchange: Exchange) -> None:
+        """PK between a room held here (its origin) and one held by another worker: the partner room is pulled
+        over a pipe, as an edge would (a mirror room here), and linked like a local partner."""
+        room = self.rooms.get(room_name)
+        if room is None or not room.live:
+            raise RoomNotLive(f"room {room_name!r} has no live host here")
+        if room.pk_partner is not None and room.pk_partner.name == partner:
+            return  # linked already (a retried request)
+        mirror = self.rooms.get_or_create(partner)
+        if self.edges.get(partner) is None:
+            with self.admission.media_ports():
+                await self.edges.ensure(mirror, partner_origin, exchange)
+        mirror.remote_host = partner_host
+        room.link_pk(mirror)
+
+    def unlink_pk(self, room_name: str) -> None:
+        """End the room's PK link (local or remote partner); a mirror then lingers like an edge's room."""
+        room = self.rooms.get(room_name)
+        partner = room.pk_partner if room is not None else None
+        if room is None or partner is None:
+            return
+        room.unlink_pk()
+        self.edges.viewers_changed(partner.name)
 
     def _negotiation_failed(self, session: Session, exc: BaseException) -> None:
         replaced = session.closed  # a newer session of the same identity took over mid-negotiation

@@ -160,7 +160,7 @@ class EdgePipe:
         """With no viewer left, let the room go after the linger time (a viewer coming back cancels it)."""
         if self.closed:
             return
-        if self.room.viewers:
+        if self.room.viewers or self.room.pk_partner is not None:  # a PK partner's mirror stays while linked
             if self._linger is not None:
                 self._linger.cancel()
                 self._linger = None
@@ -170,7 +170,7 @@ class EdgePipe:
 
     def _lingered(self) -> None:
         self._linger = None
-        if not self.room.viewers:
+        if not self.room.viewers and self.room.pk_partner is None:
             self.close("no viewer left on this edge")
 
     def close(self, reason: str, keep_viewers: bool = False) -> None:
@@ -252,7 +252,7 @@ class EdgePipes:
     def served(self) -> dict[str, str]:
         """Rooms this worker is an edge of, with the origin each pipe pulls (or pulled) from."""
         return {name: pipe.origin for name, pipe in self._pipes.items()
-                if not pipe.closed or pipe.room.viewers}
+                if not pipe.closed or pipe.room.viewers or pipe.room.pk_partner is not None}
 
     async def repoint(self, room: Room, origin: str, exchange: Exchange) -> EdgePipe:
         """The room moved to another origin (its worker died, the host reconnected elsewhere): pipe from there,

@@ -112,6 +112,9 @@ class Room:
         self.pipes: dict[str, _Viewer] = {}
         # On an edge: slots 1.. as the origin lays them out, pulled through the pipe (slot 0 is the host's).
         self.mirror: list[dict[str, Publication]] | None = None
+        # On a worker that pulls this room from its origin for a PK: who hosts it there (this room's own host
+        # is the pipe).
+        self.remote_host: str | None = None
         self.retired = Traffic()  # counters of this room's closed publications and subscriptions
         self.closed = False
         self._registry = registry
@@ -208,13 +211,12 @@ class Room:
     # -- layout --------------------------------------------------------------------------------------
 
     def layout(self) -> list[Slot]:
-        slots = [Slot(0, "host", self.name, self.host.identity if self.host else None, self.publications)]
+        slots = [Slot(0, "host", self.name, self.host_identity, self.publications)]
         if self.mirror is not None:
             return slots + [Slot(i, "mirror", self.name, None, tracks) for i, tracks in enumerate(self.mirror, 1)]
         partner = self.pk_partner
         if partner is not None:
-            slots.append(Slot(len(slots), "partner", partner.name,
-                              partner.host.identity if partner.host else None, partner.publications))
+            slots.append(Slot(len(slots), "partner", partner.name, partner.host_identity, partner.publications))
         for sid, guest in self.guests.items():
             slots.append(Slot(len(slots), "guest", self.name, guest.identity, self.guest_publications.get(sid, {})))
         return slots
@@ -363,10 +365,17 @@ class Room:
         self._refresh()
         other._refresh()
 
+    @property
+    def host_identity(self) -> str | None:
+        """Who hosts this room: its host's identity, or for a room pulled from its origin, the origin's host."""
+        if self.remote_host is not None:
+            return self.remote_host
+        return self.host.identity if self.host is not None else None
+
     def pk_view_allowed(self, identity: str) -> bool:
         """A PK grant to watch this room holds while ``identity`` hosts the linked partner room."""
         partner = self.pk_partner
-        return partner is not None and partner.host is not None and partner.host.identity == identity
+        return partner is not None and partner.host is not None and partner.host_identity == identity
 
     # -- viewers -----------------------------------------------------------------------------------------
 
@@ -384,7 +393,11 @@ class Room:
             raise CapacityExceeded(f"room {self.name!r} is full ({limit} viewers)")
 
     def add_viewer(self, session: Member, subscriptions: list[Subscription], pk_view: bool = False) -> None:
-        self.check_can_view()
+        # The partner host's view (one per link) is the battle itself: a full room does not refuse it.
+        if pk_view:
+            self.check_live()
+        else:
+            self.check_can_view()
         self.viewers[session.session_id] = _Viewer(session, subscriptions, pk_view)
         self._follow(subscriptions, self.layout())
         self._check_idle()

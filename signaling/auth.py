@@ -33,6 +33,9 @@ ROOM_NAME_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with
 MAX_IDENTITY_LENGTH = 128
 # HS256 keys shorter than the hash output are guessable offline from one captured token.
 MIN_SECRET_LENGTH = 32
+# Dev mode with several workers: the supervisor's per-run secret, so a /dev/token of any worker works on all.
+# Read only in dev mode and only when no secret is configured; outside dev mode it is ignored.
+DEV_SECRET_ENV = "CHERRY_DEV_SECRET"
 
 
 class AuthError(Exception):
@@ -201,7 +204,8 @@ def resolve_secrets(auth: AuthConfig, dev: bool, environ: Mapping[str, str] | No
     name) and ``auth.secret_file`` (surrounding whitespace stripped); ``previous_secrets`` entries
     are secrets or ``env:NAME`` / ``file:PATH``. Outside dev mode a current secret is required and
     every secret must be at least :data:`MIN_SECRET_LENGTH` characters; dev mode without one gets a
-    per-run random secret. Raises :class:`SecretError` naming the key.
+    per-run random secret (the one in :data:`DEV_SECRET_ENV` when a supervisor set it for its workers).
+    Raises :class:`SecretError` naming the key.
     """
     env = os.environ if environ is None else environ
     given = [key for key, value in (("auth.secret", auth.secret), ("auth.secret_env", auth.secret_env),
@@ -214,6 +218,11 @@ def resolve_secrets(auth: AuthConfig, dev: bool, environ: Mapping[str, str] | No
         if not dev:
             raise SecretError("auth.secret: a secret is required outside --dev: set auth.secret, "
                               "auth.secret_env or auth.secret_file")
+        shared = env.get(DEV_SECRET_ENV)
+        if shared is not None:  # the workers of one dev host: one per-run secret, from their supervisor
+            if len(shared) < MIN_SECRET_LENGTH:
+                raise SecretError(f"{DEV_SECRET_ENV}: must be at least {MIN_SECRET_LENGTH} characters")
+            return Secrets(shared, previous, generated=True)
         return Secrets(secrets.token_urlsafe(32), previous, generated=True)
     key = given[0]
     if key == "auth.secret_env":

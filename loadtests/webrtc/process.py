@@ -4,7 +4,8 @@ One home for what ``loadtests.run``, the benchmark and the integration, browser 
 all need. Every child gets PR_SET_PDEATHSIG (it dies with its parent, even a SIGKILLed one) and
 its own session (a terminal's Ctrl-C reaches only the parent, which then stops it in order);
 stopping is SIGTERM, SIGKILL after a grace period, then SIGKILL for leftover descendants, always
-by pid. Standard library only (the gevent side of the load suite imports it too).
+by pid. Also a throwaway redis-server for multi-worker runs. Standard library only (the gevent side of the
+load suite imports it too).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +35,29 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_range(count: int, host: str = LOOPBACK, low: int = 20000, high: int = 32000,
+                    kind: socket.SocketKind = socket.SOCK_DGRAM) -> tuple[int, int]:
+    """``count`` consecutive ports (UDP, or TCP with ``kind=SOCK_STREAM``) nobody holds right now, below
+    Linux's ephemeral range (32768-60999) so that no program's ephemeral socket lands in it meanwhile:
+    (first, last)."""
+    rng = random.Random()
+    for _ in range(100):
+        first = rng.randrange(low, high - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, kind)
+                socks.append(sock)
+                sock.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return first, first + count - 1
+    raise RuntimeError(f"no {count} consecutive free {kind.name} ports in {low}-{high}")
 
 
 def die_with_parent() -> None:
@@ -170,3 +196,63 @@ class GatewayProcess:
         stop_process(self.process, grace)
         if not self._log.closed:
             self._log.close()
+
+
+def redis_ready(port: int, host: str = LOOPBACK) -> bool:
+    """A redis-server on ``port`` answers PING (it refuses commands while it loads, so connecting is not enough)."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on 127.0.0.1 for a cluster of workers: ``port`` (default: a free one),
+    data and log in ``workdir``, nothing persisted. Construct, :meth:`wait_ready`, :meth:`stop` (by pid).
+
+    FileNotFoundError if Debian's ``redis-server`` (package redis-server) is not installed.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, executable: str = "redis-server") -> None:
+        path = shutil.which(executable)
+        if path is None:
+            raise FileNotFoundError(f"{executable} not found (Debian package redis-server)")
+        self.port = port or free_port()
+        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.log_path = workdir / "redis.log"
+        argv = [path, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+                "--dir", str(workdir), "--logfile", str(self.log_path), "--daemonize", "no"]
+        self._argv = argv
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop and start again on the same port, empty (nothing is persisted): a Redis restart in production."""
+        self.stop()
+        self.process = self._spawn()
+        self.wait_ready(timeout)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (code := self.process.poll()) is not None:
+                raise ProcessExited(_exited_message("redis-server", code, self.log_tail))
+            if redis_ready(self.port):
+                return
+            time.sleep(0.05)  # polling a port that is not open yet: there is nothing to await
+        raise TimeoutError(f"redis-server not ready on port {self.port} after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Idempotent: SIGTERM, SIGKILL after ``grace``."""
+        stop_process(self.process, grace)

@@ -12,6 +12,7 @@ from loadtests.webrtc import process
 from loadtests.webrtc.peer import configure_ice
 from loadtests.webrtc.process import free_port
 from loadtests.webrtc.signaling_client import fetch_dev_token
+from tests.cluster import redis_server  # noqa: F401  (a fixture: importing it registers it for these tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -89,8 +89,8 @@ def main() -> int:
 
     original_create_app = gateway.app.create_app
 
-    def create_app(config: Any) -> web.Application:
-        app = original_create_app(config)
+    def create_app(config: Any, **kwargs: Any) -> web.Application:
+        app = original_create_app(config, **kwargs)
         app.router.add_get("/test/codecs", codecs)
         app.router.add_post("/test/break-sink/{session}", break_sink)
         app.router.add_get("/test/forwarding/{room}", forwarding)

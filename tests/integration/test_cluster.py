@@ -12,11 +12,20 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiortc import RTCConfiguration
 
+from cluster.config import ClusterConfig
+from cluster.internal import LABEL, InternalClient
+from cluster.pk_media import PkMedia, PkSide
+from cluster.placement import Placement
+from cluster.registry import RedisRegistry
+from loadtests.webrtc.process import RedisServer
+from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
+from relay.core import Relay, RelayConfig
+from signaling.auth import TokenService
 from tests.integration.conftest import GatewayProcess, dev_token, free_port
 from tests.integration.peers import Host, Viewer
 from tests.integration.test_forwarding import assert_smooth, close_all
-from tests.redis_server import RedisServer
 
 SECRET = "cluster-test-secret-0123456789abcdef"
 
@@ -39,6 +48,7 @@ edge_linger_s = 1.0
 class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.redis = RedisServer(tmp / "redis")
+        self.redis.wait_ready()
         self.nodes: dict[str, GatewayProcess] = {}
         for name in ("a", "b"):
             self.nodes[name] = GatewayProcess([], node_config(self.redis.url, name, free_port()), tmp / name)
@@ -185,3 +195,81 @@ def _internal_url(config: Path) -> str:
             return line.split("=", 1)[1].strip().strip('"')
     raise AssertionError("no advertise_url")
 
+
+
+LUMA_A, LUMA_B = 220, 110
+
+
+def lumas(samples: list[tuple[int, int]]) -> set[int]:
+    return {luma // 20 for _, luma in samples}  # coarse: codec noise moves the peak a little
+
+
+def coordinator(cluster: Cluster) -> PkMedia:
+    """A PK battle's coordinator on a worker of its own: every link it makes goes over the internal API."""
+    config = ClusterConfig(stale_after_s=2.0)
+    registry = RedisRegistry(cluster.redis.url, config, "coordinator", "test", "http://127.0.0.1:9")
+    relay = Relay(RelayConfig(MediaConfig(), LimitsConfig(), RoomsConfig(), CostreamConfig()), RTCConfiguration())
+    key = TokenService(SECRET, "cherry-gateway", 60).derive_keys(LABEL)[0]
+    return PkMedia(relay, Placement(registry, 2, config.stale_after_s), InternalClient(key), "coordinator")
+
+
+async def test_a_pk_between_rooms_on_two_nodes_shows_both_hosts_to_both_audiences_and_their_edges(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    host_a = Host(a.base, "pka", await dev_token(http, a.base, "pka", "host", "alice"), luma=LUMA_A)
+    host_b = Host(b.base, "pkb", await dev_token(http, b.base, "pkb", "host", "bob"), luma=LUMA_B)
+    await host_a.publish(http)
+    await host_b.publish(http)
+    origins = {h.location.rsplit("~", 1)[1] for h in (host_a, host_b)}  # type: ignore[union-attr]
+    assert len(origins) == 2, f"both rooms on one worker ({origins}): this test needs them apart"
+    # Room A's audience spills over to an edge (cap 2); B's watches through the other node.
+    va = [Viewer(b.base, "pka", await dev_token(http, b.base, "pka", "viewer", f"a{i}"), slots=2) for i in range(3)]
+    vb = [Viewer(a.base, "pkb", await dev_token(http, a.base, "pkb", "viewer", f"b{i}"), slots=2) for i in range(2)]
+    partner_view = None
+    pk = coordinator(cluster)
+    try:
+        for viewer in va + vb:
+            await viewer.watch(http)
+            await asyncio.wait_for(viewer.first_video.wait(), 10)
+        assert len({v.location.rsplit("~", 1)[1] for v in va}) == 2  # type: ignore[union-attr]
+        await pk.link(PkSide("pka", "alice"), PkSide("pkb", "bob"))
+        # Every viewer of both rooms, on the origins and on the edge, gets the other host in slot 1 without
+        # posting again: the partner is one more pulled slot of the pipes already there.
+        await asyncio.gather(*(v.wait_slot_frames(1, 30, 15) for v in va + vb))
+        for v in va:
+            assert lumas(v.bars[-3:]) == {LUMA_A // 20} and lumas(v.slot_bars[1][-3:]) == {LUMA_B // 20}
+            assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
+        for v in vb:
+            assert lumas(v.bars[-3:]) == {LUMA_B // 20} and lumas(v.slot_bars[1][-3:]) == {LUMA_A // 20}
+            assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
+        # Host A watches its partner with a PK grant; B's origin honours it while the link lasts.
+        partner_token = TokenService(SECRET, "cherry-gateway", 60).mint("pkb", "viewer", "alice", scope="pk")
+        partner_view = Viewer(a.base, "pkb", partner_token)
+        await partner_view.watch(http)
+        await partner_view.wait_frames(10, 10)
+        assert lumas(partner_view.bars[-3:]) == {LUMA_B // 20}
+        await pk.unlink("pka", "pkb")
+        await asyncio.wait_for(_closed(partner_view), 10)
+        # Back to solo: slot 1 goes quiet, slot 0 plays on.
+        await asyncio.gather(*(v.wait_frames(15, 10) for v in va + vb))
+        counts = [len(v.slot_times[1]) for v in va + vb]
+        await asyncio.gather(*(v.wait_frames(30, 10) for v in va + vb))
+        assert [len(v.slot_times[1]) for v in va + vb] == counts, "partner still forwarded after the unlink"
+        assert all(v.pc.connectionState == "connected" for v in va + vb)
+    finally:
+        await pk.unlink("pka", "pkb")
+        await pk._client.close()
+        await pk._placement.registry.close()
+        await close_all(http, host_a, host_b, *va, *vb, *([partner_view] if partner_view else []))
+
+
+async def _closed(viewer: Viewer) -> None:
+    """Until the gateway ends the viewer's session (its connection then fails or closes)."""
+    ended = asyncio.Event()
+
+    def check() -> None:
+        if viewer.pc.connectionState in ("failed", "closed"):
+            ended.set()
+
+    viewer.pc.on("connectionstatechange", check)
+    check()
+    await ended.wait()

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.webrtc.process import RedisServer
 from tests.integration.conftest import GatewayProcess, dev_token, free_port
 from tests.integration.peers import Host, Viewer
 from tests.integration.test_cluster import node_config
 from tests.integration.test_forwarding import close_all
-from tests.redis_server import RedisServer
 
 
 class TwoNodes:
     def __init__(self, tmp: Path, extra: str = "") -> None:
         self.redis = RedisServer(tmp / "redis")
+        self.redis.wait_ready()
         self.nodes = {name: GatewayProcess([], node_config(self.redis.url, name, free_port()).replace(
             "worker_viewer_capacity = 2", "worker_viewer_capacity = 1") + extra, tmp / name)
             for name in ("a", "b")}

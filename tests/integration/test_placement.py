@@ -6,15 +6,15 @@ by the cluster tests with real processes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from cluster.config import ClusterConfig
 from cluster.placement import Placement
 from cluster.registry import RedisRegistry, WorkerLoad
+from loadtests.webrtc.process import RedisServer
 from relay.errors import CapacityExceeded, RoomNotLive
-from tests.redis_server import RedisServer
 
 CONFIG = ClusterConfig(stale_after_s=5.0, worker_viewer_capacity=2)
 
@@ -25,13 +25,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("placement-redis"))
-    yield server
-    server.stop()
 
 
 class Workers:
@@ -50,9 +43,9 @@ class Workers:
 
 
 @pytest.fixture
-async def workers(redis: RedisServer) -> AsyncIterator[Workers]:
+async def workers(redis_server: RedisServer) -> AsyncIterator[Workers]:
     clock = Clock()
-    found = Workers(redis.url, clock)
+    found = Workers(redis_server.url.rsplit("/", 1)[0] + "/7", clock)  # a database of its own
     await found.registries["a-w0"].client.flushdb()
     yield found
     for registry in found.registries.values():

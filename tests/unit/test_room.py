@@ -203,6 +203,30 @@ async def test_pk_link_puts_each_partner_in_slot_one_and_unlink_ends_the_partner
     assert view.reasons == ["the PK battle ended"] and not b.pk_view_allowed(host_a.identity)
 
 
+async def test_a_full_room_still_takes_its_pk_partners_view():
+    registry = rooms(max_viewers=1)
+    a, host_a, _ = live(registry, "a")
+    b, _, _ = live(registry, "b")
+    viewer(b, "fan")
+    with pytest.raises(CapacityExceeded):
+        viewer(b, "late")
+    a.link_pk(b)
+    viewer(b, host_a.identity, pk_view=True)
+    assert len(b.viewers) == 2
+
+
+async def test_a_partner_pulled_from_another_worker_is_named_by_its_origins_host():
+    registry = rooms()
+    a, host_a, _ = live(registry, "a")
+    mirror, pipe, _ = live(registry, "b")  # here the pipe from b's origin stands in as the host
+    mirror.remote_host = "bob"
+    a.link_pk(mirror)
+    assert [(s.role, s.identity) for s in a.layout()] == [("host", host_a.identity), ("partner", "bob")]
+    assert mirror.host_identity == "bob" and a.host_identity == host_a.identity
+    # The pk grant of a's host to watch b is judged at b's own origin; here, a's partner is b's mirror.
+    assert a.pk_view_allowed("bob") and not a.pk_view_allowed(pipe.identity)
+
+
 async def test_partner_host_reconnect_is_followed_by_the_other_rooms_viewers():
     registry = rooms()
     a, _, _ = live(registry, "a")
