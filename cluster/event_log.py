@@ -4,8 +4,12 @@
   at the owner (continuing from the stream's last one when ownership moves), never by a Redis counter
   that a restart without persistence would reset. It keeps what Redis has not confirmed (the backlog)
   and a tail of what it has (the log), so that a stream Redis lost can be filled again.
-* :class:`Cursor`: a follower's place in one room's stream: each sequence number is delivered once and
-  in order; a jump past the next number is a gap, counted.
+* A room's position is ``(epoch, n)``, its stream entry id ``{epoch}-{n}``: ``n`` counts the room's
+  events; the epoch (a time in ms) changes only when there is nothing to continue from (a new room,
+  or Redis lost the stream and the state together with the owner that held them), so that a
+  numbering that had to start again still sorts after everything followers have seen.
+* :class:`Cursor`: a follower's place in one room's stream: each position is delivered once and in
+  order; a jump past the next number is a gap, counted.
 * :class:`Channel` and :class:`Inlet`: reliable, ordered items from one worker to another (go-back-N):
   numbered, kept until acknowledged, resent from the first unacknowledged one; the receiver takes
   each number once and in order.
@@ -25,7 +29,8 @@ from typing import Any
 class Outbox:
     """One room's events at its owner: sequence numbers, the backlog not yet appended, a retained log."""
 
-    def __init__(self, last_seq: int = 0, retain: int = 1000, backlog_limit: int = 10000) -> None:
+    def __init__(self, epoch: int, last_seq: int = 0, retain: int = 1000, backlog_limit: int = 10000) -> None:
+        self.epoch = epoch
         self.seq = last_seq  # the last sequence number allocated
         self.appended = last_seq  # the stream has confirmed everything up to here (or it is lost for good)
         self.dropped = 0  # events the backlog had no room for (oldest first): a gap for followers
@@ -89,19 +94,29 @@ class Outbox:
 class Cursor:
     """A follower's position in one room's stream."""
 
-    __slots__ = ("last", "gaps")
+    __slots__ = ("epoch", "last", "gaps", "restarts")
 
-    def __init__(self, last: int = 0) -> None:
+    def __init__(self, epoch: int = 0, last: int = 0) -> None:
+        self.epoch = epoch
         self.last = last
         self.gaps = 0  # events the stream never showed us (lost beyond what the owner could fill)
+        self.restarts = 0  # numberings that started again (a new epoch)
 
-    def accept(self, seq: int) -> bool:
+    @property
+    def position(self) -> str:
+        """Where to read on from (an exclusive stream id)."""
+        return f"{self.epoch}-{self.last}"
+
+    def accept(self, epoch: int, seq: int) -> bool:
         """True for the next event (deliver it), False for one already delivered (a duplicate)."""
-        if seq <= self.last:
+        if (epoch, seq) <= (self.epoch, self.last):
             return False
-        if seq > self.last + 1:
-            self.gaps += seq - self.last - 1
-        self.last = seq
+        if epoch == self.epoch:
+            if seq > self.last + 1:
+                self.gaps += seq - self.last - 1
+        elif self.epoch:
+            self.restarts += 1
+        self.epoch, self.last = epoch, seq
         return True
 
 

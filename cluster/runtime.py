@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cluster.broker import ClusterBroker
 from cluster.config import ClusterConfig
+from cluster.events_bus import ClusterBus
 from cluster.internal import LABEL, InternalClient, InternalServer
 from cluster.placement import Placement
 from cluster.registry import RedisRegistry, RegistryUnavailable, WorkerLoad, wait_for_redis
@@ -43,6 +44,8 @@ class ClusterRuntime:
         self.registry_ok = True
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Room events across workers (cluster/events_bus.py); gateway/app.py builds it with the hub.
+        self.events: ClusterBus | None = None
         ctx.relay.rooms.observers.add(self)
 
     # -- relay.ports.RoomObserver ---------------------------------------------------------------------
@@ -86,11 +89,15 @@ class ClusterRuntime:
         await site.start()
         await self.registry.heartbeat(self.load())  # known to the cluster before the first request
         self._heartbeat = asyncio.ensure_future(self._beat())
+        if self.events is not None:  # room events across workers
+            await self.events.start(self.registry)
         log.info("worker %s of node %s in the cluster: internal API %s, viewer capacity %d (%d per room)",
                  self.slot.worker_id, self.slot.node_id, self.slot.internal_url(self.config), self.capacity,
                  self.worker_capacity)
 
     async def stop(self) -> None:
+        if self.events is not None:  # room events across workers: closed rooms hand their events over first
+            await self.events.stop()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

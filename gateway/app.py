@@ -14,6 +14,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 import aiortc_bridge
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import pin_ice_hosts
+from cluster.events_bus import BusSettings, ClusterBus
 from cluster.runtime import ClusterRuntime
 from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig
@@ -28,6 +29,7 @@ from signaling.auth import ROLES, check_ttl, token_service
 from signaling.broker import LocalBroker
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
+from signaling.events.bus import RoomBus
 from signaling.events.hub import EventHub
 from signaling.events.moderation import WordMask
 from signaling.events.protocol import CLOSE_SHUTDOWN
@@ -52,7 +54,7 @@ def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
     ], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
-def build_context(config: GatewayConfig) -> SignalingContext:
+def build_context(config: GatewayConfig, bus: RoomBus | None = None) -> SignalingContext:
     relay = Relay(RelayConfig(config.media, config.limits, config.rooms, config.costream), rtc_configuration(config),
                   RelayHooks(forwarding_delay=DelaySampler()))
     ctx = SignalingContext(
@@ -67,7 +69,7 @@ def build_context(config: GatewayConfig) -> SignalingContext:
         dev=config.dev,
     )
     ctx.hub = EventHub(config.events, config.costream, relay, ctx.moderation, WordMask(config.events.word_filter),
-                       ctx.tokens)
+                       ctx.tokens, bus=bus)
     return ctx
 
 
@@ -189,7 +191,12 @@ def create_app(config: GatewayConfig, slot: WorkerSlot | None = None) -> web.App
         client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
-    app[CONTEXT] = build_context(config)
+    events_bus = None
+    if config.cluster.redis_url:
+        slot = slot or WorkerSlot.of(config.cluster)
+        # Room events across workers (cluster/events_bus.py): the hub decides and delivers through it.
+        events_bus = ClusterBus(slot.worker_id, BusSettings.of(config.cluster))
+    app[CONTEXT] = build_context(config, events_bus)
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
     install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
@@ -212,8 +219,9 @@ def create_app(config: GatewayConfig, slot: WorkerSlot | None = None) -> web.App
     app.on_shutdown.append(_close_room_sockets)
     if config.cluster.redis_url:
         # Before _lifecycle: at shutdown the rooms close first, then the worker leaves the registry.
-        runtime = ClusterRuntime(config.cluster, slot or WorkerSlot.of(config.cluster), app[CONTEXT],
-                                 config.limits.process_viewer_capacity)
+        assert slot is not None
+        runtime = ClusterRuntime(config.cluster, slot, app[CONTEXT], config.limits.process_viewer_capacity)
+        runtime.events = events_bus  # room events across workers
         app[CONTEXT].broker = runtime.broker
         app[CLUSTER] = runtime
         app.cleanup_ctx.append(runtime.lifetime)

@@ -100,6 +100,10 @@ class BusHost(Protocol):
     """What a bus needs of the hub it serves."""
 
     @property
+    def rooms(self) -> Rooms:
+        """The relay's rooms on this worker."""
+
+    @property
     def channels(self) -> Channels: ...
 
     @property
@@ -159,8 +163,8 @@ class RoomBus(Protocol):
 
     def online(self, room: str, local: int) -> int: ...
 
-    def seq(self, room: str) -> int:
-        """The room's last event sequence number (0 without a stream)."""
+    def position(self, room: str) -> tuple[int, int]:
+        """The room's last event as (epoch, sequence number); (0, 0) without a stream."""
 
     def release(self, room: str, state: RoomState | None) -> None:
         """The room closed on this worker (``state``: as decided here, when it was)."""
@@ -214,8 +218,8 @@ class LocalBus:
     def online(self, room: str, local: int) -> int:
         return local
 
-    def seq(self, room: str) -> int:
-        return 0
+    def position(self, room: str) -> tuple[int, int]:
+        return (0, 0)
 
     def release(self, room: str, state: RoomState | None) -> None:
         return None

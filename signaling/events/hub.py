@@ -315,9 +315,11 @@ class EventHub:
         pk = self.pk.snapshot(room)
         viewers = self.bus.viewers(room, relay_room.viewer_count if relay_room is not None else 0)
         online = self.bus.online(room, self.channels.online(room))
-        return RoomState(room, self.bus.seq(room), title, live, host_identity, viewers, online, chat["likes"],
-                         chat["gifts"], chat["chat"], slots,
-                         {k: v for k, v in pk.items() if k != "remaining_s"} if pk else None, self.mutes.in_room(room))
+        epoch, seq = self.bus.position(room)
+        return RoomState(room, seq=seq, epoch=epoch, title=title, live=live, host=host_identity, viewers=viewers,
+                         online=online, likes=chat["likes"], gifts=chat["gifts"], chat=chat["chat"], layout=slots,
+                         pk={k: v for k, v in pk.items() if k != "remaining_s"} if pk else None,
+                         mutes=self.mutes.in_room(room))
 
     def take_over(self, room: str, state: RoomState) -> None:
         self.chat.restore(room, state.chat, state.likes, state.gifts)

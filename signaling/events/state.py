@@ -24,7 +24,8 @@ def default_layout(room: str) -> list[dict[str, Any]]:
 @dataclass
 class RoomState:
     room: str
-    seq: int = 0  # the last room event this state includes
+    seq: int = 0  # the last room event this state includes (its number within ``epoch``)
+    epoch: int = 0
     title: str = ""
     live: bool = False
     host: str | None = None
@@ -93,17 +94,18 @@ class RoomState:
     # -- the wire (Redis) ---------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps({"room": self.room, "seq": self.seq, "title": self.title, "live": self.live,
-                           "host": self.host, "viewers": self.viewers, "online": self.online, "likes": self.likes,
-                           "gifts": self.gifts, "chat": self.chat, "layout": self.layout, "pk": self.pk,
-                           "mutes": self.mutes}, separators=(",", ":"))
+        return json.dumps({"room": self.room, "seq": self.seq, "epoch": self.epoch, "title": self.title,
+                           "live": self.live, "host": self.host, "viewers": self.viewers, "online": self.online,
+                           "likes": self.likes, "gifts": self.gifts, "chat": self.chat, "layout": self.layout,
+                           "pk": self.pk, "mutes": self.mutes}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> RoomState:
         data = json.loads(text)
-        return cls(room=str(data["room"]), seq=int(data.get("seq", 0)), title=str(data.get("title", "")),
-                   live=bool(data.get("live")), host=data.get("host"), viewers=int(data.get("viewers", 0)),
-                   online=int(data.get("online", 0)), likes=int(data.get("likes", 0)),
+        return cls(room=str(data["room"]), seq=int(data.get("seq", 0)), epoch=int(data.get("epoch", 0)),
+                   title=str(data.get("title", "")), live=bool(data.get("live")), host=data.get("host"),
+                   viewers=int(data.get("viewers", 0)), online=int(data.get("online", 0)),
+                   likes=int(data.get("likes", 0)),
                    gifts={str(k): int(v) for k, v in (data.get("gifts") or {}).items()},
                    chat=list(data.get("chat") or []), layout=data.get("layout"), pk=data.get("pk"),
                    mutes={str(k): float(v) for k, v in (data.get("mutes") or {}).items()})
