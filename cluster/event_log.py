@@ -211,8 +211,10 @@ class Inlet:
 
     def offer(self, cseq: int, base: int) -> str:
         """``"take"`` (process it), ``"duplicate"`` (already processed) or ``"gap"`` (an earlier one is missing)."""
-        if self.expected is None:
-            # First contact: everything the sender still holds is new to us.
+        # The sender holds nothing before ``base`` any more: it was acknowledged (by us, or by an earlier
+        # incarnation of this worker). On first contact, everything it still holds is new to us; and a base
+        # written before an acknowledgement must not make us wait for an item nobody will send again.
+        if self.expected is None or base > self.expected:
             self.expected = base
         if cseq < self.expected:
             return "duplicate"

@@ -70,7 +70,8 @@ CHANNEL_FIELDS = ("c", "b", "from", "w")
 
 # Append a batch of a room's events, only while holding its lease, skipping what the stream already has.
 # KEYS: stream, lease. ARGV: me, lease ms, max length, epoch, first n, gap allowed (0/1), entries...
-# Returns {0, last n, added} | {-1, owner} (not ours) | {-2, top n} (the stream lost events: fill from there).
+# Returns {0, last n, added, top n before} | {-1, owner} (not ours) | {-2, top n} (the stream lost events:
+# fill from there).
 _APPEND = """
 local owner = redis.call('GET', KEYS[2])
 if owner and owner ~= ARGV[1] then return {-1, owner} end
@@ -93,7 +94,7 @@ for i = 7, #ARGV do
     added = added + 1
   end
 end
-return {0, first + #ARGV - 7, added}
+return {0, first + #ARGV - 7, added, top}
 """
 # Hand the lease from ARGV[1] to ARGV[2] ('' lets it go); only its holder can.
 _HAND = """
@@ -173,8 +174,7 @@ class ClusterBus:
         self.worker_id = worker_id
         self.boot = f"{worker_id}/{secrets.token_hex(4)}"  # this incarnation: receivers number per boot
         self.settings = settings
-        self.counters = dict.fromkeys(("forwarded", "emitted", "delivered", "duplicates", "gaps", "lost",
-                                       "dropped", "resent", "control"), 0)
+        self.counters: dict[str, int] = {}  # the hub's event stats once bound (signaling/events/stats.py)
         self._clock = clock
         self._wall = wall
         self._redis: aioredis.Redis | None = None
@@ -288,7 +288,11 @@ class ClusterBus:
 
     def bind(self, host: BusHost) -> Fanout:
         self._host = host
+        self.counters = host.stats
         return ClusterFanout(self)
+
+    def _count(self, what: str, n: int = 1) -> None:
+        self.counters[f"cluster_{what}"] = self.counters.get(f"cluster_{what}", 0) + n
 
     def decides(self, room: str) -> bool:
         r = self._rooms.get(room)
@@ -389,7 +393,6 @@ class ClusterBus:
             return 0
         count = self._deliver_local(room, delivery) + self._remote_count(r, delivery)
         r.outbox.add(_dumps(delivery.to_wire()))
-        self.counters["emitted"] += 1
         self._wake()
         return count
 
@@ -467,7 +470,6 @@ class ClusterBus:
                     room.kick(identity, reason, "banned")
         elif entry.get("k") == "kick" and room is not None:
             room.kick(identity, reason)
-        self.counters["control"] += 1
         log.info("room=%s participant=%s %s decided on another worker applied here", room_name, identity,
                  entry.get("k"))
 
@@ -518,7 +520,7 @@ class ClusterBus:
             self._send(r.owner, item)
         else:
             if len(r.pending) == r.pending.maxlen:
-                self.counters["dropped"] += 1
+                self._count("dropped")
             r.pending.append(item)
             self._settle_soon(r)
 
@@ -532,8 +534,8 @@ class ClusterBus:
                                                        self._clock)
         dropped = channel.dropped
         channel.add(item)
-        self.counters["dropped"] += channel.dropped - dropped
-        self.counters["forwarded"] += 1
+        self._count("dropped", channel.dropped - dropped)
+        self._count("forwarded")
         self._wake()
 
     def _receive(self, item: dict[str, Any]) -> None:
@@ -672,6 +674,7 @@ class ClusterBus:
         r.phase, r.owner, r.cursor, r.replica = OWNER, self.worker_id, None, None
         r.presence, r.elsewhere, r.snapshot_at, r.asked_at = {}, {}, None, None
         log.info("room=%s events decided here from %d-%d", r.name, position[0], position[1])
+        self._count("taken_over")
         self.host.take_over(r.name, state)
         pending = list(r.pending)
         r.pending.clear()
@@ -736,12 +739,13 @@ class ClusterBus:
         await self.redis.delete(_key("handoff", r.name))
         log.info("room=%s events handed to worker %s (its host is there) at %d-%d", r.name, to, state.epoch,
                  state.seq)
+        self._count("handed_off")
         self._become_follower(r, to, state)
 
     async def _lost(self, r: _Room, owner: str) -> None:
         """Another worker holds the lease (ours expired while we could not renew it)."""
         if r.outbox is not None and r.outbox.backlog:
-            self.counters["lost"] += r.outbox.backlog
+            self._count("lost", r.outbox.backlog)
             log.warning("room=%s worker %s decides its events now; %d events decided here were never appended",
                         r.name, owner or "?", r.outbox.backlog)
         r.outbox, r.phase, r.owner, r.replica, r.cursor = None, NEW, None, None, None
@@ -759,6 +763,7 @@ class ClusterBus:
                                     args=[self.worker_id, successor, int(self.settings.lease_s * 1000)])
             log.info("room=%s closed here; its events go to %s", r.name, f"worker {successor}" if successor
                      else "the next worker with a socket there")
+            self._count("handed_off")
         except (RedisError, OSError) as exc:
             log.warning("room=%s could not hand its events over: %s", r.name, exc)
         finally:
@@ -851,17 +856,17 @@ class ClusterBus:
         elif verdict == "gap":
             nacks[sender_boot] = (worker, inlet.expected or 0)
         else:
-            self.counters["duplicates"] += 1
+            self._count("duplicates")
 
     def _on_event(self, r: _Room, entry_id: str, fields: dict[str, Any]) -> None:
         assert r.cursor is not None
         epoch, n = _position(entry_id)
         gaps = r.cursor.gaps
         if not r.cursor.accept(epoch, n):
-            self.counters["duplicates"] += 1
+            self._count("duplicates")
             return
         if r.cursor.gaps != gaps:
-            self.counters["gaps"] += r.cursor.gaps - gaps
+            self._count("gaps", r.cursor.gaps - gaps)
             log.warning("room=%s %d events never reached this worker (lost beyond its owner's backlog)", r.name,
                         r.cursor.gaps - gaps)
         delivery = Delivery.from_wire(json.loads(fields["e"]))
@@ -869,7 +874,6 @@ class ClusterBus:
             if delivery.kind == "all":
                 r.replica.apply(delivery.message, self.host.history)
             r.replica.epoch, r.replica.seq = epoch, n
-        self.counters["delivered"] += 1
         self._deliver_local(r.name, delivery)
 
     async def _pump_once(self) -> None:
@@ -921,7 +925,11 @@ class ClusterBus:
                   first, 1 if first <= outbox.oldest else 0, *payloads])
         code = int(result[0])
         if code == 0:
-            outbox.confirm(first + len(payloads) - 1)
+            last, top = first + len(payloads) - 1, int(result[3])
+            refilled = min(outbox.appended, last) - max(top, first - 1)  # appended once already, lost since
+            if refilled > 0:
+                self._count("refilled", refilled)
+            outbox.confirm(last)
             return True
         if code == -2:
             log.warning("room=%s its stream ends at %d, before %d: Redis lost events; appending them again", r.name,
@@ -959,7 +967,7 @@ class ClusterBus:
         for channel in self._channels.values():
             if channel.due():
                 channel.rewind()
-                self.counters["resent"] += 1
+                self._count("resent")
                 self._wake()
         for room in self.host.rooms:
             if room.on_mic and room.name not in self._rooms:
@@ -1048,7 +1056,7 @@ class ClusterBus:
             channel = self._channels.pop(worker, None)
             self._last_fresh.pop(worker, None)
             if channel is not None and len(channel):
-                self.counters["dropped"] += len(channel)
+                self._count("dropped", len(channel))
                 log.warning("room events: worker %s is gone; %d items for it dropped", worker, len(channel))
 
     async def _last_id(self, stream: str) -> str:

@@ -110,6 +110,10 @@ class BusHost(Protocol):
     def history(self) -> int:
         """Chat messages a room's state keeps."""
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """The room-event counters (signaling/events/stats.py): the bus counts its own there too."""
+
     def decide(self, sender: Any, text: str) -> None:
         """Run a client frame forwarded from another worker (this worker decides its room)."""
 

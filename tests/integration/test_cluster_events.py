@@ -80,6 +80,22 @@ async def close(*clients: EventsClient) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+async def event_stats(http: aiohttp.ClientSession, node: GatewayProcess) -> dict[str, int]:
+    token = await dev_token(http, node.base, "any", "admin")
+    async with http.get(node.base + "/api/stats", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+        return dict((await r.json())["events"])
+
+
+async def until_stat(http: aiohttp.ClientSession, node: GatewayProcess, key: str, above: int, timeout: float) -> None:
+    """Poll a node's counter (it is another process: there is nothing to await) until it passes ``above``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (now := (await event_stats(http, node)).get(key, 0)) <= above:
+        assert loop.time() < deadline, f"{key} stayed at {now} on {node.base} for {timeout}s"
+        await asyncio.sleep(0.1)
+
+
 async def test_chat_and_gifts_reach_every_socket_on_both_nodes_once_and_in_one_order(cluster, http):
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     room = "across-chat"
@@ -233,6 +249,47 @@ async def test_a_pk_between_rooms_decided_on_different_nodes_scores_gifts_from_b
         await asyncio.gather(star_a.stop(http), star_b.stop(http), return_exceptions=True)
 
 
+async def test_a_rooms_events_move_to_the_node_its_host_goes_live_on_history_and_all(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "moving"
+    fan = await join(http, b, room, "fan")  # node b decides the room: it has its first socket
+    watcher = await join(http, a, room, "watcher")
+    star = Host(a.base, room, await dev_token(http, a.base, room, "host", "mover"))
+    guest: Host | None = None
+    host: EventsClient | None = None
+    try:
+        for text in ("early 1", "early 2"):
+            await fan.send(type="chat", text=text)
+        await watcher.wait_until(lambda: len(watcher.of("chat")) == 2, "the early chat")
+        taken, handed = (await event_stats(http, a))["cluster_taken_over"], (await event_stats(http, b))[
+            "cluster_handed_off"]
+        await star.publish(http)  # its session is on node a: node a asks node b for the room's events
+        assert star.location is not None and star.location.endswith("~a-w0"), star.location
+        await until_stat(http, a, "cluster_taken_over", taken, 10)
+        assert (await event_stats(http, b))["cluster_handed_off"] == handed + 1
+        await fan.send(type="chat", text="late")
+        for client in (fan, watcher):
+            await client.next("chat", text="late")
+            assert [f["text"] for f in client.of("chat")] == ["early 1", "early 2", "late"]
+            ids = [f["id"] for f in client.of("chat")]
+            assert len(set(ids)) == 3, ids  # message ids go on past the history handed over
+        host = await join(http, b, room, "mover", role="host")
+        snapshot = host.of("welcome")[0]["snapshot"]
+        assert [m["text"] for m in snapshot["chat"]] == ["early 1", "early 2", "late"] and snapshot["live"], snapshot
+        # Guests are put on mic where the room's host is: the grant is decided there, so the guest may publish.
+        await host.send(type="guest_invite", identity="fan")
+        invitation = await fan.next("guest_invitation")
+        await fan.send(type="guest_accept", id=invitation["id"])
+        granted = await fan.next("guest_token")
+        guest = Host(b.base, room, granted["token"])
+        await guest.publish(http)  # 201: placed on node a, which holds the grant
+        assert guest.location is not None and guest.location.endswith("~a-w0"), guest.location
+        await host.next("guest_accepted", identity="fan")
+    finally:
+        await close(fan, watcher, *((host,) if host else ()))
+        await asyncio.gather(star.stop(http), *((guest.stop(http),) if guest else ()), return_exceptions=True)
+
+
 async def test_the_owners_own_sockets_keep_getting_events_while_redis_is_down(cluster, http):
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     room = "redis-down"
@@ -272,6 +329,7 @@ async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing
             await sender.send(type="gift", kind="heart", count=1, ref=f"g{i}")
             await asyncio.sleep(0.01)  # a steady pace: the storm spans the restart
 
+    refilled = (await event_stats(http, a))["cluster_refilled"]
     try:
         gifts = [asyncio.ensure_future(storm(s)) for s in senders]
         await asyncio.sleep(0.4)  # pace only: the restart falls in the middle of the storm
@@ -287,5 +345,7 @@ async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing
             assert len(ids) == 2 * per_sender, f"{len(ids)} gifts, sent {2 * per_sender}"
             assert len(set(ids)) == len(ids), "a gift arrived twice"
             assert not client.of("error"), client.of("error")[:3]
+        # The restart did hit the room: its owner appended again what the new, empty Redis lacked.
+        assert (await event_stats(http, a))["cluster_refilled"] > refilled
     finally:
         await close(*everyone)
