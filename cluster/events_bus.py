@@ -34,89 +34,35 @@ once it is back (the append skips what the stream still has; receivers skip what
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from cluster import events_redis as wire
 from cluster.config import ClusterConfig
 from cluster.event_log import Channel, Cursor, Inlet, Outbox
+from cluster.events_control import ControlStream
+from cluster.events_ports import ClusterFanout, ClusterModeratedRooms
 from cluster.registry import RedisRegistry, RegistryUnavailable
 from relay.participant import RANK
-from relay.room import Room, Rooms
+from relay.room import Rooms
 from signaling.events.bus import BusHost, Delivery, RemoteSender
 from signaling.events.client import Client
-from signaling.events.ports import Fanout, ModeratedRoom, Sender
+from signaling.events.ports import Fanout, Sender
 from signaling.events.protocol import ClientFrame, Message
 from signaling.events.state import RoomState
 
 log = logging.getLogger("cherry.cluster.events")
 
-PREFIX = "cherry:events:"
-CONTROL = PREFIX + "control"
-BANS = PREFIX + "bans"
-
 NEW, FOLLOWER, TAKING_OVER, OWNER, HANDING_OFF = "new", "follower", "taking_over", "owner", "handing_off"
-# Item fields the channel adds on the wire (stripped before an item is passed on to another worker).
-CHANNEL_FIELDS = ("c", "b", "from", "w")
-
-# Append a batch of a room's events, only while holding its lease, skipping what the stream already has.
-# KEYS: stream, lease. ARGV: me, lease ms, max length, epoch, first n, gap allowed (0/1), entries...
-# Returns {0, last n, added, top n before} | {-1, owner} (not ours) | {-2, top n} (the stream lost events:
-# fill from there).
-_APPEND = """
-local owner = redis.call('GET', KEYS[2])
-if owner and owner ~= ARGV[1] then return {-1, owner} end
-if not owner then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-local epoch = tonumber(ARGV[4])
-local top = 0
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local e, n = string.match(last[1][1], '^(%d+)-(%d+)$')
-  if tonumber(e) > epoch then return {-1, ''} end
-  if tonumber(e) == epoch then top = tonumber(n) end
-end
-local first = tonumber(ARGV[5])
-if top < first - 1 and ARGV[6] == '0' then return {-2, top} end
-local added = 0
-for i = 7, #ARGV do
-  local n = first + i - 7
-  if n > top then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[4] .. '-' .. n, 'e', ARGV[i])
-    added = added + 1
-  end
-end
-return {0, first + #ARGV - 7, added, top}
-"""
-# Hand the lease from ARGV[1] to ARGV[2] ('' lets it go); only its holder can.
-_HAND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-  return 1
-end
-return 0
-"""
-
-
-def _key(kind: str, name: str) -> str:
-    return f"{PREFIX}{kind}:{name}"
-
-
-def _position(entry_id: str) -> tuple[int, int]:
-    epoch, _, n = entry_id.partition("-")
-    return int(epoch), int(n or 0)
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,14 +132,8 @@ class ClusterBus:
         self._peer_boots: dict[str, str] = {}  # worker id -> the incarnation its acknowledgements come from
         self._last_fresh: dict[str, float] = {}  # worker id -> when it last had a fresh heartbeat (monotonic)
         self._by_ref: dict[str, Client] = {}
-        self._control_out: deque[dict[str, Any]] = deque(maxlen=settings.backlog_limit)
-        self._control_recent: deque[tuple[float, dict[str, Any]]] = deque(maxlen=1000)
-        self._control_seen: deque[str] = deque(maxlen=10000)
-        self._control_seen_set: set[str] = set()
-        self._bans: dict[tuple[str, str], float] = {}  # what this worker decided or learned, to write again
-        self._cids = itertools.count(1)
+        self._control = ControlStream(self.boot, settings.backlog_limit, clock, wall)
         self._inbox_id = "0-0"
-        self._control_id = "0-0"
         self._healthy = True
         self._run_id = ""
         self._work = asyncio.Event()
@@ -201,7 +141,6 @@ class ClusterBus:
         self._releases: set[asyncio.Task[None]] = set()
         self._append_script: Any = None
         self._hand_script: Any = None
-        self._gaps_logged = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -218,13 +157,12 @@ class ClusterBus:
     async def start(self, registry: RedisRegistry) -> None:
         self._registry = registry
         self._redis = registry.client
-        self._append_script = self._redis.register_script(_APPEND)
-        self._hand_script = self._redis.register_script(_HAND)
-        await self._load_bans()
+        self._append_script = self._redis.register_script(wire.APPEND)
+        self._hand_script = self._redis.register_script(wire.HAND)
+        await self._control.load(self.redis, self.host.rooms)
         # What a previous incarnation of this worker left in its inbox is not ours: senders send again
         # whatever it did not acknowledge.
-        self._inbox_id = await self._last_id(_key("inbox", self.worker_id))
-        self._control_id = await self._last_id(CONTROL)
+        self._inbox_id = await self._last_id(wire.key("inbox", self.worker_id))
         self._run_id = str((await self.redis.info("server")).get("run_id", ""))
         self._tasks = [asyncio.ensure_future(self._forever("reader", self._read_once)),
                        asyncio.ensure_future(self._forever("pump", self._pump_once)),
@@ -277,8 +215,7 @@ class ClusterBus:
             if r.outbox is not None:
                 r.outbox.rewind()
                 r.snapshot_at = None
-        now = self._clock()
-        self._control_out.extend(entry for at, entry in self._control_recent if now - at < 60.0)
+        self._control.recovered()
         self._wake()
 
     def _wake(self) -> None:
@@ -381,7 +318,7 @@ class ClusterBus:
 
     def forward_frame(self, worker: str, sender: Sender, frame: ClientFrame) -> None:
         self._send(worker, {"t": "frame", "to": "worker", "room": sender.room, "s": self._sender_wire(sender),
-                            "text": _dumps(frame.data)})
+                            "text": wire.dumps(frame.data)})
 
     # -- emitting (the owner's fan-out) ---------------------------------------------------------------
 
@@ -392,7 +329,7 @@ class ClusterBus:
             self._to_owner(room, {"t": "emit", "room": room, "d": delivery.to_wire(), "by": self.worker_id})
             return 0
         count = self._deliver_local(room, delivery) + self._remote_count(r, delivery)
-        r.outbox.add(_dumps(delivery.to_wire()))
+        r.outbox.add(wire.dumps(delivery.to_wire()))
         self._wake()
         return count
 
@@ -430,12 +367,7 @@ class ClusterBus:
 
     def control(self, kind: str, room: str, identity: str, until: float | None, reason: str) -> None:
         """A kick or ban decided here: every worker applies it to its own sessions and sockets."""
-        entry = {"k": kind, "room": room, "identity": identity, "until": until, "reason": reason,
-                 "cid": f"{self.boot}:{next(self._cids)}", "from": self.boot}
-        if kind == "ban" and until is not None:
-            self._bans[(room, identity)] = until
-        self._control_out.append(entry)
-        self._control_recent.append((self._clock(), entry))
+        self._control.add(kind, room, identity, until, reason)
         self._wake()
 
     def remote_role(self, room: str, identity: str) -> str | None:
@@ -448,45 +380,6 @@ class ClusterBus:
     def remote_sockets(self, room: str, identity: str) -> int:
         r = self._rooms.get(room)
         return sum(s.identity == identity for s in r.presence.values()) if r is not None else 0
-
-    def _apply_control(self, entry: dict[str, Any]) -> None:
-        cid = str(entry.get("cid"))
-        if entry.get("from") == self.boot or cid in self._control_seen_set:
-            return
-        if len(self._control_seen) == self._control_seen.maxlen:
-            self._control_seen_set.discard(self._control_seen[0])
-        self._control_seen.append(cid)
-        self._control_seen_set.add(cid)
-        room_name, identity, reason = str(entry["room"]), str(entry["identity"]), str(entry.get("reason", ""))
-        rooms = self.host.rooms
-        room = rooms.get(room_name)
-        if entry.get("k") == "ban":
-            until = float(entry.get("until") or 0)
-            left = until - self._wall()
-            if left > 0:
-                self._bans[(room_name, identity)] = until
-                rooms.bans.ban(room_name, identity, left)
-                if room is not None:
-                    room.kick(identity, reason, "banned")
-        elif entry.get("k") == "kick" and room is not None:
-            room.kick(identity, reason)
-        log.info("room=%s participant=%s %s decided on another worker applied here", room_name, identity,
-                 entry.get("k"))
-
-    async def _load_bans(self) -> None:
-        rows = await self.redis.hgetall(BANS)
-        now = self._wall()
-        expired = []
-        for field, value in rows.items():
-            room, _, identity = str(field).partition("\n")
-            until = float(value)
-            if until > now:
-                self._bans[(room, identity)] = until
-                self.host.rooms.bans.ban(room, identity, until - now)
-            else:
-                expired.append(field)
-        if expired:
-            await self.redis.hdel(BANS, *expired)
 
     # -- routing items ----------------------------------------------------------------------------------
 
@@ -551,26 +444,24 @@ class ClusterBus:
         r = self._rooms.get(room)
         if r is None or r.phase != OWNER:
             # Not decided here (any more): on to whoever decides it now.
-            self._to_owner(room, {k: v for k, v in item.items() if k not in CHANNEL_FIELDS})
+            self._to_owner(room, {k: v for k, v in item.items() if k not in wire.CHANNEL_FIELDS})
             return
         if kind == "frame":
-            wire = item["s"]
-            sender = r.presence.get(str(wire["ref"]))
-            if sender is None:
-                sender = r.presence[str(wire["ref"])] = RemoteSender.from_wire(wire, self._role_of)
-            host.decide(sender, str(item["text"]))
+            host.decide(self._sender_of(r, item["s"]), str(item["text"]))
         elif kind == "join":
-            sender = RemoteSender.from_wire(item["s"], self._role_of)
-            r.presence[sender.ref] = sender
+            if item["s"]["worker"] != self.worker_id:  # queued here before this worker took the room over
+                sender = RemoteSender.from_wire(item["s"], self._role_of)
+                r.presence[sender.ref] = sender
         elif kind == "leave":
             r.presence.pop(str(item.get("ref")), None)
         elif kind == "presence":
             worker = str(item.get("worker"))
             for ref in [ref for ref, s in r.presence.items() if s.worker == worker]:
                 del r.presence[ref]
-            for wire in item.get("sockets") or []:
-                sender = RemoteSender.from_wire(wire, self._role_of)
-                r.presence[sender.ref] = sender
+            for socket in item.get("sockets") or []:
+                if socket["worker"] != self.worker_id:
+                    sender = RemoteSender.from_wire(socket, self._role_of)
+                    r.presence[sender.ref] = sender
         elif kind == "observed":
             live = item.get("live")
             host.observed(room, dict(item["msg"]), None if live is None else bool(live))
@@ -580,6 +471,18 @@ class ClusterBus:
                 self.emit(room, delivery)
         else:
             log.warning("room=%s unknown room events item %r", room, kind)
+
+    def _sender_of(self, r: _Room, socket: dict[str, Any]) -> Client | RemoteSender:
+        """Who sent a frame: a socket here (a frame queued before this worker took the room over), or a
+        socket elsewhere, kept in the room's presence (its refusals in a row are counted there)."""
+        ref = str(socket["ref"])
+        local = self._by_ref.get(ref) if socket["worker"] == self.worker_id else None
+        if local is not None:
+            return local
+        sender = r.presence.get(ref)
+        if sender is None:
+            sender = r.presence[ref] = RemoteSender.from_wire(socket, self._role_of)
+        return sender
 
     # -- ownership ------------------------------------------------------------------------------------
 
@@ -616,7 +519,7 @@ class ClusterBus:
         """Learn who decides the room; take it over when that is this worker."""
         if r.phase in (OWNER, TAKING_OVER, HANDING_OFF):
             return
-        key = _key("owner", r.name)
+        key = wire.key("owner", r.name)
         owner = await self.redis.get(key)
         if owner is None and self._may_claim(r, replica):
             if await self.redis.set(key, self.worker_id, nx=True, px=int(self.settings.lease_s * 1000)):
@@ -637,23 +540,23 @@ class ClusterBus:
     async def _load(self, name: str, known: RoomState | None) -> tuple[RoomState, tuple[int, int]]:
         """The room's state (the owner's snapshot or ``known``, whichever is newer, plus the stream after
         it) and the stream's last position."""
-        raw = await self.redis.get(_key("state", name))
+        raw = await self.redis.get(wire.key("state", name))
         state = known
         if raw:
             snapshot = RoomState.from_json(str(raw))
             if state is None or (snapshot.epoch, snapshot.seq) > (state.epoch, state.seq):
                 state = snapshot
         state = state or RoomState(name)
-        stream = _key("room", name)
+        stream = wire.key("room", name)
         entries: Any = await self.redis.xrange(stream, min=f"({state.epoch}-{state.seq}", max="+",
                                                count=self.settings.stream_length * 2)
         for entry_id, fields in entries:
             delivery = Delivery.from_wire(json.loads(fields["e"]))
             if delivery.kind == "all":
                 state.apply(delivery.message, self.host.history)
-            state.epoch, state.seq = _position(str(entry_id))
+            state.epoch, state.seq = wire.position(str(entry_id))
         last = await self.redis.xrevrange(stream, "+", "-", count=1)
-        top = _position(str(last[0][0])) if last else (0, 0)
+        top = wire.position(str(last[0][0])) if last else (0, 0)
         return state, top
 
     async def _take_over(self, r: _Room) -> None:
@@ -726,9 +629,12 @@ class ClusterBus:
         r.phase = HANDING_OFF
         try:
             await self._flush(r)
+            if r.outbox.backlog:
+                r.phase = OWNER  # Redis is slow or away: hand over only what the stream holds, next round
+                return
             state = self.host.room_state(r.name)
-            await self.redis.set(_key("state", r.name), state.to_json(), ex=self.settings.state_ttl_s)
-            done = await self._hand_script(keys=[_key("owner", r.name)],
+            await self.redis.set(wire.key("state", r.name), state.to_json(), ex=self.settings.state_ttl_s)
+            done = await self._hand_script(keys=[wire.key("owner", r.name)],
                                            args=[self.worker_id, to, int(self.settings.lease_s * 1000)])
         except BaseException:
             r.phase = OWNER
@@ -736,7 +642,7 @@ class ClusterBus:
         if not done:
             r.phase = OWNER  # the lease is not ours any more: the next round sees whose it is
             return
-        await self.redis.delete(_key("handoff", r.name))
+        await self.redis.delete(wire.key("handoff", r.name))
         log.info("room=%s events handed to worker %s (its host is there) at %d-%d", r.name, to, state.epoch,
                  state.seq)
         self._count("handed_off")
@@ -758,8 +664,8 @@ class ClusterBus:
             await self._flush(r)
             if state is not None and r.outbox is not None:
                 state.epoch, state.seq = r.outbox.epoch, r.outbox.seq
-                await self.redis.set(_key("state", r.name), state.to_json(), ex=self.settings.state_ttl_s)
-            await self._hand_script(keys=[_key("owner", r.name)],
+                await self.redis.set(wire.key("state", r.name), state.to_json(), ex=self.settings.state_ttl_s)
+            await self._hand_script(keys=[wire.key("owner", r.name)],
                                     args=[self.worker_id, successor, int(self.settings.lease_s * 1000)])
             log.info("room=%s closed here; its events go to %s", r.name, f"worker {successor}" if successor
                      else "the next worker with a socket there")
@@ -777,20 +683,20 @@ class ClusterBus:
         position = (r.outbox.epoch, r.outbox.seq)
         state = self.host.room_state(r.name)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(_key("state", r.name), state.to_json(), ex=self.settings.state_ttl_s)
-            pipe.expire(_key("room", r.name), self.settings.state_ttl_s)
+            pipe.set(wire.key("state", r.name), state.to_json(), ex=self.settings.state_ttl_s)
+            pipe.expire(wire.key("room", r.name), self.settings.state_ttl_s)
             await pipe.execute()
         r.snapshot_at = position
 
     # -- the loops --------------------------------------------------------------------------------------
 
     async def _read_once(self) -> None:
-        inbox = _key("inbox", self.worker_id)
-        streams: dict[Any, Any] = {inbox: self._inbox_id, CONTROL: self._control_id}
+        inbox = wire.key("inbox", self.worker_id)
+        streams: dict[Any, Any] = {inbox: self._inbox_id, wire.CONTROL: self._control.last_id}
         followed: dict[str, _Room] = {}
         for r in self._rooms.values():
             if r.phase == FOLLOWER and r.cursor is not None:
-                key = _key("room", r.name)
+                key = wire.key("room", r.name)
                 streams[key] = r.cursor.position
                 followed[key] = r
         result: Any = await self.redis.xread(streams, count=500, block=self.settings.read_block_ms)
@@ -804,9 +710,9 @@ class ClusterBus:
                     if key == inbox:
                         self._inbox_id = str(entry_id)
                         self._on_inbox(json.loads(fields["m"]), acks, nacks)
-                    elif key == CONTROL:
-                        self._control_id = str(entry_id)
-                        self._apply_control(json.loads(fields["e"]))
+                    elif key == wire.CONTROL:
+                        self._control.last_id = str(entry_id)
+                        self._control.apply(json.loads(fields["e"]), self.host.rooms)
                     else:
                         r = followed[key]
                         if self._rooms.get(r.name) is r and r.phase == FOLLOWER:
@@ -815,14 +721,12 @@ class ClusterBus:
                     log.exception("room events: could not handle an entry of %s", key)
         if acks or nacks:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for boot, (worker, upto) in acks.items():
-                    pipe.xadd(_key("inbox", worker), {"m": _dumps({"t": "ack", "from": self.boot, "w": self.worker_id,
-                                                                   "to": boot, "upto": upto})},
-                              maxlen=self.settings.inbox_length, approximate=True)
-                for boot, (worker, expected) in nacks.items():
-                    pipe.xadd(_key("inbox", worker), {"m": _dumps({"t": "nack", "from": self.boot, "w": self.worker_id,
-                                                                   "to": boot, "expected": expected})},
-                              maxlen=self.settings.inbox_length, approximate=True)
+                for kind, answers in (("ack", acks), ("nack", nacks)):
+                    for boot, (worker, number) in answers.items():
+                        answer = {"t": kind, "from": self.boot, "w": self.worker_id, "to": boot,
+                                  "upto" if kind == "ack" else "expected": number}
+                        pipe.xadd(wire.key("inbox", worker), {"m": wire.dumps(answer)},
+                                  maxlen=self.settings.inbox_length, approximate=True)
                 await pipe.execute()
 
     def _on_inbox(self, message: dict[str, Any], acks: dict[str, tuple[str, int]],
@@ -860,7 +764,7 @@ class ClusterBus:
 
     def _on_event(self, r: _Room, entry_id: str, fields: dict[str, Any]) -> None:
         assert r.cursor is not None
-        epoch, n = _position(entry_id)
+        epoch, n = wire.position(entry_id)
         gaps = r.cursor.gaps
         if not r.cursor.accept(epoch, n):
             self._count("duplicates")
@@ -888,7 +792,7 @@ class ClusterBus:
                             break
                     else:
                         self._wake()
-            await self._write_control()
+            await self._control.write(self.redis)
         except BaseException:
             self._wake()  # nothing was lost: try again after the loop's back-off
             raise
@@ -899,11 +803,11 @@ class ClusterBus:
             batch = channel.unsent()
             if not batch:
                 continue
-            inbox = _key("inbox", worker)
+            inbox = wire.key("inbox", worker)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for cseq, base, item in batch:
-                        pipe.xadd(inbox, {"m": _dumps({**item, "c": cseq, "b": base, "from": self.boot,
+                        pipe.xadd(inbox, {"m": wire.dumps({**item, "c": cseq, "b": base, "from": self.boot,
                                                        "w": self.worker_id})},
                                   maxlen=self.settings.inbox_length, approximate=True)
                     await pipe.execute()
@@ -920,7 +824,7 @@ class ClusterBus:
         if not payloads:
             return False
         result = await self._append_script(
-            keys=[_key("room", r.name), _key("owner", r.name)],
+            keys=[wire.key("room", r.name), wire.key("owner", r.name)],
             args=[self.worker_id, int(self.settings.lease_s * 1000), self.settings.stream_length, outbox.epoch,
                   first, 1 if first <= outbox.oldest else 0, *payloads])
         code = int(result[0])
@@ -939,20 +843,6 @@ class ClusterBus:
         if r.outbox is outbox:
             await self._lost(r, str(result[1]))
         return False
-
-    async def _write_control(self) -> None:
-        if not self._control_out:
-            return
-        batch = list(self._control_out)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in batch:
-                pipe.xadd(CONTROL, {"e": _dumps(entry)}, maxlen=10000, approximate=True)
-            for (room, identity), until in self._bans.items():
-                if until > self._wall():
-                    pipe.hset(BANS, f"{room}\n{identity}", f"{until:.3f}")
-            await pipe.execute()
-        for _ in batch:
-            self._control_out.popleft()
 
     async def _maintain_once(self) -> None:
         await asyncio.sleep(self.settings.interval_s)
@@ -977,8 +867,8 @@ class ClusterBus:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for r in rooms:
-                pipe.get(_key("owner", r.name))
-                pipe.get(_key("handoff", r.name))
+                pipe.get(wire.key("owner", r.name))
+                pipe.get(wire.key("handoff", r.name))
             values = await pipe.execute()
         for r, owner, handoff in zip(rooms, values[0::2], values[1::2], strict=True):
             if self._rooms.get(r.name) is not r:
@@ -999,9 +889,9 @@ class ClusterBus:
             r.seen_owner, r.seen_at = owner, now
         if r.phase == OWNER:
             if owner == me:
-                await self.redis.pexpire(_key("owner", r.name), lease_ms)
+                await self.redis.pexpire(wire.key("owner", r.name), lease_ms)
             elif owner is None:
-                if not await self.redis.set(_key("owner", r.name), me, nx=True, px=lease_ms):
+                if not await self.redis.set(wire.key("owner", r.name), me, nx=True, px=lease_ms):
                     return  # someone claimed it just now: the next round sees who
                 r.snapshot_at = None  # Redis lost the lease, so it lost the state too
                 log.warning("room=%s its events lease was gone (Redis restarted?): claimed it back", r.name)
@@ -1030,7 +920,7 @@ class ClusterBus:
         if owner not in (None, me) and self._holds_host(r.name) and \
                 (r.asked_at is None or now - r.asked_at > 2 * self.settings.lease_s):
             # The room's host is here: its events should be decided here too. Ask; its owner hands it over.
-            await self.redis.set(_key("handoff", r.name), me, px=2 * lease_ms)
+            await self.redis.set(wire.key("handoff", r.name), me, px=2 * lease_ms)
             r.asked_at = now
             log.info("room=%s its host is here: asking worker %s for its events", r.name, owner)
 
@@ -1062,68 +952,3 @@ class ClusterBus:
     async def _last_id(self, stream: str) -> str:
         last = await self.redis.xrevrange(stream, "+", "-", count=1)
         return str(last[0][0]) if last else "0-0"
-
-
-class ClusterFanout:
-    """``ports.Fanout`` for the concerns of a worker in a cluster: every event goes through the bus."""
-
-    def __init__(self, bus: ClusterBus) -> None:
-        self._bus = bus
-
-    def broadcast(self, room: str, message: Message) -> None:
-        self._bus.emit(room, Delivery("all", message))
-
-    def to_roles(self, room: str, roles: Collection[str], message: Message) -> int:
-        return self._bus.emit(room, Delivery("roles", message, roles=tuple(roles)))
-
-    def to_identity(self, room: str, identity: str, message: Message) -> int:
-        return self._bus.emit(room, Delivery("identity", message, identity=identity))
-
-    def send(self, client: Sender, message: Message) -> None:
-        if isinstance(client, Client):
-            client.send(message)  # a reply to a socket here goes straight to it
-        else:
-            assert isinstance(client, RemoteSender)
-            self._bus.emit(client.room, Delivery("socket", message, socket=client.ref))
-
-    def disconnect(self, client: Sender, code: int, reason: str) -> None:
-        if isinstance(client, Client):
-            client.cut(code, reason)
-        else:
-            assert isinstance(client, RemoteSender)
-            self._bus.emit(client.room, Delivery("cut", socket=client.ref, code=code, reason=reason))
-
-
-class _ModeratedRoom:
-    """A relay room whose kicks and bans reach the identity's sessions and sockets on every worker."""
-
-    def __init__(self, room: Room, bus: ClusterBus) -> None:
-        self._room = room
-        self._bus = bus
-
-    def role_of(self, identity: str) -> str | None:
-        roles = [r for r in (self._room.role_of(identity), self._bus.remote_role(self._room.name, identity)) if r]
-        return max(roles, key=RANK.__getitem__) if roles else None
-
-    def kick(self, identity: str, reason: str, why: str = "kicked") -> tuple[int, int]:
-        sessions, sockets = self._room.kick(identity, reason, why)
-        remote = self._bus.remote_sockets(self._room.name, identity)
-        self._bus.control("kick", self._room.name, identity, None, reason)
-        return sessions, sockets + remote
-
-    def ban(self, identity: str, seconds: float, reason: str) -> float:
-        until = self._room.ban(identity, seconds, reason)
-        self._bus.control("ban", self._room.name, identity, until, reason)
-        return until
-
-
-class ClusterModeratedRooms:
-    """``ports.ModeratedRooms`` for the moderator of a worker in a cluster."""
-
-    def __init__(self, rooms: Rooms, bus: ClusterBus) -> None:
-        self._rooms = rooms
-        self._bus = bus
-
-    def get(self, name: str) -> ModeratedRoom | None:
-        room = self._rooms.get(name)
-        return _ModeratedRoom(room, self._bus) if room is not None else None
