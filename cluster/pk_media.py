@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from cluster.internal import InternalClient
 from cluster.placement import Placement
@@ -39,6 +41,35 @@ class PkMedia:
         self._placement = placement
         self._client = client
         self._worker_id = worker_id
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Links and unlinks run one at a time, in the order the battles asked: a battle ended and a new one
+        # started at once must not have its link overtaken by the old unlink.
+        self._order = asyncio.Lock()
+
+    def start_link(self, a: PkSide, b: PkSide) -> None:
+        """:meth:`link` in the background (the battle's frames do not wait for pipes); a failure is logged."""
+        self._background(self.link(a, b), f"PK media link of {a.room}/{b.room}")
+
+    def start_unlink(self, a: str, b: str) -> None:
+        self._background(self.unlink(a, b), f"PK media unlink of {a}/{b}")
+
+    def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        async def in_order() -> None:
+            async with self._order:
+                await work
+        task = asyncio.ensure_future(in_order())
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.warning("%s failed: both rooms stay solo on screen (%s)", what, exc)
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _origin(self, room: str) -> tuple[str, str]:
         worker = await self._placement.registry.origin(room)

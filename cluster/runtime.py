@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cluster.broker import ClusterBroker
 from cluster.config import ClusterConfig
+from cluster.events_bus import ClusterBus
 from cluster.internal import LABEL, InternalClient, InternalServer
 from cluster.pk_media import PkMedia
 from cluster.placement import Placement
@@ -46,6 +47,8 @@ class ClusterRuntime:
         self.registry_ok = True
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Room events across workers (cluster/events_bus.py); gateway/app.py builds it with the hub.
+        self.events: ClusterBus | None = None
         ctx.relay.rooms.observers.add(self)
 
     # -- relay.ports.RoomObserver ---------------------------------------------------------------------
@@ -59,7 +62,7 @@ class ClusterRuntime:
     def load(self) -> WorkerLoad:
         relay = self.ctx.relay
         room_viewers = {room.name: room.viewer_count for room in relay.rooms if room.viewers or room.on_mic}
-        origins = tuple(room.name for room in relay.rooms if room.on_mic)
+        origins = tuple(room.name for room in relay.rooms if room.held_here)
         return WorkerLoad("draining" if self.ctx.draining else "serving", relay.sessions.playback,
                           len(relay.sessions), len(relay.rooms), self.capacity, room_viewers, origins)
 
@@ -112,11 +115,17 @@ class ClusterRuntime:
         await site.start()
         await self.registry.heartbeat(self.load())  # known to the cluster before the first request
         self._heartbeat = asyncio.ensure_future(self._beat())
+        if self.events is not None:  # room events across workers
+            self.events.pk_media = self.pk  # a battle across workers links its media through pipes
+            await self.events.start(self.registry)
         log.info("worker %s of node %s in the cluster: internal API %s, viewer capacity %d (%d per room)",
                  self.slot.worker_id, self.slot.node_id, self.slot.internal_url(self.config), self.capacity,
                  self.worker_capacity)
 
     async def stop(self) -> None:
+        if self.events is not None:  # room events across workers: closed rooms hand their events over first
+            await self.events.stop()
+        await self.pk.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

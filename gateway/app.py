@@ -15,6 +15,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 import aiortc_bridge
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import pin_ice_hosts
+from cluster.events_bus import BusSettings, ClusterBus
 from cluster.runtime import ClusterRuntime
 from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig
@@ -29,6 +30,7 @@ from signaling.auth import ROLES, check_ttl, token_service
 from signaling.broker import LocalBroker
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
 from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
+from signaling.events.bus import RoomBus
 from signaling.events.hub import EventHub
 from signaling.events.moderation import WordMask
 from signaling.events.protocol import CLOSE_SHUTDOWN
@@ -54,7 +56,7 @@ def rtc_configuration(config: GatewayConfig) -> RTCConfiguration:
     ], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
-def build_context(config: GatewayConfig) -> SignalingContext:
+def build_context(config: GatewayConfig, bus: RoomBus | None = None) -> SignalingContext:
     limits = config.limits
     if config.cluster.redis_url:
         # A room's viewers past this on one worker go to edges (cluster.placement): this worker's share of it.
@@ -74,7 +76,7 @@ def build_context(config: GatewayConfig) -> SignalingContext:
         dev=config.dev,
     )
     ctx.hub = EventHub(config.events, config.costream, relay, ctx.moderation, WordMask(config.events.word_filter),
-                       ctx.tokens)
+                       ctx.tokens, bus=bus)
     return ctx
 
 
@@ -205,10 +207,14 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
         client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
-    app[CONTEXT] = build_context(config)
+    app[SLOT] = slot = slot or WorkerSlot.of(config.cluster)
+    events_bus = None
+    if config.cluster.redis_url:
+        # Room events across workers (cluster/events_bus.py): the hub decides and delivers through it.
+        events_bus = ClusterBus(slot.worker_id, BusSettings.of(config.cluster))
+    app[CONTEXT] = build_context(config, events_bus)
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
-    app[SLOT] = slot or WorkerSlot.of(config.cluster)
     app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
     install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
@@ -232,6 +238,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
         # Before _lifecycle: at shutdown the rooms close first, then the worker leaves the registry.
         runtime = ClusterRuntime(config.cluster, app[SLOT], app[CONTEXT],
                                  config.limits.process_viewer_capacity)
+        runtime.events = events_bus  # room events across workers
         app[CONTEXT].broker = runtime.broker
         app[CLUSTER] = runtime
         app.cleanup_ctx.append(runtime.lifetime)

@@ -90,6 +90,7 @@ class EdgePipe:
         self.connected = asyncio.Event()
         self._linger: asyncio.TimerHandle | None = None
         self.pc.on("connectionstatechange", self._on_state)
+        room.pulled_from = origin  # before it claims the host: observers know the claim for a copy
         room.attach_session(self)
 
     # relay.ports.Member
@@ -188,6 +189,8 @@ class EdgePipe:
         self.room.detach_session(self)
         self.ctx.registry.track(asyncio.ensure_future(self._close_pc()))
         if not keep_viewers:
+            if self.room.pulled_from == self.origin:
+                self.room.pulled_from = None
             for viewer in list(self.room.viewers.values()):
                 viewer.session.close(f"the edge lost its pipe from the origin ({reason})")
 

@@ -115,6 +115,9 @@ class Room:
         # On a worker that pulls this room from its origin for a PK: who hosts it there (this room's own host
         # is the pipe).
         self.remote_host: str | None = None
+        # On an edge (or a PK partner's mirror): the origin worker it is pulled from. Its host here is the pipe,
+        # so what it reports of its host and layout is a copy: the origin's own room is the one that counts.
+        self.pulled_from: str | None = None
         self.retired = Traffic()  # counters of this room's closed publications and subscriptions
         self.closed = False
         self._registry = registry
@@ -335,6 +338,11 @@ class Room:
     def on_mic(self) -> bool:
         """Someone (host or guest) holds an ingest session here."""
         return self.host is not None or bool(self.guests)
+
+    @property
+    def held_here(self) -> bool:
+        """This worker is the room's origin: its host or a guest publishes here (not through a pipe)."""
+        return self.on_mic and self.pulled_from is None
 
     # -- PK --------------------------------------------------------------------------------------------
 

@@ -219,6 +219,7 @@ class RedisServer:
         path = shutil.which(executable)
         if path is None:
             raise FileNotFoundError(f"{executable} not found (Debian package redis-server)")
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"redis://{LOOPBACK}:{self.port}/0"
         self.log_path = workdir / "redis.log"
@@ -231,11 +232,15 @@ class RedisServer:
         return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
 
-    def restart(self, timeout: float = 10.0) -> None:
-        """Stop and start again on the same port, empty (nothing is persisted): a Redis restart in production."""
-        self.stop()
+    def start(self, timeout: float = 10.0) -> None:
+        """Start again after :meth:`stop`, on the same port and empty (nothing is persisted)."""
         self.process = self._spawn()
         self.wait_ready(timeout)
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """A Redis restart in production: stopped, started again on the same port, empty."""
+        self.stop()
+        self.start(timeout)
 
     def log_tail(self, chars: int = 2000) -> str:
         try:

@@ -124,5 +124,16 @@ class Chat:
                 "chat": list(state.history) if state else [],
                 "muted_until": int(muted * 1000) if muted else None}
 
+    def restore(self, room: str, history: list[Message], likes: int, gifts: dict[str, int]) -> None:
+        """Take a room over from another worker: its history and totals as that worker left them."""
+        state = self._room(room)
+        state.history.clear()
+        state.history.extend(history)
+        state.likes_total, state.likes_pending, state.gifts = likes, 0, dict(gifts)
+        # Message ids go on past the restored ones: a client keys its chat list by them.
+        top = max((int(m["id"]) for m in history if isinstance(m.get("id"), int)), default=0)
+        peek = next(self._ids)
+        self._ids = itertools.count(max(peek, top + 1))
+
     def room_closed(self, room: str) -> None:
         self._rooms.pop(room, None)

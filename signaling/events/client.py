@@ -48,7 +48,7 @@ class Client:
     """A room socket: ``offer`` queues an encoded frame, its writer task sends them in order."""
 
     __slots__ = ("ws", "identity", "granted_role", "relay_room", "closed", "close_code", "close_reason",
-                 "expiry", "errors", "_transport", "_queue", "_writer", "_stats", "_on_gone", "_writer_failed")
+                 "expiry", "errors", "ref", "_transport", "_queue", "_writer", "_stats", "_on_gone", "_writer_failed")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, identity: str,
                  granted_role: str, relay_room: Room, queue_limit: int, stats: EventStats,
@@ -62,6 +62,7 @@ class Client:
         self.close_reason = ""
         self.expiry: Timer | None = None
         self.errors = 0  # protocol errors in a row
+        self.ref = ""  # this socket among the worker's (the hub numbers them; the cluster bus qualifies it)
         self._transport = transport
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_limit)
         self._writer: asyncio.Task[None] | None = None

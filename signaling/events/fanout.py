@@ -61,6 +61,10 @@ class Channels:
     def rooms(self) -> list[str]:
         return list(self._rooms)
 
+    def clients(self, room: str) -> list[Client]:
+        channel = self._rooms.get(room)
+        return list(channel.clients) if channel else []
+
     def all_clients(self) -> Iterator[Client]:
         for channel in list(self._rooms.values()):
             yield from list(channel.clients)

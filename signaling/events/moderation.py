@@ -54,6 +54,18 @@ class Moderation:
     def muted_until(self, room: str, identity: str) -> float | None:
         return self._until(self._mutes, room, identity)
 
+    def in_room(self, room: str) -> dict[str, float]:
+        """Mutes in force in ``room``: identity -> until."""
+        now = self._clock()
+        return {identity: until for (name, identity), until in self._mutes.items() if name == room and until > now}
+
+    def restore(self, room: str, mutes: dict[str, float]) -> None:
+        """The room's mutes are ``mutes`` (taken over from the worker that decided the room before)."""
+        for key in [k for k in self._mutes if k[0] == room]:
+            del self._mutes[key]
+        now = self._clock()
+        self._mutes.update({(room, identity): until for identity, until in mutes.items() if until > now})
+
     def purge(self) -> None:
         now = self._clock()
         for key in [k for k, until in self._mutes.items() if until <= now]:

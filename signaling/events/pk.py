@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class PkBattles:
         self._tokens = tokens
         self._config = config
         self._scheduler = scheduler
-        self._ids = itertools.count(1)
+        self._ids: Iterator[object] = itertools.count(1)
         self.invitations: dict[str, PkInvitation] = {}
         self.battles: dict[str, Battle] = {}  # by room name: both rooms of a battle
         self.results: list[dict[str, Any]] = []  # finished battles, newest last (bounded)

@@ -14,6 +14,16 @@ KEYS = (
     "writer_errors",  # frames a socket's writer failed to send (logged once per socket)
     "internal_errors",  # client frames whose handling raised something other than a protocol error
     "quality_clamped",  # quality reports claiming more than the wall clock allows
+    # Cluster only (cluster/events_bus.py): room events across workers.
+    "cluster_forwarded",  # items sent to another worker (frames, presence, events for rooms decided there)
+    "cluster_resent",  # times a worker sent again what another did not acknowledge
+    "cluster_refilled",  # events an owner appended again to a stream Redis had lost
+    "cluster_duplicates",  # items and events received twice and skipped
+    "cluster_gaps",  # events a follower never got (lost beyond the owner's backlog)
+    "cluster_lost",  # events decided here that another owner took over before they were appended
+    "cluster_dropped",  # items and events dropped because a bounded backlog was full
+    "cluster_taken_over",  # rooms whose events this worker started to decide
+    "cluster_handed_off",  # rooms whose events this worker handed to another
 )
 
 

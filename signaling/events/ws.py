@@ -44,6 +44,8 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
     # Refused before the upgrade at the room limit (503 capacity, via the relay error table); the room
     # then lives at least as long as this socket.
     ctx.rooms.get_or_create(room)
+    # In a cluster: who decides the room's events, and its state if that is another worker (bounded wait).
+    await hub.prepare(room)
 
     # No per-message deflate: a frame is encoded once for a whole room, and compressing it again for each
     # socket (with a compressor's state kept per socket) would cost more than the bytes it saves.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -61,6 +62,24 @@ class EventsClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise AssertionError(f"no {kind} frame {match} within {timeout}s; got {self.frames[-5:]}")
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def wait_until(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        """Wait (bounded) until ``predicate`` holds, woken by each frame that arrives."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self._arrived.clear()
+            if predicate():
+                return
+            if self.closed.is_set():
+                raise AssertionError(f"socket closed ({self.ws.close_code}) before {what}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"not {what} within {timeout}s; last frames: {self.frames[-5:]}")
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
