@@ -77,15 +77,20 @@ def _field(body: dict[str, Any], name: str, optional: bool = False) -> str | Non
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PkApply = Callable[[dict[str, str | None]], Awaitable[None]]  # cluster.pk_media.PkMedia.apply
+AdminApply = Callable[[dict[str, Any]], Awaitable[Any]]  # signaling.admin.LocalAdmin.apply
+# Read-only and without secrets: a scraper or a load balancer's probe needs no signature.
+UNSIGNED = ("/internal/healthz", "/metrics")
 
 
 class InternalServer:
     """The routes other workers call; everything they ask for happens on this worker's ``LocalBroker``."""
 
     def __init__(self, broker: LocalBroker, keys: Sequence[bytes], retry_after: int, client: InternalClient,
-                 worker_id: str, pk: PkApply | None = None) -> None:
+                 worker_id: str, pk: PkApply | None = None, admin: AdminApply | None = None) -> None:
         self._broker = broker
         self._pk = pk
+        self._admin = admin
+        self.metrics: Callable[[], web.Response] | None = None  # this worker's /metrics (gateway.operations)
         self._keys = tuple(keys)
         self._retry_after = retry_after
         self._client = client
@@ -96,11 +101,13 @@ class InternalServer:
         self.app.router.add_post("/internal/trickle", self._trickle)
         self.app.router.add_post("/internal/end", self._end)
         self.app.router.add_post("/internal/pk", self._pk_link)
+        self.app.router.add_post("/internal/admin", self._admin_op)
         self.app.router.add_get("/internal/healthz", self._healthz)
+        self.app.router.add_get("/metrics", self._metrics)
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/internal/healthz":
+        if request.path in UNSIGNED:
             return await handler(request)
         body = await request.read()
         stamp = request.headers.get("X-Cherry-Time", "")
@@ -177,8 +184,19 @@ class InternalServer:
         await self._pk(payload)
         return web.Response(status=204)
 
+    async def _admin_op(self, request: web.Request) -> web.Response:
+        """One admin API operation asked by the worker an operator called, for what this worker holds."""
+        if self._admin is None:
+            raise HttpError(404, "not_found", "no admin API on this worker")
+        return web.json_response(await self._admin(await self._body(request)))
+
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return error_response(404, "not_found", "metrics are disabled on this worker")
+        return self.metrics()
 
 
 class WorkerUnreachable(HttpError):
@@ -221,7 +239,12 @@ class InternalClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HttpError(503, "worker_unavailable", f"the worker holding this session did not answer: {exc}",
                             {"Retry-After": "2"}) from exc
-        data: Any = json.loads(text) if text else None
+        try:
+            data: Any = json.loads(text) if text else None
+        except ValueError:
+            data = None  # a worker's crash page, or something that is not a worker at all
+            if status < 400:
+                raise HttpError(502, "worker_error", f"the worker at {base_url} answered {path} with no JSON") from None
         if status >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             headers_back = {"Retry-After": retry_after} if retry_after else None

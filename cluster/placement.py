@@ -85,11 +85,17 @@ class Placement:
         available = {w.worker_id: w for w in self._available(workers)}
         owner = await self.registry.origin(room)
         now = self._clock()
-        if owner is None or owner not in by_id or not by_id[owner].available(now, self._stale_after * 2) \
+        if owner is None or owner not in by_id or now - by_id[owner].updated_at > self._stale_after * 2 \
                 or self._is_suspect(owner, now):
             raise RoomNotLive(f"room {room!r} has no live host")
         origin = by_id[owner]
         viewers = await self.registry.room_viewers(room)
+        if origin.state != "serving" and edges:
+            # A draining origin takes no new viewer, but its room plays on until its host moves: new viewers
+            # go to edges, which pull from it (a pipe is not a new session of the room).
+            force_edge = True
+        elif origin.state != "serving":
+            raise RoomNotLive(f"room {room!r} is ending here: its worker is draining")
         if not edges or (not force_edge and viewers.get(owner, 0) < self.worker_capacity):
             return Target(owner, origin.url, origin=owner, origin_url=origin.url)
         carrying = [available[w] for w, n in viewers.items()

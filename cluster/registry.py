@@ -16,10 +16,11 @@ its sessions but gets nothing new). The registry never decides placement: ``clus
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,13 +40,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Renew or release only what we own.
+# Renew only what we own; a lease that is gone (a Redis restart lost it) is written back by its holder,
+# which still has the room's host: without it, viewers of a live room would be told it is not live.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
+# Release only what we own.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -78,6 +86,9 @@ class WorkerInfo:
     rooms: int
     capacity: int
     updated_at: float
+    # Its rooms as of that heartbeat (the busiest VIEW_ROOMS): viewers per room, and the rooms it is origin of.
+    room_viewers: dict[str, int] = field(default_factory=dict)
+    origins: tuple[str, ...] = ()
 
     def available(self, now: float, stale_after: float) -> bool:
         return self.state == "serving" and now - self.updated_at <= stale_after
@@ -86,6 +97,24 @@ class WorkerInfo:
     def load(self) -> float:
         """Share of its viewer capacity in use: what least-loaded placement compares."""
         return self.viewers / self.capacity if self.capacity else float("inf")
+
+
+VIEW_ROOMS = 200  # rooms per worker in the cluster view: the busiest; the heartbeat stays small
+
+
+def _held(load: WorkerLoad) -> str:
+    busiest = sorted(load.room_viewers.items(), key=lambda item: -item[1])[:VIEW_ROOMS]
+    return json.dumps({"v": dict(busiest), "o": list(load.origins[:VIEW_ROOMS])}, separators=(",", ":"))
+
+
+def _parse_held(text: str) -> tuple[dict[str, int], tuple[str, ...]]:
+    """A worker's room report; one from another version or a damaged one reads as empty (views only)."""
+    try:
+        held = json.loads(text) if text else {}
+        viewers = {str(room): int(n) for room, n in dict(held.get("v", {})).items()}
+        return viewers, tuple(str(room) for room in held.get("o", ()))
+    except (ValueError, TypeError, AttributeError):
+        return {}, ()
 
 
 class RegistryUnavailable(Exception):
@@ -126,7 +155,7 @@ class RedisRegistry:
                 pipe.hset(key, mapping={
                     "node": self.node_id, "url": self.internal_url, "state": load.state,
                     "viewers": load.viewers, "sessions": load.sessions, "rooms": load.rooms,
-                    "capacity": load.capacity, "ts": f"{now:.3f}"})
+                    "capacity": load.capacity, "ts": f"{now:.3f}", "held": _held(load)})
                 pipe.pexpire(key, ttl_ms)
                 pipe.sadd(f"{PREFIX}workers", self.worker_id)
                 for room, viewers in load.room_viewers.items():
@@ -168,9 +197,10 @@ class RedisRegistry:
             if not row:
                 gone.append(worker_id)
                 continue
+            room_viewers, origins = _parse_held(row.get("held", ""))
             found.append(WorkerInfo(worker_id, row.get("node", ""), row.get("url", ""), row.get("state", ""),
                                     int(row.get("viewers", 0)), int(row.get("sessions", 0)), int(row.get("rooms", 0)),
-                                    int(row.get("capacity", 0)), float(row.get("ts", 0))))
+                                    int(row.get("capacity", 0)), float(row.get("ts", 0)), room_viewers, origins))
         if gone:
             await self._prune(gone)
         return found

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from cluster.admin import ClusterAdmin
 from cluster.broker import ClusterBroker
 from cluster.config import ClusterConfig
 from cluster.events_bus import ClusterBus
@@ -19,8 +22,10 @@ from cluster.internal import LABEL, InternalClient, InternalServer
 from cluster.pk_media import PkMedia
 from cluster.placement import Placement
 from cluster.registry import RedisRegistry, RegistryUnavailable, WorkerLoad, wait_for_redis
+from cluster.view import cluster_view
 from cluster.worker import WorkerSlot
 from relay.room import Room
+from signaling.admin import LocalAdmin
 from signaling.broker import LocalBroker
 from signaling.context import SignalingContext
 
@@ -42,14 +47,24 @@ class ClusterRuntime:
         self.local = LocalBroker(ctx.relay)
         self.broker = ClusterBroker(self.local, self.placement, self.client, slot.worker_id, ctx.retry_after)
         self.pk = PkMedia(ctx.relay, self.placement, self.client, slot.worker_id)
+        local_admin = LocalAdmin(ctx)
         self.internal = InternalServer(self.local, keys, ctx.retry_after, self.client, slot.worker_id,
-                                       pk=self.pk.apply)
+                                       pk=self.pk.apply, admin=local_admin.apply)
+        ctx.admin = ClusterAdmin(local_admin, self.registry, self.client)  # the admin API from any worker
         self.registry_ok = True
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # Room events across workers (cluster/events_bus.py); gateway/app.py builds it with the hub.
         self.events: ClusterBus | None = None
         ctx.relay.rooms.observers.add(self)
+
+    async def view(self, urls: bool) -> dict[str, Any]:
+        """The cluster's nodes, workers and rooms as their heartbeats say (``cluster.view``)."""
+        try:
+            workers = await self.registry.workers()
+        except RegistryUnavailable as exc:
+            return {"clustered": True, "error": f"the registry cannot be read: {exc}", "nodes": [], "rooms": []}
+        return cluster_view(workers, time.time(), self.config.stale_after_s, urls=urls)
 
     # -- relay.ports.RoomObserver ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
@@ -19,7 +20,7 @@ from cluster.events_bus import BusSettings, ClusterBus
 from cluster.runtime import ClusterRuntime
 from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig
-from gateway.operations import WEBHOOKS, install_operations
+from gateway.operations import WEBHOOKS, install_operations, metrics_response
 from gateway.pages import add_page_routes
 from gateway.webhooks import RoomWebhooks
 from relay.core import Relay, RelayConfig
@@ -107,7 +108,7 @@ def cors_middleware(origins: Sequence[str]):  # type: ignore[no-untyped-def]
             response = await handler(request)
         if allowed:
             response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin  # type: ignore[assignment]
-            response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag, Retry-After"
+            response.headers["Access-Control-Expose-Headers"] = "Location, Link, ETag, Retry-After, X-Cherry-Worker"
         return response
 
     return cors
@@ -216,7 +217,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
     app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
-    install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
+    ops = install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
     r = app.router
     r.add_get("/healthz", healthz)
@@ -228,6 +229,9 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
         r.add_route("OPTIONS", f"/{kind}/{{room}}", _options)
         r.add_route("OPTIONS", f"/{kind}/{{room}}/{{session}}", _options)
     r.add_get("/api/stats", api_stats)
+    r.add_get("/api/cluster", api_cluster)
+    if config.metrics.dashboard:
+        r.add_get("/dashboard/cluster", dashboard_cluster)
     r.add_get("/ws/{room}", room_socket)
     add_admin_routes(app)
     if config.dev:
@@ -239,11 +243,35 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
         runtime = ClusterRuntime(config.cluster, app[SLOT], app[CONTEXT],
                                  config.limits.process_viewer_capacity)
         runtime.events = events_bus  # room events across workers
+        if config.metrics.enabled:
+            # Each worker's own series, told apart, on its own address (the shared public port hits any worker).
+            ops.label_all({"node": app[SLOT].node_id, "worker": app[SLOT].worker_id})
+            runtime.internal.metrics = lambda: metrics_response(ops)
         app[CONTEXT].broker = runtime.broker
         app[CLUSTER] = runtime
         app.cleanup_ctx.append(runtime.lifetime)
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+async def api_cluster(request: web.Request) -> web.Response:
+    """The cluster's nodes, workers, load and where each room is held (admin); one process: itself."""
+    authorize(request, "*", "admin")
+    return web.json_response(await cluster_view_of(request.app, urls=True))
+
+
+async def dashboard_cluster(request: web.Request) -> web.Response:
+    """The same for the dashboard, which is as open as /dashboard/data: without internal addresses."""
+    return web.json_response(await cluster_view_of(request.app, urls=False), headers={"Cache-Control": "no-store"})
+
+
+async def cluster_view_of(app: web.Application, urls: bool) -> dict[str, Any]:
+    runtime = app.get(CLUSTER)
+    if runtime is not None:
+        return await runtime.view(urls)
+    dump = app[CONTEXT].relay.dump()
+    return {"clustered": False, "workers": 1, "available_workers": 0 if app[CONTEXT].draining else 1,
+            "viewers": sum(room.viewers for room in dump.rooms), "nodes": [], "rooms": []}
 
 
 def _pk_webhooks(app: web.Application) -> None:

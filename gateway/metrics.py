@@ -237,6 +237,13 @@ class Operations:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(_Collector(self))
+        self.exported = self.registry  # what /metrics renders (label_all: with a worker's labels)
+
+    def label_all(self, labels: Mapping[str, str]) -> None:
+        """Every series with ``labels`` added: in a cluster, the worker's node and id, so the workers behind
+        one scrape job (or one shared port) stay apart."""
+        self.exported = CollectorRegistry(auto_describe=False)
+        self.exported.register(_WithLabels(self.registry, labels))
 
     def hub(self) -> EventHub | None:
         return self._hub()
@@ -395,6 +402,18 @@ class Operations:
                                 value=1.0 if self.ctx.draining else 0.0)
         if self._extra is not None:
             yield from self._extra()
+
+
+class _WithLabels:
+    def __init__(self, source: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._source = source
+        self._labels = dict(labels)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [sample._replace(labels={**sample.labels, **self._labels}) for sample in family.samples]
+            yield labelled
 
 
 class _Collector:

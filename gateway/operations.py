@@ -56,8 +56,12 @@ def install_operations(app: web.Application, config: GatewayConfig) -> Operation
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[OPERATIONS].registry)
-    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+    return metrics_response(request.app[OPERATIONS])
+
+
+def metrics_response(ops: Operations) -> web.Response:
+    """The Prometheus exposition, labelled with node and worker in a cluster (``Operations.label_all``)."""
+    return web.Response(body=generate_latest(ops.exported), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def _webhook_metrics(emitter: WebhookEmitter) -> Iterator[Metric]:

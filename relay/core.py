@@ -159,7 +159,12 @@ class Relay:
         try:
             await session.negotiate(offer)
             room.add_viewer(session, session.subscriptions, pk_view)
-        except (RoomNotLive, RoomClosed, CapacityExceeded) as exc:
+        except CapacityExceeded:
+            # Filled by viewers that negotiated alongside: full, as if it had been at the start (in a cluster
+            # the viewer then goes to an edge), not a room that changed.
+            session.close("the room filled during negotiation", by_client=True)
+            raise
+        except (RoomNotLive, RoomClosed) as exc:
             session.close("the room changed during negotiation", by_client=True)
             raise RoomClosed(f"the room changed while this session negotiated: {exc}") from exc
         except BaseException as exc:

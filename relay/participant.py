@@ -81,7 +81,10 @@ class Participant:
     def granted_role(self) -> str:
         """The highest role among the grants of its live sessions and sockets."""
         roles = [s.role for s in self.sessions.values()] + [s.role for s in self.sockets]
-        return max(roles, key=RANK.__getitem__) if roles else "viewer"
+        ranked = [role for role in roles if role in RANK]
+        if ranked:
+            return max(ranked, key=RANK.__getitem__)
+        return roles[0] if roles else "viewer"  # a pipe to an edge worker: a role outside the ranks
 
     def tag(self) -> str:
         return f"room={self.room_name} participant={self.identity}"

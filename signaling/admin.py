@@ -1,29 +1,36 @@
-"""Admin REST API under /api/ (admin grant): rooms, their participants, ending and kicking."""
+"""Admin REST API under /api/ (admin grant): rooms, their participants, ending and kicking.
+
+The handlers speak to an :class:`AdminScope`: :class:`LocalAdmin` answers for this process; in a cluster
+``cluster.admin.ClusterAdmin`` asks every worker (each answering with its ``LocalAdmin``) and merges, so
+the API works the same from any node.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from relay.dump import RoomDump
 from relay.room import Room
-from signaling.context import authorize, context
+from signaling.context import SignalingContext, authorize, context
 from signaling.errors import HttpError
 
 
-def _admin(request: web.Request) -> None:
-    authorize(request, "*", "admin")
+class AdminScope(Protocol):
+    async def rooms(self) -> dict[str, Any]: ...
 
+    async def room(self, name: str) -> dict[str, Any] | None: ...
 
-def _room(request: web.Request) -> Room:
-    room = context(request).rooms.get(request.match_info["room"])
-    if room is None:
-        raise HttpError(404, "unknown_room", f"no room {request.match_info['room']!r}")
-    return room
+    async def end(self, name: str) -> dict[str, Any] | None: ...
+
+    async def kick(self, name: str, identity: str) -> dict[str, Any] | None: ...
+
+    async def apply(self, op: dict[str, Any]) -> Any:
+        """One operation asked by another worker (``/internal/admin``), answered for this worker only."""
 
 
 class _Bitrates:
@@ -50,64 +57,122 @@ class _Bitrates:
 BITRATES = _Bitrates()
 
 
-def room_summary(request: web.Request, room: RoomDump) -> dict[str, Any]:
-    hub = context(request).hub
-    return {
-        "room": room.name,
-        "title": room.title,
-        "live": room.live,
-        "host": room.host,
-        "viewers": room.viewers,
-        "guests": list(room.guests),
-        "pk_partner": room.pk_partner,
-        "online": hub.online(room.name) if hub else 0,
-        "ingest_kbps": round(BITRATES.kbps(room.name, sum(room.traffic.ingest_bytes.values())), 1),
-        "live_since": room.live_since,
-        "created_at": room.created_at,
-    }
+class LocalAdmin:
+    """What this process holds of each room."""
+
+    def __init__(self, ctx: SignalingContext) -> None:
+        self.ctx = ctx
+
+    def _summary(self, room: Room, dump: RoomDump) -> dict[str, Any]:
+        hub = self.ctx.hub
+        return {
+            "room": dump.name,
+            "title": dump.title,
+            "live": dump.live,
+            "host": dump.host,
+            "viewers": dump.viewers,
+            "guests": list(dump.guests),
+            "pk_partner": dump.pk_partner,
+            "online": hub.online(dump.name) if hub else 0,
+            "ingest_kbps": round(BITRATES.kbps(dump.name, sum(dump.traffic.ingest_bytes.values())), 1),
+            "live_since": dump.live_since,
+            "created_at": dump.created_at,
+            "held_here": room.held_here,  # the origin's summary is the room's stage in a cluster
+        }
+
+    async def rooms(self) -> dict[str, Any]:
+        return {"rooms": [self._summary(room, room.dump()) for room in list(self.ctx.relay.rooms)]}
+
+    async def room(self, name: str) -> dict[str, Any] | None:
+        room = self.ctx.rooms.get(name)
+        if room is None:
+            return None
+        dump = room.dump(detailed=True)
+        detail = self._summary(room, dump)
+        participants = []
+        for p in dump.participants:
+            participants.append({
+                "identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
+                "sockets": p.sockets,
+                "sessions": [{"id": s.session_id, "kind": s.kind, "state": s.state, "created_at": s.created_at,
+                              "connected_at": s.connected_at,
+                              "subscriptions": [{"kind": sub.kind, "slot": sub.slot, "source": sub.source,
+                                                 "packets_sent": sub.packets_sent, "dropped": sub.dropped,
+                                                 "retransmitted": sub.retransmitted,
+                                                 "congestion": dataclasses.asdict(sub.congestion)}
+                                                for sub in s.subscriptions]}
+                             for s in p.sessions]})
+        detail["online"] = sum(p.sockets for p in dump.participants)
+        detail["participants"] = sorted(participants, key=lambda p: (p["role"] != "host", p["identity"]))
+        detail["publications"] = {p.kind: {"codec": p.codec, "owner": p.owner, "packets_in": p.packets_in,
+                                           "keyframes_in": p.keyframes_in, "duplicates": p.duplicates,
+                                           "epochs": p.epochs, "subscriptions": p.subscriptions}
+                                  for p in dump.publications if p.owner == dump.host}
+        return detail
+
+    async def end(self, name: str) -> dict[str, Any] | None:
+        room = self.ctx.rooms.get(name)
+        if room is None:
+            return None
+        sockets = sum(p.sockets for p in room.dump(detailed=True).participants)
+        room.close("ended by an admin")  # ends every session and socket of the room (sockets: close 4004)
+        return {"ended": room.name, "sockets_closed": sockets}
+
+    async def kick(self, name: str, identity: str) -> dict[str, Any] | None:
+        room = self.ctx.rooms.get(name)
+        sessions, sockets = room.kick(identity, "kicked by an admin") if room is not None else (0, 0)
+        if sessions + sockets == 0:
+            return None
+        return {"kicked": identity, "sessions": sessions, "sockets": sockets}
+
+    async def apply(self, op: dict[str, Any]) -> Any:
+        kind, name = op.get("op"), op.get("room")
+        if kind == "rooms":
+            return await self.rooms()
+        if not isinstance(name, str) or not name:
+            raise HttpError(400, "bad_request", "'room' is required")
+        if kind == "room":
+            return await self.room(name) or {}
+        if kind == "end":
+            return await self.end(name) or {}
+        identity = op.get("identity")
+        if kind == "kick" and isinstance(identity, str) and identity:
+            return await self.kick(name, identity) or {}
+        raise HttpError(400, "bad_request", "op must be rooms, room, end or kick (with an identity)")
+
+
+def _admin(request: web.Request) -> AdminScope:
+    authorize(request, "*", "admin")
+    ctx = context(request)
+    return ctx.admin if ctx.admin is not None else LocalAdmin(ctx)
+
+
+def _unknown(name: str) -> HttpError:
+    return HttpError(404, "unknown_room", f"no room {name!r}")
 
 
 async def list_rooms(request: web.Request) -> web.Response:
-    _admin(request)
-    return web.json_response({"rooms": [room_summary(request, r) for r in context(request).relay.dump().rooms]})
+    return web.json_response(await _admin(request).rooms())
 
 
 async def room_detail(request: web.Request) -> web.Response:
-    _admin(request)
-    dump = _room(request).dump(detailed=True)
-    detail = room_summary(request, dump)
-    participants = []
-    for p in dump.participants:
-        participants.append({
-            "identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
-            "sockets": p.sockets,
-            "sessions": [{"id": s.session_id, "kind": s.kind, "state": s.state, "created_at": s.created_at,
-                          "connected_at": s.connected_at,
-                          "subscriptions": [{"kind": sub.kind, "slot": sub.slot, "source": sub.source,
-                                             "packets_sent": sub.packets_sent, "dropped": sub.dropped,
-                                             "retransmitted": sub.retransmitted,
-                                             "congestion": dataclasses.asdict(sub.congestion)}
-                                            for sub in s.subscriptions]}
-                         for s in p.sessions]})
-    detail["online"] = sum(p.sockets for p in dump.participants)
-    detail["participants"] = sorted(participants, key=lambda p: (p["role"] != "host", p["identity"]))
-    detail["publications"] = {p.kind: {"codec": p.codec, "owner": p.owner, "packets_in": p.packets_in,
-                                       "keyframes_in": p.keyframes_in, "duplicates": p.duplicates,
-                                       "epochs": p.epochs, "subscriptions": p.subscriptions}
-                              for p in dump.publications if p.owner == dump.host}
+    name = request.match_info["room"]
+    detail = await _admin(request).room(name)
+    if detail is None:
+        raise _unknown(name)
     return web.json_response(detail)
 
 
 async def end_room(request: web.Request) -> web.Response:
-    _admin(request)
-    room = _room(request)
-    sockets = sum(p.sockets for p in room.dump(detailed=True).participants)
-    room.close("ended by an admin")  # ends every session and socket of the room (sockets: close 4004)
-    return web.json_response({"ended": room.name, "sockets_closed": sockets})
+    name = request.match_info["room"]
+    ended = await _admin(request).end(name)
+    if ended is None:
+        raise _unknown(name)
+    return web.json_response(ended)
 
 
 async def kick(request: web.Request) -> web.Response:
-    _admin(request)
+    scope = _admin(request)
     name = request.match_info["room"]
     try:
         body = json.loads(await request.text())
@@ -116,11 +181,10 @@ async def kick(request: web.Request) -> web.Response:
     identity = body.get("identity") if isinstance(body, dict) else None
     if not isinstance(identity, str) or not identity:
         raise HttpError(400, "bad_request", "'identity' is required")
-    room = context(request).rooms.get(name)
-    sessions, sockets = room.kick(identity, "kicked by an admin") if room is not None else (0, 0)
-    if sessions + sockets == 0:
+    kicked = await scope.kick(name, identity)
+    if kicked is None:
         raise HttpError(404, "unknown_participant", f"{identity!r} is not in room {name!r}")
-    return web.json_response({"kicked": identity, "sessions": sessions, "sockets": sockets})
+    return web.json_response(kicked)
 
 
 def add_admin_routes(app: web.Application) -> None:

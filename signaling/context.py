@@ -17,6 +17,7 @@ from signaling.events.moderation import Moderation
 from signaling.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
+    from signaling.admin import AdminScope
     from signaling.events.hub import EventHub
 
 
@@ -41,6 +42,7 @@ class SignalingContext:
     draining: bool = False
     moderation: Moderation = field(default_factory=Moderation)
     hub: EventHub | None = None
+    admin: AdminScope | None = None  # the whole cluster's (cluster.admin); None: this process's
 
     @property
     def rooms(self) -> Rooms:

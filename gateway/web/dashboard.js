@@ -3,7 +3,7 @@ const $ = (sel) => document.querySelector(sel);
 const STUTTER_TARGET = 0.005;  // configs/targets.toml
 const JOIN_TARGET = 0.999;  // configs/targets.toml
 
-const state = { points: [], rooms: [], latest: null, updates: 0, since: 0, interval: 1, errors: 0 };
+const state = { points: [], rooms: [], latest: null, updates: 0, since: 0, interval: 1, errors: 0, cluster: null };
 window.cherryDashboard = state;  // read by the browser tests
 
 function bits(bps) {
@@ -151,5 +151,48 @@ async function poll() {
   setTimeout(poll, Math.min(5000, state.interval * 1000 * (1 + Math.min(state.errors, 4))));
 }
 
+function rows(tbody, items, cellsOf) {
+  tbody.replaceChildren(...items.map((item) => {
+    const tr = document.createElement("tr");
+    for (const [text, cls] of cellsOf(item)) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+function renderCluster() {
+  const c = state.cluster;
+  $("#cluster").hidden = !(c && c.clustered);
+  if (!c || !c.clustered) return;
+  $("#cluster-summary").textContent = c.error ? c.error
+    : `${c.nodes.length} nodes, ${c.available_workers}/${c.workers} workers serving, ${c.viewers} viewers`;
+  const workers = c.nodes.flatMap((n) => n.workers.map((w) => ({ node: n.id, ...w })));
+  rows($("#cluster-workers tbody"), workers, (w) => [
+    [w.node], [w.id], [w.state, w.available ? "good" : "bad"], [String(w.viewers)],
+    [w.load == null ? "–" : pct(w.load, 0)], [String(w.sessions), "wide"], [String(w.rooms), "wide"],
+    [`${w.heartbeat_age_s.toFixed(1)} s ago`, "wide"],
+  ]);
+  rows($("#cluster-rooms tbody"), c.rooms.slice(0, 50), (r) => [
+    [r.room], [r.origin || "(none)"], [String(r.viewers)], [String(r.origin_viewers)],
+    [Object.entries(r.edges).map(([w, n]) => `${w}: ${n}`).join(", ") || "–"],
+  ]);
+}
+
+// The cluster view is the registry's (one Redis read on whichever worker answers): every 2 s is plenty.
+async function pollCluster() {
+  try {
+    const response = await fetch("/dashboard/cluster", { cache: "no-store" });
+    if (response.ok) { state.cluster = await response.json(); renderCluster(); }
+  } catch (error) {
+    // the main poll reports an unreachable gateway
+  }
+  setTimeout(pollCluster, 2000);
+}
+
 window.addEventListener("resize", render);
 poll();
+pollCluster();

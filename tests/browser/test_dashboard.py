@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,4 +69,42 @@ def test_dashboard_renders_and_follows_a_live_stream(context, gateway, shots):  
 
     dash.screenshot(path=str(shots / "dashboard.png"), full_page=True)
     host.click("#stop")
+    assert not errors, errors
+
+
+# A two-node view as /dashboard/cluster gives it (its shape is checked against real nodes in
+# tests/integration/test_cluster.py); here only the page's rendering of it is under test.
+CLUSTER_VIEW = {
+    "clustered": True, "workers": 3, "available_workers": 2, "viewers": 210,
+    "nodes": [
+        {"id": "a", "state": "serving", "viewers": 140, "workers": [
+            {"id": "a-w0", "state": "serving", "available": True, "heartbeat_age_s": 0.4, "viewers": 40,
+             "sessions": 41, "rooms": 2, "capacity": 500, "load": 0.08},
+            {"id": "a-w1", "state": "serving", "available": True, "heartbeat_age_s": 0.9, "viewers": 100,
+             "sessions": 100, "rooms": 1, "capacity": 500, "load": 0.2}]},
+        {"id": "b", "state": "draining", "viewers": 70, "workers": [
+            {"id": "b-w0", "state": "draining", "available": False, "heartbeat_age_s": 1.2, "viewers": 70,
+             "sessions": 70, "rooms": 1, "capacity": 500, "load": 0.14}]}],
+    "rooms": [{"room": "headline-pk", "origin": "a-w0", "viewers": 210, "origin_viewers": 40,
+               "edges": {"a-w1": 100, "b-w0": 70}}],
+}
+
+
+def test_dashboard_shows_the_cluster_only_when_there_is_one(context, gateway):  # type: ignore[no-untyped-def]
+    dash = context.new_page()
+    errors: list[str] = []
+    dash.on("pageerror", lambda e: errors.append(str(e)))
+    dash.goto(f"{gateway.base}/dashboard")
+    dash.wait_for_function("window.cherryDashboard.cluster !== null", timeout=20000)
+    assert dash.evaluate("window.cherryDashboard.cluster.clustered") is False  # one process: the real answer
+    assert dash.locator("#cluster").is_hidden()
+    dash.route("**/dashboard/cluster", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(CLUSTER_VIEW)))
+    dash.wait_for_selector("#cluster-workers tbody tr", timeout=10000)
+    assert dash.locator("#cluster").is_visible()
+    assert "2 nodes, 2/3 workers serving, 210 viewers" in dash.inner_text("#cluster-summary")
+    rows = dash.locator("#cluster-workers tbody tr").all_inner_texts()
+    assert len(rows) == 3 and "b-w0" in rows[2] and "draining" in rows[2], rows
+    room = dash.inner_text("#cluster-rooms tbody tr")
+    assert "headline-pk" in room and "a-w0" in room and "a-w1: 100, b-w0: 70" in room, room
     assert not errors, errors

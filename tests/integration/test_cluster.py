@@ -19,7 +19,8 @@ from loadtests.webrtc.process import RedisServer
 from signaling.auth import TokenService
 from tests.integration.conftest import GatewayProcess, dev_token, free_port
 from tests.integration.events_client import EventsClient
-from tests.integration.peers import Host, Viewer
+from tests.integration.peers import Host, Viewer, wait_slot_quiet
+from tests.integration.test_costream import bucket, lumas
 from tests.integration.test_forwarding import assert_smooth, close_all
 
 SECRET = "cluster-test-secret-0123456789abcdef"
@@ -45,8 +46,10 @@ class Cluster:
         self.redis = RedisServer(tmp / "redis")
         self.redis.wait_ready()
         self.nodes: dict[str, GatewayProcess] = {}
+        self.internal: dict[str, int] = {}  # each node's worker's internal API port
         for name in ("a", "b"):
-            self.nodes[name] = GatewayProcess([], node_config(self.redis.url, name, free_port()), tmp / name)
+            self.internal[name] = free_port()
+            self.nodes[name] = GatewayProcess([], node_config(self.redis.url, name, self.internal[name]), tmp / name)
 
     def stop(self) -> None:
         for node in self.nodes.values():
@@ -191,12 +194,9 @@ def _internal_url(config: Path) -> str:
     raise AssertionError("no advertise_url")
 
 
-
 LUMA_A, LUMA_B = 220, 110
 
 
-def lumas(samples: list[tuple[int, int]]) -> set[int]:
-    return {luma // 20 for _, luma in samples}  # coarse: codec noise moves the peak a little
 
 
 async def idle_workers(cluster: Cluster, timeout: float = 10.0) -> None:
@@ -249,24 +249,21 @@ async def test_a_pk_between_rooms_on_two_nodes_shows_both_hosts_to_both_audience
         # posting again: the partner is one more pulled slot of the pipes already there.
         await asyncio.gather(*(v.wait_slot_frames(1, 30, 15) for v in va + vb))
         for v in va:
-            assert lumas(v.bars[-3:]) == {LUMA_A // 20} and lumas(v.slot_bars[1][-3:]) == {LUMA_B // 20}
+            assert lumas(v.bars[-3:]) == {bucket(LUMA_A)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_B)}
             assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
         for v in vb:
-            assert lumas(v.bars[-3:]) == {LUMA_B // 20} and lumas(v.slot_bars[1][-3:]) == {LUMA_A // 20}
+            assert lumas(v.bars[-3:]) == {bucket(LUMA_B)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_A)}
             assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
         # Host A watches its partner with a PK grant; B's origin honours it while the link lasts.
         partner_token = TokenService(SECRET, "cherry-gateway", 60).mint("pkb", "viewer", "alice", scope="pk")
         partner_view = Viewer(a.base, "pkb", partner_token)
         await partner_view.watch(http)
         await partner_view.wait_frames(10, 10)
-        assert lumas(partner_view.bars[-3:]) == {LUMA_B // 20}
+        assert lumas(partner_view.bars[-3:]) == {bucket(LUMA_B)}
         await bob.send(type="pk_end")
         await asyncio.wait_for(_closed(partner_view), 10)
         # Back to solo: slot 1 goes quiet, slot 0 plays on.
-        await asyncio.gather(*(v.wait_frames(15, 10) for v in va + vb))
-        counts = [len(v.slot_times[1]) for v in va + vb]
-        await asyncio.gather(*(v.wait_frames(30, 10) for v in va + vb))
-        assert [len(v.slot_times[1]) for v in va + vb] == counts, "partner still forwarded after the unlink"
+        await wait_slot_quiet(va + vb, 1, "partner still forwarded after the unlink")
         assert all(v.pc.connectionState == "connected" for v in va + vb)
     finally:
         await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
@@ -284,3 +281,92 @@ async def _closed(viewer: Viewer) -> None:
     viewer.pc.on("connectionstatechange", check)
     check()
     await ended.wait()
+
+
+async def admin(http: aiohttp.ClientSession, node: GatewayProcess, method: str, path: str,
+                body: dict | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    token = await dev_token(http, node.base, "any", "admin")
+    async with http.request(method, node.base + path, json=body,
+                            headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, dict(await r.json())
+
+
+async def until_view(http: aiohttp.ClientSession, node: GatewayProcess, room: str, viewers: int,
+                     timeout: float = 10.0) -> dict:  # type: ignore[type-arg]
+    """The cluster view from ``node`` once it shows ``viewers`` in ``room``: it is built from heartbeats,
+    which other processes send every 0.5 s; this polls, bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, view = await admin(http, node, "GET", "/api/cluster")
+        assert status == 200, view
+        entry = next((r for r in view["rooms"] if r["room"] == room), None)
+        if entry is not None and entry["viewers"] == viewers:
+            return view
+        assert asyncio.get_running_loop().time() < deadline, f"the view never showed {viewers} in {room}: {view}"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_cluster_view_and_the_admin_api_answer_for_the_whole_cluster_from_either_node(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "ops"
+    host = Host(a.base, room, await dev_token(http, a.base, room, "host", "anchor"))
+    await idle_workers(cluster)
+    await host.publish(http)
+    origin = host.location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+    viewers = [Viewer(b.base, room, await dev_token(http, b.base, room, "viewer", f"fan{i}")) for i in range(3)]
+    try:
+        for viewer in viewers:  # capacity 2 per worker: the third goes to an edge
+            await viewer.watch(http)
+            await asyncio.wait_for(viewer.first_video.wait(), 10)
+        edge = next(v.location.rsplit("~", 1)[1] for v in viewers  # type: ignore[union-attr]
+                    if not v.location.endswith("~" + origin))  # type: ignore[union-attr]
+        for node in (a, b):
+            view = await until_view(http, node, room, 3)
+            entry = next(r for r in view["rooms"] if r["room"] == room)
+            assert entry["origin"] == origin and entry["origin_viewers"] == 2 and entry["edges"] == {edge: 1}, entry
+            assert [n["id"] for n in view["nodes"]] == ["a", "b"] and view["available_workers"] == 2, view
+        # The open dashboard's copy of the view carries no internal address.
+        async with http.get(b.base + "/dashboard/cluster") as r:
+            assert r.status == 200 and "url" not in (await r.json())["nodes"][0]["workers"][0]
+        # The admin API on either node sees the room whole: the origin's stage, the audience summed.
+        for node in (a, b):
+            status, listing = await admin(http, node, "GET", "/api/rooms")
+            assert status == 200 and "partial" not in listing, listing
+            entry = next(r for r in listing["rooms"] if r["room"] == room)
+            assert entry["host"] == "anchor" and entry["origin"] == origin and entry["viewers"] == 3, entry
+            assert entry["workers"] == {origin: 2, edge: 1}, entry
+        status, detail = await admin(http, b, "GET", f"/api/rooms/{room}")
+        assert status == 200, detail
+        where = {p["identity"]: p["worker"] for p in detail["participants"] if p["sessions"]}
+        assert where["anchor"] == origin and sorted(where.values()).count(edge) >= 1, where
+        assert detail["publications"], detail
+        # A kick from the node that holds neither session ends it where it is.
+        edge_viewer = next(v for v in viewers if v.location.endswith("~" + edge))  # type: ignore[union-attr]
+        target = next(i for i, v in enumerate(viewers) if v is edge_viewer)
+        other = a if edge.startswith("b") else b
+        status, kicked = await admin(http, other, "POST", f"/api/rooms/{room}/kick", {"identity": f"fan{target}"})
+        assert status == 200 and kicked["sessions"] == 1, kicked
+        await asyncio.wait_for(_closed(edge_viewer), 10)
+        status, missing = await admin(http, b, "POST", f"/api/rooms/{room}/kick", {"identity": "nobody"})
+        assert status == 404, missing
+        # Ending the room from node b ends it on its origin (node a's worker) and on its edge.
+        status, ended = await admin(http, b, "DELETE", f"/api/rooms/{room}")
+        assert status == 200 and origin in ended["workers"], ended
+        await asyncio.gather(*(asyncio.wait_for(_closed(v), 10) for v in viewers))
+        status, gone = await admin(http, b, "GET", f"/api/rooms/{room}")
+        assert status == 404, gone
+    finally:
+        await close_all(http, host, *viewers)
+
+
+async def test_each_worker_serves_its_own_metrics_labelled_with_its_node_and_worker(cluster, http):
+    for name in ("a", "b"):
+        async with http.get(f"http://127.0.0.1:{cluster.internal[name]}/metrics") as r:  # unsigned, read-only
+            assert r.status == 200
+            text = await r.text()
+        assert f'node="{name}"' in text and f'worker="{name}-w0"' in text
+        assert all(f'worker="{name}-w0"' in line for line in text.splitlines()
+                   if line.startswith("cherry_") and "{" in line), "a series without the worker label"
+        async with http.post(f"http://127.0.0.1:{cluster.internal[name]}/internal/admin", json={"op": "rooms"}) as r:
+            assert r.status == 401  # the admin operations are signed like every other internal call
+

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.conftest import GatewayProcess, dev_token
 from tests.integration.events_client import EventsClient
-from tests.integration.peers import Host, Viewer, freezes, post_sdp
+from tests.integration.peers import Host, Viewer, freezes, post_sdp, wait_slot_quiet
 
 CONFIG = """
 [costream]
@@ -48,8 +48,14 @@ async def viewers(gateway, http, room: str, n: int, slots: int = 2) -> list[View
     return out
 
 
+def bucket(luma: int) -> int:
+    # Coarse, centred on the colours the tests paint (their multiples of 10 sit mid-bucket): codec noise moves
+    # the peak a little either way.
+    return (luma + 10) // 20
+
+
 def lumas(samples: list[tuple[int, int]]) -> set[int]:
-    return {luma // 20 for _, luma in samples}  # coarse: codec noise moves the peak a little
+    return {bucket(luma) for _, luma in samples}
 
 
 async def stop_all(http, *peers) -> None:  # type: ignore[no-untyped-def]
@@ -86,10 +92,10 @@ async def test_pk_battle_both_audiences_see_both_hosts_and_gifts_score(gateway, 
         assert joined < 2.0, f"partner reached the last viewer {joined:.2f}s after the accept"
         await asyncio.gather(*(v.wait_slot_frames(1, 30, 10) for v in va + vb))
         for v in va:
-            assert lumas(v.bars[-3:]) == {LUMA_A // 20} and lumas(v.slot_bars[1][-3:]) == {LUMA_B // 20}
+            assert lumas(v.bars[-3:]) == {bucket(LUMA_A)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_B)}
             assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
         for v in vb:
-            assert lumas(v.bars[-3:]) == {LUMA_B // 20} and lumas(v.slot_bars[1][-3:]) == {LUMA_A // 20}
+            assert lumas(v.bars[-3:]) == {bucket(LUMA_B)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_A)}
         # the standard player kept playing its own host, smoothly, through the PK start
         assert freezes(standard.frames_between(before, time.monotonic())) == []
         assert all(v.pc.connectionState == "connected" for v in va + vb + [standard])
@@ -100,7 +106,7 @@ async def test_pk_battle_both_audiences_see_both_hosts_and_gifts_score(gateway, 
         partner_view = Viewer(gateway.base, "pkb", partner["token"])
         await partner_view.watch(http)
         await partner_view.wait_frames(10, 10)
-        assert lumas(partner_view.bars) == {LUMA_B // 20}
+        assert lumas(partner_view.bars) == {bucket(LUMA_B)}
 
         await fan_a.send(type="gift", kind="rose", count=2)  # 2 x 5 points for A
         await fan_b.send(type="gift", kind="heart", count=3)  # 3 x 1 point for B
@@ -113,10 +119,7 @@ async def test_pk_battle_both_audiences_see_both_hosts_and_gifts_score(gateway, 
         assert "ended early by bob" in ended["reason"]
         await fan_b.next("pk_ended")
         # back to solo: slot 1 goes quiet, slot 0 keeps playing
-        await asyncio.gather(*(v.wait_frames(15, 10) for v in va + vb))
-        counts = [len(v.slot_times[1]) for v in va + vb]
-        await asyncio.gather(*(v.wait_frames(30, 10) for v in va + vb))
-        assert [len(v.slot_times[1]) for v in va + vb] == counts, "partner still forwarded after the end"
+        await wait_slot_quiet(va + vb, 1, "partner still forwarded after the end")
         assert all(v.pc.connectionState == "connected" for v in va + vb)
     finally:
         await stop_all(http, host_a, host_b, ev_a, ev_b, fan_a, fan_b, standard, *va, *vb,
@@ -239,7 +242,7 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         assert layout["slots"][1]["identity"] == "singer"
         await asyncio.gather(*(v.wait_slot_frames(1, 20, 10) for v in vs))
         for v in vs:
-            assert lumas(v.slot_bars[1][-2:]) == {LUMA_GUEST // 20}
+            assert lumas(v.slot_bars[1][-2:]) == {bucket(LUMA_GUEST)}
         # While on mic, the guest grant carries guest rights on the room socket too (moderation).
         singer_guest = await EventsClient.connect(http, gateway.base, "mic", token)
         second = await EventsClient.connect(http, gateway.base, "mic",
@@ -259,9 +262,7 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         for client in (singer, singer_guest):
             notice = await client.next("session_closed", endpoint="whip")
             assert notice["reason"] == "off mic (mic-host)" and notice["session"], notice
-        counts = [len(v.slot_times[1]) for v in vs]
-        await asyncio.gather(*(v.wait_frames(30, 10) for v in vs))
-        assert [len(v.slot_times[1]) for v in vs] == counts
+        await wait_slot_quiet(vs, 1, "guest still forwarded off mic")
         # The grant ended with the role: the same guest token neither publishes nor moderates any more.
         status, body = await whip_status(http, gateway.base, "mic", token)
         assert status == 403 and "not_on_mic" in body, body

@@ -276,6 +276,31 @@ async def test_two_offers_of_one_host_at_once_never_answer_500(gateway, http):
                 pass
 
 
+async def test_viewers_negotiating_together_past_the_rooms_cap_are_told_it_is_full(gateway, http):
+    """They all pass the first check; the room fills while they negotiate: a 503 capacity (in a cluster the
+    viewer then goes to an edge), not a 409 saying the room changed."""
+    await wait_for_free_room_slot(gateway, http)
+    host = Host(gateway.base, "rush", await dev_token(http, gateway.base, "rush", "host", "rush-host"))
+    await host.publish(http)
+    try:
+        tokens = [await dev_token(http, gateway.base, "rush", "viewer", f"rush{i}") for i in range(4)]
+        offers = [await offer_sdp(direction="recvonly") for _ in tokens]
+        results = await asyncio.gather(*(post_sdp(http, f"{gateway.base}/whep/rush", token, offer)
+                                         for token, offer in zip(tokens, offers, strict=True)))
+        statuses = sorted(status for status, _, _ in results)
+        assert statuses == [201, 503, 503, 503], [(status, body[:120]) for status, body, _ in results]
+        for status, body, headers in results:
+            if status == 503:
+                assert '"code": "capacity"' in body, body
+            else:
+                token = tokens[[r[0] for r in results].index(201)]
+                async with http.delete(gateway.base + headers["Location"],
+                                       headers={"Authorization": f"Bearer {token}"}):
+                    pass
+    finally:
+        await close_all(http, host)
+
+
 class HeldStunServer(asyncio.DatagramProtocol):
     """A STUN server on 127.0.0.1 that holds every binding request until released, then answers them.
 

@@ -138,3 +138,28 @@ async def test_a_room_without_an_origin_is_not_live(workers: Workers) -> None:
     await workers.beat("a-w0")
     with pytest.raises(RoomNotLive):
         await workers.placement("a-w0").for_playback("nobody", edges=True)
+
+
+async def test_viewers_of_a_room_whose_origin_drains_go_to_an_edge_that_pulls_from_it(workers: Workers) -> None:
+    await workers.beat("a-w0", rooms={"show": 1}, origins=("show",))
+    await workers.registries["a-w0"].claim_origin("show", "a-w0")
+    await workers.beat("b-w0")
+    await workers.beat("c-w0", viewers=1)
+    await workers.beat("a-w0", rooms={"show": 1}, origins=("show",), state="draining")
+    target = await workers.placement("c-w0").for_playback("show", edges=True)
+    assert (target.worker_id, target.edge, target.origin) == ("b-w0", True, "a-w0")
+    with pytest.raises(RoomNotLive):  # a view only its origin serves (a PK partner's) is not placed there
+        await workers.placement("c-w0").for_playback("show", edges=False)
+
+
+async def test_an_origin_lease_lost_with_redis_data_is_written_back_by_the_next_heartbeat(workers: Workers) -> None:
+    await workers.beat("a-w0", rooms={"live": 3}, origins=("live",))
+    await workers.registries["a-w0"].claim_origin("live", "a-w0")
+    await workers.registries["a-w0"].client.flushdb()  # what a restart of a Redis without persistence leaves
+    assert await workers.registries["b-w0"].origin("live") is None
+    await workers.beat("a-w0", rooms={"live": 3}, origins=("live",))
+    assert await workers.registries["b-w0"].origin("live") == "a-w0"
+    # Written back only where it is missing: another worker's lease is not taken.
+    await workers.registries["b-w0"].claim_origin("other", "b-w0")
+    await workers.beat("a-w0", rooms={"live": 3}, origins=("live", "other"))
+    assert await workers.registries["a-w0"].origin("other") == "b-w0"

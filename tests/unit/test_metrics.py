@@ -21,6 +21,7 @@ from gateway.app import create_app
 from gateway.config import load_config
 from gateway.logs import REQUEST_ID, JsonFormatter, RequestIdFilter, TextFormatter
 from gateway.metrics import QualityTotals, combine_quality
+from gateway.operations import OPERATIONS
 from relay.config import MediaConfig
 from relay.ports import CodecInfo
 from relay.publication import Publication
@@ -261,3 +262,15 @@ def test_log_formats_carry_tags_and_the_current_request_id() -> None:
     assert entry["room"] == "r1" and entry["participant"] == "amy" and entry["request"] == "req-1"
     assert entry["level"] == "info" and entry["msg"] == "room=r1 participant=amy joined"
     assert TextFormatter().format(record).endswith("room=r1 participant=amy joined request=req-1")
+
+
+async def test_a_workers_series_all_carry_its_node_and_worker_labels(client: TestClient) -> None:
+    ops = client.server.app[OPERATIONS]
+    ops.label_all({"node": "a", "worker": "a-w1"})
+    text = await scrape(client)
+    found = families(text)
+    assert {"cherry_rooms", "cherry_forwarding_delay_seconds", "process_cpu_seconds"} <= set(found)
+    for family in found.values():
+        for sample in family.samples:
+            assert sample.labels.get("node") == "a" and sample.labels.get("worker") == "a-w1", sample
+    assert found["cherry_forwarding_delay_seconds"].type == "histogram"  # the family kept its type

@@ -154,6 +154,14 @@ async def test_participants_are_indexed_by_identity_and_kick_ends_sessions_and_s
     assert room.kick("troll", "again") == (0, 0)
 
 
+async def test_an_origins_pipe_to_an_edge_is_a_participant_of_its_own_role_in_the_rooms_dump():
+    registry = rooms()
+    room, _, _ = live(registry, "p")
+    FakeMember("edge:b-w0", "pipe-1", role="edge").attach(room)  # what the origin's pipe session registers
+    dump = room.dump(detailed=True)  # raised KeyError: 'edge' (the admin API's room detail on an origin)
+    assert {p.identity: p.role for p in dump.participants} == {"host-p": "host", "edge:b-w0": "edge"}
+
+
 async def test_a_ban_outlives_the_participant_and_the_room():
     registry = rooms()
     room, _, _ = live(registry, "b")
