@@ -1,9 +1,12 @@
-"""Per-node results, pure logic: whose node a session is, per-node figures and checks."""
+"""Per-node results, pure logic: whose node a session is, per-node figures and checks, node configs."""
 
 from __future__ import annotations
 
+import tomllib
+
 from cluster.config import ClusterConfig
 from cluster.worker import WorkerSlot
+from loadtests.local_cluster import node_config, toml_text
 from loadtests.profiles import load_targets
 from loadtests.summary import GroupStats, Summary, group_key, split_key
 from loadtests.verdict import evaluate, render
@@ -68,3 +71,15 @@ def test_one_node_adds_no_per_node_checks() -> None:
     document = evaluate(summary, load_targets(), "t")
     assert {c["scope"] for c in document["checks"]} == {"all"}
     assert list(document["by_node"]) == ["box"] and document["verdict"] == "PASS"
+
+
+def test_a_node_config_keeps_the_base_and_sets_the_nodes_identity() -> None:
+    base = {"limits": {"offers_per_second": 0.0}, "cluster": {"worker_viewer_capacity": 4},
+            "auth": {"issuer": "x", "previous_secrets": ["env:OLD"]}, "log": {"level": "info"}}
+    text = toml_text(node_config(base, redis_url="redis://127.0.0.1:1/3", node_id="n1",
+                                 advertise_url="http://127.0.0.1:9500", workers=2))
+    parsed = tomllib.loads(text)
+    assert parsed["limits"] == base["limits"] and parsed["auth"] == base["auth"]
+    assert parsed["cluster"] == {"worker_viewer_capacity": 4, "redis_url": "redis://127.0.0.1:1/3", "node_id": "n1",
+                                 "advertise_url": "http://127.0.0.1:9500", "workers": 2}
+    assert base["cluster"] == {"worker_viewer_capacity": 4}  # the base itself is untouched
