@@ -5,15 +5,21 @@ threads and epoll. So each Locust process (a worker, or the only process of a lo
 starts one agent lazily, on its first user, and drives it over stdin/stdout in JSON lines;
 Locust's own process stays nearly idle. Commands carry an ``id`` that the reply repeats::
 
-    {"id": 1, "op": "host", "key": "h1", "room": "lt-0", "rooms": 2, "freeze": null}
+    {"id": 1, "op": "host", "key": "h1", "rooms": ["lt-0", "lt-1"], "urls": ["http://a", "http://b"], "freeze": null}
         -> {"id": 1, "ok": true, "room": "lt-0", "ms": 512.3}
-    {"id": 2, "op": "view", "key": "v1", "room": "lt-0", "net": "mobile-4g", "timeout": 10}
+    {"id": 2, "op": "view", "key": "v1", "room": "lt-0", "net": "mobile-4g", "timeout": 10, "url": "http://node-b"}
         -> {"id": 2, "ok": true, "whep_ms": 20.1, "ttff_ms": 95.2, "join_ms": 96.0, "retries": 0}
         -> {"id": 2, "ok": false, "stage": "whep" | "first_frame", "error": "http_404", ...}
     {"id": 3, "op": "leave", "key": "v1"}      -> {"id": 3, "ok": true, "watch_s": ..., "freeze_s": ...}
     {"id": 4, "op": "chat", "key": "c1", "room": "lt-0", "chat_per_s": 0.5, ...} -> {"id": 4, "ok": true, "ms": 8.1}
     {"id": 5, "op": "finish"}   -> every client stopped, {"id": 5, "ok": true, "delta": {...}, "hosts": {...}}
     {"id": 6, "op": "quit"}     -> exits
+
+``url`` is the gateway node a client enters through (default ``--base-url``; a host publishes room i
+through ``urls[i mod len]``): Locust spreads its users over a cluster's nodes. Measurements are
+grouped by the node holding each session (the worker its ``Location`` names), a refused join by the
+node that answered (``X-Cherry-Worker``), room sockets by the node they entered; a node that never
+answered is named by its URL's ``host:port``.
 
 and it volunteers, every ``--report-interval`` seconds::
 
@@ -50,12 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from loadtests.network import NetworkCondition, load_conditions
 from loadtests.summary import EVENTS_NET, GroupStats, HealthStats, Summary, group_key
 from loadtests.webrtc.metrics import Histogram
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice
-from loadtests.webrtc.signaling_client import SignalingError
+from loadtests.webrtc.signaling_client import WORKER_HEADER, SignalingError, node_of
 from loadtests.webrtc.synthetic_host import HostMedia, HostOptions, SyntheticHost
 from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_arguments
 from loadtests.webrtc.tokens import TokenSource, describe_refusal, is_refusal
@@ -74,10 +81,11 @@ def _emit(message: dict[str, Any]) -> None:
 class ViewerSlot:
     """One viewer session in the agent plus what has been reported of it so far."""
 
-    def __init__(self, key: str, room: str, net: str, viewer: Viewer) -> None:
+    def __init__(self, key: str, room: str, net: str, viewer: Viewer, node: str = "") -> None:
         self.key = key
         self.room = room
         self.net = net
+        self.node = node  # the gateway node holding the session
         self.viewer = viewer
         self.watching = False
         self.reported_watch = 0.0
@@ -98,6 +106,8 @@ class ChatClient:
         self.agent = agent
         self.key = key
         self.room = room
+        self.url = str(command.get("url") or agent.base_url)
+        self.node = ""  # the node this socket enters through, learned in start()
         self.identity = f"lt-{key}-{os.getpid()}-{random.randrange(1 << 30)}"
         self.chat_per_s = float(command.get("chat_per_s", 0.0))
         self.gifts_per_s = float(command.get("gifts_per_s", 0.0))
@@ -110,13 +120,14 @@ class ChatClient:
 
     @property
     def stats(self) -> GroupStats:
-        return self.agent.group(self.room, "events")
+        return self.agent.group(self.room, EVENTS_NET, self.node)
 
     async def start(self) -> float:
         http = self.agent.http()
+        self.node = await self.agent.entry_node(self.url)
         started = time.monotonic()
         token = await self.agent.tokens.token(self.room, "viewer", self.identity)
-        url = f"{self.agent.base_url.rstrip('/')}/ws/{self.room}"
+        url = f"{self.url.rstrip('/')}/ws/{self.room}"
         self._ws = await http.ws_connect(url, params={"token": token}, heartbeat=None)
         ms = (time.monotonic() - started) * 1000
         self._tasks.append(asyncio.ensure_future(self._read()))
@@ -195,8 +206,10 @@ class PkHost:
     """
 
     def __init__(self, agent: Agent, room: str, partner: str, token: str, *, invite: bool, battle_s: float,
-                 gap_s: float) -> None:
+                 gap_s: float, url: str = "", node: str = "") -> None:
         self.agent = agent
+        self.url = url or agent.base_url
+        self.node = node
         self.room = room
         self.partner = partner
         self.token = token
@@ -209,7 +222,7 @@ class PkHost:
 
     @property
     def stats(self) -> GroupStats:
-        return self.agent.group(self.room, EVENTS_NET)
+        return self.agent.group(self.room, EVENTS_NET, self.node)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -217,7 +230,7 @@ class PkHost:
     async def _run(self) -> None:
         http = self.agent.http()
         try:
-            self._ws = await http.ws_connect(f"{self.agent.base_url.rstrip('/')}/ws/{self.room}",
+            self._ws = await http.ws_connect(f"{self.url.rstrip('/')}/ws/{self.room}",
                                              params={"token": self.token}, heartbeat=None)
             reader = asyncio.ensure_future(self._read())
             try:
@@ -330,6 +343,7 @@ class Agent:
         self._cpu_mark = time.process_time()
         self._wall_mark = time.monotonic()
         self.proc_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._entry_nodes: dict[str, str] = {}  # node URL -> its node name, once it answered
 
     # -- shared helpers ------------------------------------------------------------
 
@@ -341,8 +355,31 @@ class Agent:
                                                connector=aiohttp.TCPConnector(limit=0))
         return self._http
 
-    def group(self, room: str, net: str) -> GroupStats:
-        return self.delta.group(group_key(room, net))
+    def group(self, room: str, net: str, node: str = "") -> GroupStats:
+        return self.delta.group(group_key(room, net, node))
+
+    async def entry_node(self, url: str) -> str:
+        """The node behind a public URL (its ``/healthz`` answer names the worker); ``host:port`` if it is silent."""
+        known = self._entry_nodes.get(url)
+        if known is not None:
+            return known
+        try:
+            async with self.http().get(f"{url.rstrip('/')}/healthz", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                worker = r.headers.get(WORKER_HEADER)
+        except (aiohttp.ClientError, TimeoutError):
+            worker = None
+        if worker is None:
+            return URL(url).authority or url  # not cached: the node may answer later
+        self._entry_nodes[url] = node = node_of(worker)
+        return node
+
+    async def session_node(self, url: str, viewer: Viewer | SyntheticHost, exc: BaseException | None = None) -> str:
+        """The node of a session: the worker holding it, else the one that refused it, else the entry node."""
+        if viewer.resource is not None and viewer.resource.holder:
+            return node_of(viewer.resource.holder)
+        if isinstance(exc, SignalingError) and exc.worker:
+            return node_of(exc.worker)
+        return await self.entry_node(url)
 
     def sample(self, name: str, ms: float, error: str | None, length: int = 0) -> None:
         self._samples.append([name, round(ms, 2), error, length])
@@ -365,11 +402,13 @@ class Agent:
         """Publish into the first free room of ``rooms`` (409 from the gateway means taken)."""
         key = str(command["key"])
         rooms = [str(r) for r in command["rooms"]]
+        urls = [str(u) for u in command.get("urls") or []] or [self.base_url]  # room i through urls[i mod len]
         freeze_rooms = {str(r) for r in command.get("freeze_rooms", [])}
         freeze = command.get("freeze")
         started = time.monotonic()
         last_error = "no_free_room"
-        for room in rooms:
+        for index, room in enumerate(rooms):
+            url = urls[index % len(urls)]
             # Each claimant its own identity: a room another host already publishes in answers 409
             # (the same identity would replace that host's session instead).
             identity = f"host-{key}-{self.proc_id}"
@@ -379,7 +418,7 @@ class Agent:
             except TokenError as exc:
                 self.setup_error("WHIP", exc)
                 return {"ok": False, "error": error_kind(exc), "ms": (time.monotonic() - started) * 1000}
-            host = SyntheticHost(HostOptions(self.base_url, room, token, freeze=schedule), self.media())
+            host = SyntheticHost(HostOptions(url, room, token, freeze=schedule), self.media())
             try:
                 await host.start()
             except SignalingError as exc:
@@ -394,17 +433,19 @@ class Agent:
                 return {"ok": False, "error": error_kind(exc), "ms": (time.monotonic() - started) * 1000}
             self.hosts[key] = host
             self.host_rooms[key] = room
+            node = await self.session_node(url, host)
             pk = command.get("pk")
             if pk:
                 index = rooms.index(room)
                 partner = index ^ 1
                 if partner < len(rooms):
                     battler = PkHost(self, room, rooms[partner], token, invite=index % 2 == 0,
-                                     battle_s=float(pk["battle_s"]), gap_s=float(pk["gap_s"]))
+                                     battle_s=float(pk["battle_s"]), gap_s=float(pk["gap_s"]), url=url,
+                                     node=await self.entry_node(url))
                     self.pk_hosts.append(battler)
                     battler.start()
             self.host_info[room] = {"publish_ms": round(host.setup_ms or 0.0, 1),
-                                    "freeze": freeze if schedule else None}
+                                    "freeze": freeze if schedule else None, "node": node}
             return {"ok": True, "room": room, "ms": host.setup_ms}
         if last_error == "http_409":
             last_error = "no_free_room"  # every room already has its host
@@ -412,6 +453,7 @@ class Agent:
 
     async def view(self, command: dict[str, Any]) -> dict[str, Any]:
         key, room, net = str(command["key"]), str(command["room"]), str(command.get("net", "same-city"))
+        url = str(command.get("url") or self.base_url)
         if self.finishing:
             return {"ok": False, "error": "finishing", "stage": "agent"}
         condition = self.conditions.get(net)
@@ -424,32 +466,33 @@ class Agent:
         except TokenError as exc:
             self.setup_error("WHEP", exc)
             return {"ok": False, "error": error_kind(exc), "stage": "token"}
-        options = ViewerOptions(self.base_url, room, token, timeout, condition if condition.impaired else None,
+        options = ViewerOptions(url, room, token, timeout, condition if condition.impaired else None,
                                 lean=True, wait_for_host=True, video_slots=slots)
         viewer = Viewer(options, self.http())
         slot = ViewerSlot(key, room, net, viewer)
         slot.pk_span_s = float(command.get("pk_span_s", 0.0))
-        stats = self.group(room, net)
         started = time.monotonic()
         try:
             await viewer.start()
         except Exception as exc:
             kind = error_kind(exc)
+            stage = "whep" if viewer.resource is None and isinstance(exc, SignalingError) else "first_frame"
+            node = await self.session_node(url, viewer, exc)
             await viewer.stop()
             if self.finishing:  # cut short by the end of the run: no outcome to count
                 return {"ok": False, "error": "finishing", "stage": "agent"}
-            stats = self.group(room, net)  # the delta may have been shipped meanwhile
+            stats = self.group(room, net, node)  # the delta may have been shipped meanwhile
             stats.join_attempts += 1
             stats.join_failed[kind] = stats.join_failed.get(kind, 0) + 1
-            stage = "whep" if viewer.resource is None and isinstance(exc, SignalingError) else "first_frame"
             self.setup_error("WHEP", exc)
             return {"ok": False, "error": kind, "stage": stage, "ms": (time.monotonic() - started) * 1000}
         join_ms = (time.monotonic() - started) * 1000
         whep_ms = viewer.whep_ms or 0.0
+        slot.node = await self.session_node(url, viewer)
         if self.finishing:  # the run ended while this one joined: do not count it
             await viewer.stop()
             return {"ok": False, "error": "finishing", "stage": "agent"}
-        stats = self.group(room, net)  # the delta may have been shipped meanwhile
+        stats = self.group(room, net, slot.node)  # the delta may have been shipped meanwhile
         stats.join_attempts += 1
         stats.join_ok += 1
         stats.join_ms.add(join_ms)
@@ -462,12 +505,12 @@ class Agent:
         self.viewers[key] = slot
         self.delta.mark("last_join_at", time.time())
         return {"ok": True, "whep_ms": whep_ms, "ttff_ms": viewer.ttff_ms, "join_ms": join_ms,
-                "retries": viewer.retries}
+                "retries": viewer.retries, "node": slot.node}
 
     def _account(self, slot: ViewerSlot, now: float, final: bool) -> dict[str, Any]:
         """Move a viewer's measurements since its last report into the delta."""
         viewer = slot.viewer
-        stats = self.group(slot.room, slot.net)
+        stats = self.group(slot.room, slot.net, slot.node)
         if final:
             window = viewer.freezes.window(now)  # a trailing gap long enough counts as a freeze
             watch, frames, freezes, freeze_s = window.watch_s, window.frames, window.freezes, window.freeze_s
@@ -503,7 +546,7 @@ class Agent:
         if slot is None:
             return {"ok": False, "error": "unknown_viewer"}
         totals = self._account(slot, time.monotonic(), final=True)
-        stats = self.group(slot.room, slot.net)
+        stats = self.group(slot.room, slot.net, slot.node)
         stats.sessions += 1
         ratio = totals["freeze_s"] / totals["watch_s"] if totals["watch_s"] > 0 else 0.0
         stats.session_stutter.add(ratio * 1000)  # per-mille, for per-session percentiles
@@ -514,16 +557,16 @@ class Agent:
     async def chat(self, command: dict[str, Any]) -> dict[str, Any]:
         key, room = str(command["key"]), str(command["room"])
         client = ChatClient(self, key, room, command)
-        stats = self.group(room, "events")
         try:
             ms = await client.start()
         except Exception as exc:
             kind = error_kind(exc)
+            stats = client.stats
             stats.event_errors[kind] = stats.event_errors.get(kind, 0) + 1
             self.setup_error("room socket", exc)
             await client.stop()
             return {"ok": False, "error": kind}
-        stats.sockets += 1
+        client.stats.sockets += 1
         self.chats[key] = client
         return {"ok": True, "ms": ms}
 
@@ -535,7 +578,7 @@ class Agent:
         self.delta.mark("settled_at", time.time())
         for slot in list(self.viewers.values()):
             totals = self._account(slot, now, final=True)
-            stats = self.group(slot.room, slot.net)
+            stats = self.group(slot.room, slot.net, slot.node)
             stats.sessions += 1
             ratio = totals["freeze_s"] / totals["watch_s"] if totals["watch_s"] > 0 else 0.0
             stats.session_stutter.add(ratio * 1000)

@@ -6,6 +6,13 @@ which also starts a local gateway, or directly against a running one::
     locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8080 --load-profile smoke \\
         -u 21 -r 10 [--processes 2] [--csv out/smoke --html out/smoke.html] [--summary-json out/summary.json]
 
+Against a cluster, ``--nodes URL,URL,...`` names its nodes' public URLs (``--host`` then defaults to
+the first): room i goes live through node i mod N, each room's viewers and chat users spread over
+the nodes round-robin, and the results are
+reported per node (the node holding each session) as well as in total. Distributed: one
+``locust --master --expect-workers K`` and K ``locust --worker`` processes (``python -m
+loadtests.run --locust-workers K`` starts them), or ``--processes``.
+
 Users: ``HostUser`` (one per room: WHIP publish of a synthetic stream; with ``[pk]`` the hosts of
 rooms 0-1, 2-3, ... battle back to back over room events), ``ViewerUser`` (WHEP join, watch, leave,
 maybe rejoin; with ``slots = 2`` it also receives the PK partner) and ``ChatUser`` (room events:
@@ -73,6 +80,7 @@ class _State:
         self._net_credit: dict[str, float] = {}
         self.hosts_starting = 0
         self.hosts_settled = Event()
+        self._ordinals: dict[str, itertools.count[int]] = {}
 
     def options(self) -> Any:
         assert self.environment is not None and self.environment.parsed_options is not None
@@ -88,7 +96,7 @@ class _State:
         with self._agent_lock:  # the first user starts it, the others wait for it
             if self.agent is None and not self.agent_failed:
                 assert self.environment is not None
-                agent = AgentClient(self.environment, self.environment.host or "http://127.0.0.1:8080",
+                agent = AgentClient(self.environment, self.nodes()[0],
                                     self.options().network_config, TokenSettings.from_args(self.options()).argv())
                 self.agent = agent
                 try:
@@ -106,6 +114,24 @@ class _State:
         chosen = max(weights, key=lambda name: self._net_credit[name])
         self._net_credit[chosen] -= total
         return chosen
+
+    def nodes(self) -> list[str]:
+        """The gateway nodes' public URLs users spread over (``--nodes``, else ``--host``)."""
+        listed = [url.strip() for url in str(getattr(self.options(), "nodes", "") or "").split(",") if url.strip()]
+        assert self.environment is not None
+        return listed or [self.environment.host or "http://127.0.0.1:8080"]
+
+    def place(self, kind: str, rooms: int) -> tuple[int, str]:
+        """(room index, node URL) for the next user of ``kind`` in this run, over every Locust worker.
+
+        Users of a kind are numbered across workers (``n * workers + worker``); user ``g`` goes to room
+        ``g % rooms`` through node ``(g // rooms) % nodes``, so each room's audience spreads over every node.
+        """
+        counter = self._ordinals.setdefault(kind, itertools.count())
+        worker, workers = self.worker_slot()
+        ordinal = next(counter) * workers + worker
+        nodes = self.nodes()
+        return ordinal % max(rooms, 1), nodes[(ordinal // max(rooms, 1)) % len(nodes)]
 
     def worker_slot(self) -> tuple[int, int]:
         """(index of this worker, number of workers), to spread rooms over processes."""
@@ -129,6 +155,8 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--summary-json", default="", help="write the end-of-run summary and verdict here")
     parser.add_argument("--load-duration", type=float, default=0.0,
                         help="seconds of load before the verdict; 0: the profile's run_time_s")
+    parser.add_argument("--nodes", default="",
+                        help="a cluster's node URLs, comma-separated: users spread over them (default: --host)")
     add_token_arguments(parser)
 
 
@@ -316,7 +344,11 @@ class HostUser(User):
         agent = STATE.get_agent()
         if agent is None:
             return
-        reply = agent.call("host", wait=60, key=f"h{next(STATE.counter)}", rooms=profile.room_names,
+        # Room i goes live through node i mod N: its origin is placed from there (ties go to the asking
+        # worker), so the rooms' origins spread over the nodes whichever Locust worker runs which host.
+        nodes = STATE.nodes()
+        urls = [nodes[i % len(nodes)] for i in range(profile.rooms)]
+        reply = agent.call("host", wait=60, key=f"h{next(STATE.counter)}", urls=urls, rooms=profile.room_names,
                            freeze=profile.freeze, pk=profile.pk_settings,
                            freeze_rooms=[profile.room_names[i] for i in profile.freeze_rooms if i < profile.rooms])
         error = None if reply.get("ok") else str(reply.get("error"))
@@ -340,9 +372,10 @@ class ViewerUser(User):
     def on_start(self) -> None:
         profile = STATE.get_profile()
         index = next(STATE.counter)
-        worker, workers = STATE.worker_slot()
+        worker, _ = STATE.worker_slot()
         self.key = f"v{worker}-{index}"
-        self.room = profile.room_names[(index * workers + worker) % profile.rooms]
+        room, self.url = STATE.place("viewer", profile.rooms)
+        self.room = profile.room_names[room]
         self.net = STATE.next_network(profile.network)
         self.watching = False
         self.sessions = 0
@@ -358,6 +391,7 @@ class ViewerUser(User):
             return
         flag = agent.lost[self.key] = Event()
         reply = agent.call("view", wait=profile.join_timeout_s + 30, key=self.key, room=self.room, net=self.net,
+                           url=self.url,
                            timeout=profile.join_timeout_s, slots=profile.video_slots, pk_span_s=profile.pk_span_s)
         if reply.get("stage") == "token":  # no token for this viewer: the generator's set-up, not a join
             fire(self.environment, "join", 0.0, str(reply.get("error")))
@@ -428,9 +462,10 @@ class ChatUser(User):
             return
         _wait_for_hosts(profile)
         index = next(STATE.counter)
-        worker, workers = STATE.worker_slot()
-        room = profile.room_names[(index * workers + worker) % profile.rooms]
-        reply = agent.call("chat", wait=30, key=f"c{worker}-{index}", room=room, chat_per_s=profile.chat_per_s,
+        worker, _ = STATE.worker_slot()
+        room, url = STATE.place("chat", profile.rooms)
+        reply = agent.call("chat", wait=30, key=f"c{worker}-{index}", room=profile.room_names[room], url=url,
+                           chat_per_s=profile.chat_per_s,
                            gifts_per_s=profile.gifts_per_s, likes_per_s=profile.likes_per_s)
         error = None if reply.get("ok") else str(reply.get("error"))
         fire(self.environment, "ws", float(reply.get("ms") or 0.0), error)

@@ -1,4 +1,8 @@
-"""Mergeable measurements of a load run: per (room, network condition) group, and generator health.
+"""Mergeable measurements of a load run: per (room, network condition, node) group, and generator health.
+
+The node of a viewer group is the gateway node holding its sessions (the worker a session's
+``Location`` names, :func:`loadtests.webrtc.signaling_client.node_of`); of a chat group, the node
+its sockets entered through. A single gateway is one node.
 
 Agents ship deltas of these (JSON) to their Locust process, Locust workers ship them to the
 master (``report_to_master``), and the master merges everything into one :class:`Summary`
@@ -17,13 +21,14 @@ from loadtests.webrtc.metrics import Histogram
 EVENTS_NET = "events"  # the pseudo network condition of room-event (chat) clients
 
 
-def group_key(room: str, net: str) -> str:
-    return f"{room}|{net}"
+def group_key(room: str, net: str, node: str = "") -> str:
+    return f"{room}|{net}|{node}"
 
 
-def split_key(key: str) -> tuple[str, str]:
-    room, _, net = key.rpartition("|")
-    return room, net
+def split_key(key: str) -> tuple[str, str, str]:
+    """(room, network condition, node); room names cannot hold ``|`` (signaling.auth.ROOM_NAME_RULE)."""
+    room, net, node = (key.split("|", 2) + ["", ""])[:3]
+    return room, net, node
 
 
 def _merge_counts(into: dict[str, int], other: dict[str, int]) -> None:
@@ -233,14 +238,15 @@ class Summary:
             {str(k): int(v) for k, v in data.get("token_failures", {}).items()},
         )
 
-    def pooled(self, room: str | None = None, net: str | None = None, events: bool = False) -> GroupStats:
-        """All groups of one room and/or network merged (chat groups only with ``events``)."""
+    def pooled(self, room: str | None = None, net: str | None = None, events: bool = False,
+               node: str | None = None) -> GroupStats:
+        """All groups of one room, network and/or node merged (chat groups only with ``events``)."""
         total = GroupStats()
         for key, stats in self.groups.items():
-            r, n = split_key(key)
+            r, n, d = split_key(key)
             if (n == EVENTS_NET) != events:
                 continue
-            if (room is None or r == room) and (net is None or n == net):
+            if (room is None or r == room) and (net is None or n == net) and (node is None or d == node):
                 total.merge(stats)
         return total
 
@@ -249,3 +255,7 @@ class Summary:
 
     def nets(self) -> list[str]:
         return sorted({split_key(k)[1] for k in self.groups} - {EVENTS_NET})
+
+    def nodes(self) -> list[str]:
+        """Gateway nodes that held a viewer session or a room socket (or refused one)."""
+        return sorted({split_key(k)[2] for k in self.groups})

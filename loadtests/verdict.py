@@ -6,6 +6,10 @@ configuration, not the gateway. Then INVALID: when a generator process was starv
 event-loop lag) or died, its timings say nothing about the gateway, so neither PASS nor FAIL may
 be claimed. Otherwise any missed target is FAIL. Exit codes: 0 PASS, 1 FAIL, 3 INVALID,
 4 SKIPPED (a stub profile), 5 SETUP (tokens), 2 for other set-up errors (no gateway, bad profile).
+
+Against a cluster (more than one gateway node in the results) every node's viewers must also meet
+the ``[viewers]`` targets on their own (checks scoped ``node:NAME``): a pooled figure can hide one
+bad node behind several good ones.
 """
 
 from __future__ import annotations
@@ -126,6 +130,16 @@ def _viewer_checks(figures: dict[str, Any], limits: dict[str, float], scope: str
     return [Check(figure, scope, figures[figure], limits[key], kind) for figure, key, kind in table if key in limits]
 
 
+def node_figures(summary: Summary, node: str) -> dict[str, Any]:
+    """One gateway node: its viewers' figures (sessions it held), its room sockets, the rooms it originated."""
+    figures = viewer_figures(summary.pooled(node=node))
+    events = summary.pooled(events=True, node=node)
+    if events.sockets or events.event_errors:
+        figures["events"] = event_figures(events)
+    figures["hosts"] = sorted(room for room, facts in summary.hosts.items() if facts.get("node") == node)
+    return figures
+
+
 def generator_problems(summary: Summary, targets: Targets) -> list[str]:
     """Why the generator, not the gateway, may have limited this run (empty: healthy)."""
     limits = targets.generator
@@ -169,6 +183,11 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
     for net, limits in sorted(targets.by_network.items()):
         if net in summary.nets():
             checks += _viewer_checks(viewer_figures(summary.pooled(net=net)), limits, net)
+    by_node = {node: node_figures(summary, node) for node in summary.nodes()}
+    if len(by_node) > 1:
+        for node, figures in by_node.items():
+            if figures["join_attempts"]:
+                checks += _viewer_checks(figures, targets.viewers, f"node:{node}")
     chat = event_figures(events)
     if events.chat_sent:
         checks.append(Check("chat_echo_p95_ms", "events", chat["chat_echo_p95_ms"],
@@ -216,6 +235,7 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
         "by_room": {room: viewer_figures(summary.pooled(room=room)) for room in summary.rooms()
                     if summary.pooled(room=room).join_attempts},
         "by_network": {net: viewer_figures(summary.pooled(net=net)) for net in summary.nets()},
+        "by_node": by_node,
         "generator": {
             proc: {
                 "cpu_mean": round(h.cpu_mean, 4),
@@ -276,6 +296,23 @@ def render(document: dict[str, Any]) -> str:
     lines += ["", "== per network condition"]
     lines += _table("network", document["by_network"])
     lines += _table("ALL", {"ALL": document["overall"]})[1:]
+    by_node = document.get("by_node") or {}
+    if by_node:
+        lines += ["", "== per gateway node (the node holding each session)"]
+        lines += _table("node", {node: f for node, f in by_node.items() if f["join_attempts"]})
+        lines += _table("ALL", {"ALL": document["overall"]})[1:]
+        for node, figures in by_node.items():
+            facts = []
+            if figures["hosts"]:
+                facts.append(f"origin of {', '.join(figures['hosts'])}")
+            if figures["join_errors"]:
+                facts.append(f"join errors {figures['join_errors']}")
+            if "events" in figures:
+                ev = figures["events"]
+                facts.append(f"{ev['sockets']} room sockets, chat echo p95 {_fmt(ev['chat_echo_p95_ms'])} ms, "
+                             f"errors {ev['event_errors'] or 'none'}")
+            if facts:
+                lines.append(f"  {node}: " + "; ".join(facts))
     events = document["events"]
     if events["sockets"] or events["event_errors"]:
         lines += ["", f"== room events: {events['sockets']} sockets, chat {events['chat_sent']} sent / "

@@ -7,15 +7,36 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+# Every response of a gateway names the worker that answered; worker ids are "{node}-w{index}"
+# (cluster/worker.py, WorkerSlot.worker_id), and a cluster session's Location ends in "~{worker}",
+# the worker holding the session (cluster/broker.py).
+WORKER_HEADER = "X-Cherry-Worker"
+SESSION_WORKER_SEPARATOR = "~"
+
+
+def node_of(worker_id: str) -> str:
+    """The node part of a worker id (``"a-w0"`` -> ``"a"``, ``"gw-west-w12"`` -> ``"gw-west"``), else the id."""
+    node, sep, index = worker_id.rpartition("-w")
+    return node if sep and node and index.isdigit() else worker_id
+
+
+def worker_in_location(location: str) -> str | None:
+    """The holding worker a session's ``Location`` names (``/whep/{room}/{id}~{worker}``), None if none."""
+    last = URL(location).path.rstrip("/").rpartition("/")[2]
+    _, sep, worker = last.rpartition(SESSION_WORKER_SEPARATOR)
+    return worker if sep and worker else None
+
 
 class SignalingError(Exception):
     """The server refused an exchange; ``status`` is the HTTP status (0: no answer)."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None,
+                 worker: str | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.body = message  # the start of the server's answer (JSON error body or text)
         self.retry_after = retry_after  # seconds, from a Retry-After header (429, 503)
+        self.worker = worker  # the worker that answered (X-Cherry-Worker), None if not said
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -33,6 +54,12 @@ class SessionResource:
     url: str
     etag: str | None
     answer_sdp: str
+    answered_by: str | None = None  # the worker that answered the POST (X-Cherry-Worker)
+
+    @property
+    def holder(self) -> str | None:
+        """The worker holding the session: named in the Location (a cluster), else the one that answered."""
+        return worker_in_location(self.url) or self.answered_by
 
 
 async def fetch_dev_token(http: aiohttp.ClientSession, base_url: str, room: str, role: str,
@@ -65,14 +92,16 @@ async def post_offer(http: aiohttp.ClientSession, url: str, offer_sdp: str, toke
         headers["Authorization"] = f"Bearer {token}"
     async with http.post(url, data=offer_sdp.encode(), headers=headers) as response:
         body = await response.text()
+        worker = response.headers.get(WORKER_HEADER)
         if response.status != 201:
-            raise SignalingError(response.status, body[:200], _retry_after(response.headers.get("Retry-After")))
+            raise SignalingError(response.status, body[:200], _retry_after(response.headers.get("Retry-After")),
+                                 worker)
         location = response.headers.get("Location")
         if not location:
-            raise SignalingError(response.status, "201 without Location")
+            raise SignalingError(response.status, "201 without Location", worker=worker)
         # Location is usually a path; resolve it against the POST URL.
         resource = URL(url).join(URL(location))
-        return SessionResource(str(resource), response.headers.get("ETag"), body)
+        return SessionResource(str(resource), response.headers.get("ETag"), body, worker)
 
 
 async def delete_resource(http: aiohttp.ClientSession, url: str, token: str | None) -> int:
