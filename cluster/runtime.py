@@ -78,7 +78,7 @@ class ClusterRuntime:
         relay = self.ctx.relay
         room_viewers = {room.name: room.viewer_count for room in relay.rooms if room.viewers or room.on_mic}
         origins = tuple(room.name for room in relay.rooms if room.held_here)
-        return WorkerLoad("draining" if self.ctx.draining else "serving", relay.sessions.playback,
+        return WorkerLoad("draining" if self.ctx.draining else "serving", relay.sessions.forwarding,
                           len(relay.sessions), len(relay.rooms), self.capacity, room_viewers, origins)
 
     async def follow_origins(self) -> None:

@@ -54,7 +54,8 @@ class Relay:
         self.rooms = Rooms(config.limits, config.rooms, config.costream.max_guests)
         self.sessions = SessionRegistry()
         self.hooks = hooks or RelayHooks()
-        self.admission = Admission(config.limits, lambda: self.sessions.playback, media_ports=port_pool,
+        # A pipe to an edge costs the origin what a viewer costs: a worker full of pipes takes no more viewers.
+        self.admission = Admission(config.limits, lambda: self.sessions.forwarding, media_ports=port_pool,
                                    ports_per_session=host_addresses_per_session)
         self._ctx = SessionContext(rtc, config.media, config.limits, config.rooms, self.sessions, self.hooks)
         self.edges = EdgePipes(self._ctx, config.costream.max_slots, edge_linger)

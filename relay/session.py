@@ -321,15 +321,27 @@ class SessionRegistry:
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self.playback = 0
+        self.pipes = 0  # to edge workers: each forwards the room's slots once, as a viewer would
+
+    @property
+    def forwarding(self) -> int:
+        """Viewers and pipes: what a worker's forwarding capacity (admission, cluster load) is spent on."""
+        return self.playback + self.pipes
 
     def add(self, session: Session) -> None:
         self._sessions[session.session_id] = session
         if session.kind == "playback":
             self.playback += 1
+        elif session.kind == "pipe":
+            self.pipes += 1
 
     def remove(self, session: Session) -> None:
-        if self._sessions.pop(session.session_id, None) is not None and session.kind == "playback":
+        if self._sessions.pop(session.session_id, None) is None:
+            return
+        if session.kind == "playback":
             self.playback -= 1
+        elif session.kind == "pipe":
+            self.pipes -= 1
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)

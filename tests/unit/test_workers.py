@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import aioice
 import pytest
@@ -21,6 +22,7 @@ from loadtests.webrtc.process import free_port_range
 from relay.admission import Admission
 from relay.config import LimitsConfig
 from relay.errors import CapacityExceeded
+from relay.session import SessionRegistry
 from signaling.auth import DEV_SECRET_ENV, SecretError, resolve_secrets
 from signaling.config import AuthConfig
 
@@ -215,3 +217,18 @@ def test_log_lines_name_the_worker_in_text_and_json():
     assert "worker=" not in TextFormatter().format(record)
     assert json.loads(JsonFormatter("node-w1").format(record))["worker"] == "node-w1"
     assert "worker" not in json.loads(JsonFormatter().format(record))
+
+
+def test_pipes_to_edges_count_with_viewers_against_a_workers_forwarding_capacity():
+    @dataclass
+    class Stub:
+        session_id: str
+        kind: str
+
+    sessions = SessionRegistry()
+    for i, kind in enumerate(("playback", "playback", "pipe", "ingest")):
+        sessions.add(Stub(str(i), kind))  # type: ignore[arg-type]
+    assert (sessions.playback, sessions.pipes, sessions.forwarding) == (2, 1, 3)
+    sessions.remove(Stub("2", "pipe"))  # type: ignore[arg-type]
+    sessions.remove(Stub("2", "pipe"))  # type: ignore[arg-type]  # twice: counted once
+    assert (sessions.playback, sessions.pipes, sessions.forwarding) == (2, 0, 2)
