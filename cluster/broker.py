@@ -56,6 +56,17 @@ class ClusterBroker:
                 return Target(self.worker_id, "")  # a room this worker holds keeps taking sessions
             raise self._unavailable(exc) from exc
 
+    async def redirect(self, endpoint: str, grant: Grant) -> str | None:
+        """For an encoder that asked for a redirect: the public URL of the node holding (or now given) the
+        room's origin, when that is another node that publishes one. The redirected offer is placed again
+        there and finds the origin this placement claimed."""
+        if endpoint != "whip":
+            return None
+        target = await self._place(endpoint, grant)
+        if target.node_url and target.node_id and target.node_id != self.placement.registry.node_id:
+            return target.node_url
+        return None
+
     async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
         target = await self._place(endpoint, grant)
         try:

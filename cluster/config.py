@@ -15,6 +15,10 @@ class ClusterConfig:
     node_id: str = ""
     # How other workers and nodes reach this node's internal API: worker 0 at this URL, worker i at its port + i.
     advertise_url: str = "http://127.0.0.1:9400"
+    # This node's own public base URL (e.g. https://node-a.live.example.com), for the opt-in WHIP redirect
+    # (POST /whip/{room}?redirect=307): an encoder asking for it is sent to the node of the room's origin.
+    # Empty: this node never is a redirect's target (offers are relayed, as always).
+    node_url: str = ""
     # Where the internal API listens (an address only the cluster can reach: loopback or a private network).
     internal_host: str = "127.0.0.1"
     # Viewers one worker takes in a room before the room's further viewers go to edges; 0: the process capacity.

@@ -25,6 +25,8 @@ class Target:
     edge: bool = False  # the worker serves the room's viewers from a pipe to the origin
     origin: str = ""  # the origin worker's id (for an edge: where it pulls from)
     origin_url: str = ""
+    node_id: str = ""
+    node_url: str = ""  # its node's public base URL ("" if not configured)
 
 
 class Placement:
@@ -71,13 +73,13 @@ class Placement:
         available = self._available(workers)
         owner = await self.registry.origin(room)
         if owner is not None and owner in {w.worker_id for w in available}:
-            return Target(owner, by_id[owner].url)
+            return Target(owner, by_id[owner].url, node_id=by_id[owner].node_id, node_url=by_id[owner].node_url)
         if not available:
             raise CapacityExceeded("no worker of the cluster is available")
         candidate = self._least_loaded(available)
         winner = await self.registry.claim_origin(room, candidate.worker_id, stale_owner=owner)
         worker = by_id.get(winner) or candidate
-        return Target(worker.worker_id, worker.url)
+        return Target(worker.worker_id, worker.url, node_id=worker.node_id, node_url=worker.node_url)
 
     async def for_playback(self, room: str, edges: bool, force_edge: bool = False) -> Target:
         workers = await self.registry.workers()

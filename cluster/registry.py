@@ -89,6 +89,7 @@ class WorkerInfo:
     # Its rooms as of that heartbeat (the busiest VIEW_ROOMS): viewers per room, and the rooms it is origin of.
     room_viewers: dict[str, int] = field(default_factory=dict)
     origins: tuple[str, ...] = ()
+    node_url: str = ""  # its node's public base URL, if configured (the WHIP redirect's target)
 
     def available(self, now: float, stale_after: float) -> bool:
         return self.state == "serving" and now - self.updated_at <= stale_after
@@ -123,10 +124,11 @@ class RegistryUnavailable(Exception):
 
 class RedisRegistry:
     def __init__(self, url: str, config: ClusterConfig, worker_id: str, node_id: str, internal_url: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, node_url: str = "") -> None:
         self.worker_id = worker_id
         self.node_id = node_id
         self.internal_url = internal_url
+        self.node_url = node_url
         self.config = config
         self._clock = clock
         self._redis: aioredis.Redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0,
@@ -155,7 +157,8 @@ class RedisRegistry:
                 pipe.hset(key, mapping={
                     "node": self.node_id, "url": self.internal_url, "state": load.state,
                     "viewers": load.viewers, "sessions": load.sessions, "rooms": load.rooms,
-                    "capacity": load.capacity, "ts": f"{now:.3f}", "held": _held(load)})
+                    "capacity": load.capacity, "ts": f"{now:.3f}", "held": _held(load),
+                    "public": self.node_url})
                 pipe.pexpire(key, ttl_ms)
                 pipe.sadd(f"{PREFIX}workers", self.worker_id)
                 for room, viewers in load.room_viewers.items():
@@ -200,7 +203,8 @@ class RedisRegistry:
             room_viewers, origins = _parse_held(row.get("held", ""))
             found.append(WorkerInfo(worker_id, row.get("node", ""), row.get("url", ""), row.get("state", ""),
                                     int(row.get("viewers", 0)), int(row.get("sessions", 0)), int(row.get("rooms", 0)),
-                                    int(row.get("capacity", 0)), float(row.get("ts", 0)), room_viewers, origins))
+                                    int(row.get("capacity", 0)), float(row.get("ts", 0)), room_viewers, origins,
+                                    row.get("public", "")))
         if gone:
             await self._prune(gone)
         return found

@@ -41,7 +41,7 @@ class ClusterRuntime:
         self.worker_capacity = config.worker_viewer_capacity or capacity
         keys = ctx.tokens.derive_keys(LABEL)
         self.registry = RedisRegistry(config.redis_url, config, slot.worker_id, slot.node_id,
-                                      slot.internal_url(config))
+                                      slot.internal_url(config), node_url=config.node_url)
         self.placement = Placement(self.registry, self.worker_capacity, config.stale_after_s)
         self.client = InternalClient(keys[0])
         self.local = LocalBroker(ctx.relay)

@@ -31,6 +31,9 @@ class Opened:
 class SessionBroker(Protocol):
     async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened: ...
 
+    async def redirect(self, endpoint: str, grant: Grant) -> str | None:
+        """The base URL of another node to send this offer to (the opt-in WHIP 307), or None: open it here."""
+
     async def trickle(self, endpoint: str, room: str, ref: str, grant: Grant, fragment: str,
                       if_match: str | None) -> None: ...
 
@@ -50,6 +53,9 @@ class LocalBroker:
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
+
+    async def redirect(self, endpoint: str, grant: Grant) -> str | None:
+        return None  # one process: nowhere else to go
 
     async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
         if endpoint == "whip":

@@ -61,6 +61,14 @@ async def open_session(request: web.Request, endpoint: str, at_least: str) -> we
     """POST /whip/{room} and /whep/{room}: checked here, opened wherever the broker places it."""
     offer = await read_offer(request, at_least)
     broker = context(request).broker
+    if request.query.get("redirect") == "307":
+        # RFC 9725 4.5: an encoder that follows redirects may go straight to the room's node. Nothing depends
+        # on it (offers reaching any node are relayed), and browsers drop the token on a cross-origin one.
+        node = await broker.redirect(endpoint, offer.grant)
+        if node is not None:
+            kept = request.rel_url.with_query({k: v for k, v in request.rel_url.query.items() if k != "redirect"})
+            location = node.rstrip("/") + str(kept)
+            return web.Response(status=307, headers={"Location": location})
     opened = await broker.open(endpoint, offer.grant, offer.sdp, request.query.get("title", ""))
     return answer_response(request, opened)
 

@@ -22,16 +22,17 @@ from cluster.registry import RedisRegistry
 from loadtests.webrtc.process import RedisServer, free_port_range
 from signaling.auth import TokenService
 from tests.cluster import WORKER_HEADER, answering_workers
-from tests.integration.conftest import GatewayProcess, dev_token
+from tests.integration.conftest import GatewayProcess, dev_token, free_port
 from tests.integration.events_client import EventsClient
 from tests.integration.peers import Host, Viewer, wait_slot_quiet
 from tests.integration.test_costream import bucket, lumas
+from tests.integration.test_errors import offer_sdp
 from tests.integration.test_forwarding import assert_smooth, close_all
 
 SECRET = "cluster-test-secret-0123456789abcdef"
 
 
-def node_config(redis_url: str, node: str, internal_port: int) -> str:
+def node_config(redis_url: str, node: str, internal_port: int, node_url: str = "") -> str:
     return f"""
 [auth]
 secret = "{SECRET}"
@@ -39,6 +40,7 @@ secret = "{SECRET}"
 redis_url = "{redis_url}"
 node_id = "{node}"
 advertise_url = "http://127.0.0.1:{internal_port}"
+node_url = "{node_url}"
 heartbeat_interval_s = 0.5
 stale_after_s = 2.0
 worker_viewer_capacity = 2
@@ -59,8 +61,9 @@ class Cluster:
             for name in ("a", "b"):
                 first, _ = free_port_range(WORKERS, kind=socket.SOCK_STREAM)  # worker i: advertised port + i
                 self.internal.update({f"{name}-w{i}": first + i for i in range(WORKERS)})
-                self.nodes[name] = GatewayProcess(["--workers", str(WORKERS)], node_config(self.redis.url, name, first),
-                                                  tmp / name)
+                public = free_port()
+                config = node_config(self.redis.url, name, first, f"http://127.0.0.1:{public}")
+                self.nodes[name] = GatewayProcess(["--workers", str(WORKERS)], config, tmp / name, port=public)
         except BaseException:
             self.stop()
             raise
@@ -401,4 +404,40 @@ async def test_each_worker_serves_its_own_metrics_labelled_with_its_node_and_wor
                    if line.startswith("cherry_") and "{" in line), f"a series of {worker} without its label"
         async with http.post(f"http://127.0.0.1:{port}/internal/admin", json={"op": "rooms"}) as r:
             assert r.status == 401  # the admin operations are signed like every other internal call
+
+
+async def test_an_encoder_asking_for_a_redirect_is_sent_to_the_node_of_the_rooms_origin(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "encoder"
+    await idle_workers(cluster)
+    host = Host(a.base, room, await dev_token(http, a.base, room, "host", "obs"))
+    await host.publish(http)  # a tie: the room's origin is a worker of node a
+    token = await dev_token(http, b.base, room, "host", "obs")
+    try:
+        # The encoder reconnects through node b and asks for a redirect (RFC 9725 4.5): 307 to node a, with
+        # its other query parameters; the offer itself is only read there.
+        sdp = await offer_sdp()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+        async with http.post(f"{b.base}/whip/{room}?redirect=307&title=Night%20set", data=sdp, headers=headers,
+                             allow_redirects=False) as r:
+            assert r.status == 307, await r.text()
+            location = r.headers["Location"]
+        assert location == f"{a.base}/whip/{room}?title=Night+set", location
+        async with http.post(location, data=sdp, headers=headers) as r:
+            assert r.status == 201, await r.text()  # the same host: its new session replaces the old one
+            assert r.headers["Location"].rsplit("~", 1)[1].startswith("a-"), r.headers["Location"]
+            replaced = r.headers["Location"]
+        # Asked on the origin's own node, it is not redirected.
+        async with http.post(f"{a.base}/whip/{room}?redirect=307", data=await offer_sdp(), headers=headers,
+                             allow_redirects=False) as r:
+            assert r.status == 201, await r.text()
+            replaced = r.headers["Location"]
+        async with http.delete(a.base + replaced, headers={"Authorization": f"Bearer {token}"}):
+            pass
+        # A bad token is refused before anything is placed or redirected.
+        async with http.post(f"{b.base}/whip/{room}?redirect=307", data=sdp, headers={
+                "Authorization": "Bearer nope", "Content-Type": "application/sdp"}, allow_redirects=False) as r:
+            assert r.status == 401
+    finally:
+        await close_all(http, host)
 
