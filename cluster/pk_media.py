@@ -8,7 +8,7 @@ renegotiated anywhere.
 
 The battle's coordinator (the worker that decides the battle) calls :meth:`PkMedia.link` and
 :meth:`PkMedia.unlink` for both rooms; the part for a room held elsewhere goes to that room's origin over
-the internal API (``/internal/pk``), where :meth:`PkMedia.link_here` does it.
+the internal API (``/internal/pk``), where :meth:`PkMedia.apply` does it.
 """
 
 from __future__ import annotations
