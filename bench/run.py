@@ -12,7 +12,7 @@ core, or with the whole machine > 95 % busy, is invalid (a starved generator
 reports stutter the server did not cause) and ends the series. Results: a
 table on stdout and ``bench/results/bench.json``.
 
-The whole run is bounded (``--deadline``, default 330 s) and every child is
+The whole run is bounded (``--deadline``, default 840 s) and every child is
 killed by pid at the end, on error and on Ctrl-C.
 """
 
@@ -56,7 +56,7 @@ class Settings:
     watch: float = 10.0
     idle_watch: float = 5.0
     viewer_procs: int = 2
-    deadline: float = 780.0
+    deadline: float = 840.0
     targets: tuple[str, ...] = ("gateway", "baseline", "events", "pk", "scaling")
     output: Path = RESULTS / "bench.json"
     # The scaling figure (bench/scaling.py): viewer counts N1, N2 and the origin's own viewers in origin + edge.

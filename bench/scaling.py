@@ -73,7 +73,7 @@ class ScalingSettings:
 
     def estimate_s(self) -> float:
         """A generous time budget for the whole step (start-up, joins, three windows, stop per layout)."""
-        return len(self.layouts) * (30 + 3 * (self.warmup + self.watch) + self.high * 0.25)
+        return len(self.layouts) * (20 + 3 * (self.warmup + self.watch) + self.high * 0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,8 +322,10 @@ def _progress(layout: str, window: dict[str, Any]) -> None:
           f", machine {window['machine_busy_pct']} %: {window['verdict']}", flush=True)
 
 
-def _points(windows: Sequence[dict[str, Any]]) -> tuple[list[figures.Point], figures.Point | None]:
-    points = {w["label"]: figures.Point(w["joined_total"], w["server_cpu_ms_per_s"]) for w in windows}
+def _points(windows: Sequence[dict[str, Any]], key: str = "server_cpu_ms_per_s",
+            ) -> tuple[list[figures.Point], figures.Point | None]:
+    """The N1 windows and the N2 window as (connected viewers, ``key``)."""
+    points = {w["label"]: figures.Point(w["joined_total"], w[key]) for w in windows if w.get(key) is not None}
     low = [points[label] for label in ("N1", "N1 again") if label in points]
     return low, points.get("N2")
 
@@ -344,6 +346,16 @@ def summarize(layouts: list[dict[str, Any]], scaling: ScalingSettings) -> dict[s
                             ("background_core_pct_max", "background_core_pct")):
             values = [w[source] for w in windows if w.get(source) is not None]
             layout[key] = max(values) if values else None
+        # The load generator's own slope, and where the machine's busy share would cross the validity limit.
+        gen_low, gen_high = _points(windows, "generator_cores")
+        gen = figures.marginal(gen_low, gen_high) if gen_high is not None else None
+        layout["generator_cpu_ms_per_viewer_s"] = report.rounded(gen * 1000, 3) if gen is not None else None
+        layout["generator_over_gateway"] = (report.rounded(gen * 1000 / marginal, 2)
+                                            if gen is not None and marginal else None)
+        box_low, box_high = _points(windows, "machine_busy_pct")
+        saturation = (figures.saturation_viewers(box_low, box_high, report.MACHINE_SATURATION * 100)
+                      if box_high is not None else None)
+        layout["machine_saturation_viewers"] = report.rounded(saturation, 0)
     baseline = next((x for x in layouts if x["layout"] == "single"), None)
     base_marginal = baseline.get("marginal_cpu_ms_per_viewer_s") if baseline else None
     for layout in layouts:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.report import rounded
+from bench.report import MACHINE_SATURATION, rounded
 
 RATIO_MAX = 1.15  # a cluster's marginal CPU per added viewer may exceed one process's by 15 %
 EGRESS_GROWTH_MAX = 0.10  # origin egress growth allowed while the edges' viewers grow ...
@@ -60,6 +60,15 @@ def repeat_noise(low: Sequence[Point], high: Point) -> float | None:
     if rise <= 0:
         return None
     return (max(p.cpu_ms_per_s for p in low) - min(p.cpu_ms_per_s for p in low)) / rise
+
+
+def saturation_viewers(low: Sequence[Point], high: Point, limit: float) -> float | None:
+    """Viewers at which a load figure (``Point.cpu_ms_per_s`` holding e.g. machine busy %) reaches ``limit``,
+    extrapolated along the N1 -> N2 line; None if it does not rise."""
+    slope = marginal(low, high)
+    if slope is None or slope <= 0:
+        return None
+    return _mean([p.viewers for p in low]) + (limit - _mean([p.cpu_ms_per_s for p in low])) / slope
 
 
 def ratio(value: float | None, baseline: float | None) -> float | None:
@@ -163,6 +172,8 @@ _COLUMNS: list[tuple[str, str, int, int]] = [
     ("noise", "noise", 6, 3),
     ("fixed", "fixed_cpu_ms_per_s", 6, 0),
     ("redis", "redis_cpu_ms_per_s", 6, 1),
+    ("gen/gw", "generator_over_gateway", 6, 2),
+    ("sat N", "machine_saturation_viewers", 5, 0),
     ("gen cores", "generator_cores_max", 9, 2),
     ("gen %", "viewer_proc_core_pct_max", 5, 1),
     ("box %", "machine_busy_pct_max", 5, 1),
@@ -207,6 +218,8 @@ def legend() -> str:
         "workers, nodes), CPU-ms per viewer-second;\nratio: marginal / the single process's (pass <= "
         f"{RATIO_MAX:.2f}); noise: the two N1 windows' disagreement as a share of the N1 -> N2 difference; fixed: "
         "CPU-ms/s at N1\n(host ingest, heartbeats, idle workers); redis: redis-server CPU-ms/s, not in the figure; "
-        "gen cores: viewer processes + host, cores; gen %: busiest viewer process;\nbox %: whole machine; "
+        "gen/gw: the load generator's marginal CPU per added viewer over the gateway's;\nsat N: viewers at which the "
+        f"machine would be {MACHINE_SATURATION * 100:.0f} % busy (the N1 -> N2 line extended: where this generator "
+        "saturates); gen cores: viewer processes + host;\ngen %: busiest viewer process; box %: whole machine; "
         "bg %: load outside the measured processes, one core = 100; maxima over the configuration's windows."
     )

@@ -12,6 +12,7 @@ from bench.scaling_report import (
     mean_egress,
     ratio,
     repeat_noise,
+    saturation_viewers,
 )
 
 
@@ -106,3 +107,9 @@ def test_the_origins_own_viewers_must_stay_fixed():
 def test_the_two_low_windows_are_averaged_for_egress_too():
     low = mean_egress([Egress(10, 10, 1750.0, 160.0), Egress(10, 10, 1770.0, 160.0)])
     assert low == Egress(10, 10, 1760.0, 160.0)
+
+
+def test_where_the_machine_would_saturate_is_the_line_through_the_two_counts_extended():
+    # 30 % busy with 20 viewers, 60 % with 60: 0.75 % per viewer, 95 % at about 107 viewers.
+    assert saturation_viewers([Point(20, 30.0)], Point(60, 60.0), 95.0) == pytest.approx(106.67, abs=0.01)
+    assert saturation_viewers([Point(20, 30.0)], Point(60, 30.0), 95.0) is None
