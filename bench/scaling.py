@@ -281,38 +281,39 @@ async def measure_layout(layout: str, settings: Settings, scaling: ScalingSettin
     result.update({"layout": layout, "label": LAYOUTS[layout], "windows": []})
     stutter_max = report.stutter_target()
     with tempfile.TemporaryDirectory(prefix="cherry-scaling-") as tmp:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            fleet(log_dir) as group,
-        ):
-            run = LayoutRun(layout, settings, scaling, group, http, Path(tmp))
-            try:
-                result.update(await run.start())
-                await asyncio.sleep(scaling.warmup)  # the host's stream settles
-                steps = [("N1", 0, scaling.low), ("N2", 1, scaling.high - scaling.low), ("N1 again", 1, 0)]
-                for label, index, count in steps:
-                    if label == "N1" and layout == "origin_edge":
-                        # The origin's share first, then the rest: joins racing for the origin's last places
-                        # get 409 (room_changed), not an edge (see README, origin + edge).
-                        joins = report.pooled_joins([await run.join_raw(index, scaling.origin_viewers),
-                                                     await run.join_raw(index, count - scaling.origin_viewers)])
-                    elif count:
-                        joins = report.pooled_joins([await run.join_raw(index, count)])
-                    else:
-                        await run.leave_on(index)
-                        joins = report.pooled_joins([])
-                    await asyncio.sleep(scaling.warmup)  # joins (first keyframes) or leaves settle
-                    window = await run.measured(label, joins, stutter_max)
-                    result["windows"].append(window)
-                    _progress(layout, window)
-                await run.leave()
-                result["host"] = await run.stop_host()
-            except (ChildExited, ProcessExited, RuntimeError, TimeoutError, OSError, aiohttp.ClientError) as exc:
-                result["error"] = f"{type(exc).__name__}: {exc}"
-            finally:
-                # Shielded: a cancellation (deadline, Ctrl-C) still waits for the gateways, then their Redis.
-                await asyncio.shield(group.stop_all())
-                await asyncio.shield(run.close())
+        run: LayoutRun | None = None
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+                fleet(log_dir) as group,  # on the way out: every child stopped (shielded), then Redis below
+            ):
+                run = LayoutRun(layout, settings, scaling, group, http, Path(tmp))
+                try:
+                    result.update(await run.start())
+                    await asyncio.sleep(scaling.warmup)  # the host's stream settles
+                    steps = [("N1", 0, scaling.low), ("N2", 1, scaling.high - scaling.low), ("N1 again", 1, 0)]
+                    for label, index, count in steps:
+                        if label == "N1" and layout == "origin_edge":
+                            # The origin's share first, then the rest: joins racing for the origin's last places
+                            # get 409 (room_changed), not an edge (see README, origin + edge).
+                            joins = report.pooled_joins([await run.join_raw(index, scaling.origin_viewers),
+                                                         await run.join_raw(index, count - scaling.origin_viewers)])
+                        elif count:
+                            joins = report.pooled_joins([await run.join_raw(index, count)])
+                        else:
+                            await run.leave_on(index)
+                            joins = report.pooled_joins([])
+                        await asyncio.sleep(scaling.warmup)  # joins (first keyframes) or leaves settle
+                        window = await run.measured(label, joins, stutter_max)
+                        result["windows"].append(window)
+                        _progress(layout, window)
+                    await run.leave()
+                    result["host"] = await run.stop_host()
+                except (ChildExited, ProcessExited, RuntimeError, TimeoutError, OSError, aiohttp.ClientError) as exc:
+                    result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if run is not None:
+                await asyncio.shield(run.close())  # Redis, once its gateways are gone
 
 
 def _progress(layout: str, window: dict[str, Any]) -> None:
