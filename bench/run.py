@@ -62,7 +62,7 @@ class Settings:
     # The scaling figure (bench/scaling.py): viewer counts N1, N2 and the origin's own viewers in origin + edge.
     scaling_counts: tuple[int, ...] = (20, 60)
     scaling_origin_viewers: int = 10
-    scaling_layouts: tuple[str, ...] = ("single", "worker", "workers2", "origin_edge")
+    scaling_layouts: tuple[str, ...] = ("single", "worker", "workers2", "origin_edge", "single")
 
 
 @dataclass(slots=True)
@@ -548,10 +548,10 @@ def _counts(text: str) -> tuple[int, ...]:
 
 
 def _layouts(text: str) -> tuple[str, ...]:
-    known = Settings().scaling_layouts
+    known = ("single", "worker", "workers2", "origin_edge")
     layouts = tuple(part.strip() for part in text.split(",") if part.strip())
     if not layouts or any(layout not in known for layout in layouts):
-        raise argparse.ArgumentTypeError(f"a comma-separated subset of {','.join(known)}")
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {','.join(known)} (single may repeat)")
     return layouts
 
 
@@ -573,7 +573,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--scaling-origin-viewers", type=int, default=defaults.scaling_origin_viewers,
                         help="scaling step, origin + edge: the origin's own viewers (its worker_viewer_capacity)")
     parser.add_argument("--scaling-layouts", type=_layouts, default=defaults.scaling_layouts,
-                        help="scaling step: which configurations (single first: the baseline of the ratios)")
+                        help="scaling step: which configurations, in order (single: the baseline of the ratios, "
+                             "the mean of its runs)")
     args = parser.parse_args(argv)
     if not 0 < args.scaling_origin_viewers < args.scaling_counts[0]:
         parser.error("--scaling-origin-viewers must be between 0 and N1 (the origin's share stays fixed)")

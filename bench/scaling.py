@@ -15,9 +15,10 @@ settings (``bench/gateway-bench.toml``):
   node keeps the default capacity: with a small one on both, the edge would be full as soon as the origin.
 
 Each has one synthetic host (pre-encoded, no encoding at run time) and two non-decoding viewer processes:
-the first holds N1 viewers, the second the N2 - N1 more. Windows, each after a warm-up: N1, N2, N1 again
-(the second process's viewers leave). CPU is utime+stime from /proc of every gateway process of the
-configuration (supervisor, workers, both nodes); redis-server and the load generator are reported apart.
+the first holds N1 viewers, the second the N2 - N1 more. Windows, each after a warm-up: N1, N2, N2 again
+(no change: no warm-up), N1 again (the second process's viewers leave). CPU is utime+stime from /proc of
+every gateway process of the configuration (supervisor, workers, both nodes); redis-server and the load
+generator are reported apart.
 The arithmetic and verdicts are in ``bench/scaling_report.py``; ``bench/README.md`` says how to read them.
 """
 
@@ -69,11 +70,13 @@ class ScalingSettings:
     origin_viewers: int = 10  # origin_edge: the origin's own viewers (its worker_viewer_capacity)
     warmup: float = 3.0  # after joins and leaves, before a window
     watch: float = 10.0  # one measured window
-    layouts: tuple[str, ...] = tuple(LAYOUTS)
+    # "single" first and again last: the baseline is the mean of the two, and their spread the noise between
+    # configurations measured minutes apart.
+    layouts: tuple[str, ...] = (*LAYOUTS, "single")
 
     def estimate_s(self) -> float:
         """A generous time budget for the whole step (start-up, joins, three windows, stop per layout)."""
-        return len(self.layouts) * (20 + 3 * (self.warmup + self.watch) + self.high * 0.1)
+        return len(self.layouts) * (20 + 4 * (self.warmup + self.watch) + self.high * 0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +110,9 @@ def _node_config(cluster: dict[str, Any], secret: str | None) -> str:
 class LayoutRun(TargetRun):
     """One configuration of the cluster under test, with its host and two viewer processes."""
 
-    def __init__(self, layout: str, settings: Settings, scaling: ScalingSettings, group: Fleet,
+    def __init__(self, layout: str, name: str, settings: Settings, scaling: ScalingSettings, group: Fleet,
                  http: aiohttp.ClientSession, workdir: Path) -> None:
-        super().__init__(f"scaling-{layout}", settings, group, http)
+        super().__init__(f"scaling-{name}", settings, group, http)
         self.layout = layout
         self.scaling = scaling
         self.workdir = workdir
@@ -276,9 +279,11 @@ class LayoutRun(TargetRun):
 
 async def measure_layout(layout: str, settings: Settings, scaling: ScalingSettings, log_dir: Path,
                          result: dict[str, Any]) -> None:
-    """Start one configuration, measure N1, N2, N1 again into ``result`` (as it goes: a deadline keeps what was
-    measured), stop it; every child is killed by pid on the way out."""
-    result.update({"layout": layout, "label": LAYOUTS[layout], "windows": []})
+    """Start one configuration, measure N1, N2, N2 again, N1 again into ``result`` (as it goes: a deadline keeps
+    what was measured), stop it; every child is killed by pid on the way out."""
+    result.setdefault("label", LAYOUTS[layout])
+    result.update({"layout": layout, "windows": []})
+    name = result.get("name", layout)  # names the child logs: a repeated layout gets its own
     stutter_max = report.stutter_target()
     with tempfile.TemporaryDirectory(prefix="cherry-scaling-") as tmp:
         run: LayoutRun | None = None
@@ -287,23 +292,26 @@ async def measure_layout(layout: str, settings: Settings, scaling: ScalingSettin
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
                 fleet(log_dir) as group,  # on the way out: every child stopped (shielded), then Redis below
             ):
-                run = LayoutRun(layout, settings, scaling, group, http, Path(tmp))
+                run = LayoutRun(layout, name, settings, scaling, group, http, Path(tmp))
                 try:
                     result.update(await run.start())
                     await asyncio.sleep(scaling.warmup)  # the host's stream settles
-                    steps = [("N1", 0, scaling.low), ("N2", 1, scaling.high - scaling.low), ("N1 again", 1, 0)]
-                    for label, index, count in steps:
-                        if label == "N1" and layout == "origin_edge":
+                    # N1, N2, N2, N1: symmetric in time, so a steady drift of the machine's load cancels.
+                    steps = [("N1", "join", 0, scaling.low), ("N2", "join", 1, scaling.high - scaling.low),
+                             ("N2 again", "stay", 1, 0), ("N1 again", "leave", 1, 0)]
+                    for label, action, index, count in steps:
+                        joins = report.pooled_joins([])
+                        if action == "join" and label == "N1" and layout == "origin_edge":
                             # The origin's share first, then the rest: joins racing for the origin's last places
                             # get 409 (room_changed), not an edge (see README, origin + edge).
                             joins = report.pooled_joins([await run.join_raw(index, scaling.origin_viewers),
                                                          await run.join_raw(index, count - scaling.origin_viewers)])
-                        elif count:
+                        elif action == "join":
                             joins = report.pooled_joins([await run.join_raw(index, count)])
-                        else:
+                        elif action == "leave":
                             await run.leave_on(index)
-                            joins = report.pooled_joins([])
-                        await asyncio.sleep(scaling.warmup)  # joins (first keyframes) or leaves settle
+                        if action != "stay":  # the same viewers again: a second window, nothing to settle
+                            await asyncio.sleep(scaling.warmup)  # joins (first keyframes) or leaves settle
                         window = await run.measured(label, joins, stutter_max)
                         result["windows"].append(window)
                         _progress(layout, window)
@@ -323,12 +331,14 @@ def _progress(layout: str, window: dict[str, Any]) -> None:
           f", machine {window['machine_busy_pct']} %: {window['verdict']}", flush=True)
 
 
+LOW, HIGH = ("N1", "N1 again"), ("N2", "N2 again")  # the windows of each count
+
+
 def _points(windows: Sequence[dict[str, Any]], key: str = "server_cpu_ms_per_s",
-            ) -> tuple[list[figures.Point], figures.Point | None]:
-    """The N1 windows and the N2 window as (connected viewers, ``key``)."""
+            ) -> tuple[list[figures.Point], list[figures.Point]]:
+    """The N1 windows and the N2 windows as (connected viewers, ``key``)."""
     points = {w["label"]: figures.Point(w["joined_total"], w[key]) for w in windows if w.get(key) is not None}
-    low = [points[label] for label in ("N1", "N1 again") if label in points]
-    return low, points.get("N2")
+    return [points[label] for label in LOW if label in points], [points[label] for label in HIGH if label in points]
 
 
 def summarize(layouts: list[dict[str, Any]], scaling: ScalingSettings) -> dict[str, Any]:
@@ -337,9 +347,9 @@ def summarize(layouts: list[dict[str, Any]], scaling: ScalingSettings) -> dict[s
         windows = layout["windows"]
         low, high = _points(windows)
         layout["viewers_label"] = f"{scaling.low}->{scaling.high}"
-        marginal = figures.marginal(low, high) if high is not None else None
+        marginal = figures.marginal(low, high)
         layout["marginal_cpu_ms_per_viewer_s"] = report.rounded(marginal, 3)
-        layout["noise"] = report.rounded(figures.repeat_noise(low, high), 3) if high is not None else None
+        layout["noise"] = report.rounded(figures.repeat_noise(low, high), 3)
         layout["fixed_cpu_ms_per_s"] = report.rounded(sum(p.cpu_ms_per_s for p in low) / len(low), 1) if low else None
         for key, source in (("redis_cpu_ms_per_s", "redis_cpu_ms_per_s"), ("generator_cores_max", "generator_cores"),
                             ("viewer_proc_core_pct_max", "viewer_proc_core_pct_max"),
@@ -349,30 +359,38 @@ def summarize(layouts: list[dict[str, Any]], scaling: ScalingSettings) -> dict[s
             layout[key] = max(values) if values else None
         # The load generator's own slope, and where the machine's busy share would cross the validity limit.
         gen_low, gen_high = _points(windows, "generator_cores")
-        gen = figures.marginal(gen_low, gen_high) if gen_high is not None else None
+        gen = figures.marginal(gen_low, gen_high)
         layout["generator_cpu_ms_per_viewer_s"] = report.rounded(gen * 1000, 3) if gen is not None else None
         layout["generator_over_gateway"] = (report.rounded(gen * 1000 / marginal, 2)
                                             if gen is not None and marginal else None)
         box_low, box_high = _points(windows, "machine_busy_pct")
-        saturation = (figures.saturation_viewers(box_low, box_high, report.MACHINE_SATURATION * 100)
-                      if box_high is not None else None)
+        saturation = figures.saturation_viewers(box_low, box_high, report.MACHINE_SATURATION * 100)
         layout["machine_saturation_viewers"] = report.rounded(saturation, 0)
-    baseline = next((x for x in layouts if x["layout"] == "single"), None)
-    base_marginal = baseline.get("marginal_cpu_ms_per_viewer_s") if baseline else None
+    # The baseline: the single process's marginal, the mean over its runs (first and last by default) that met
+    # their targets; how far those runs disagree is the noise between configurations measured minutes apart.
+    singles = [x for x in layouts if x["layout"] == "single"]
+    for layout in singles:
+        _judge(layout, None, baseline=True)
+    usable = [x["marginal_cpu_ms_per_viewer_s"] for x in singles
+              if x["verdict"] == "ok" and x["marginal_cpu_ms_per_viewer_s"] is not None]
+    base_marginal = sum(usable) / len(usable) if usable else None
     for layout in layouts:
-        is_baseline = layout is baseline
         value = figures.ratio(layout["marginal_cpu_ms_per_viewer_s"], base_marginal)
         layout["ratio"] = report.rounded(value, 3)
-        if layout.get("error") and len(layout["windows"]) < 3:
-            layout["verdict"], layout["verdict_reasons"] = "INVALID", ["not measured to the end"]
-        else:
-            layout["verdict"], layout["verdict_reasons"] = figures.layout_verdict(layout["windows"], value, is_baseline)
-        if not is_baseline and base_marginal is None and layout["verdict"] != "FAIL":
+        if layout["layout"] == "single":
+            continue
+        _judge(layout, value, baseline=False)
+        if base_marginal is None and layout["verdict"] != "FAIL":
             layout["verdict"], layout["verdict_reasons"] = "INVALID", ["no valid single-process baseline"]
     result: dict[str, Any] = {
         "counts": [scaling.low, scaling.high],
         "origin_viewers": scaling.origin_viewers,
         "ratio_max": figures.RATIO_MAX,
+        "baseline_marginal_cpu_ms_per_viewer_s": report.rounded(base_marginal, 3),
+        "baseline_runs": len(usable),
+        # The single process's runs against each other: max - min over their mean (None with one run).
+        "baseline_spread": (report.rounded((max(usable) - min(usable)) / base_marginal, 3)
+                            if base_marginal and len(usable) > 1 else None),
         "layouts": layouts,
     }
     origin_edge = next((x for x in layouts if x["layout"] == "origin_edge"), None)
@@ -382,6 +400,13 @@ def summarize(layouts: list[dict[str, Any]], scaling: ScalingSettings) -> dict[s
     result["failed"] = any(x.get("verdict") == "FAIL" for x in judged)
     result["invalid"] = [x.get("layout", "egress") for x in judged if x.get("verdict") == "INVALID"]
     return result
+
+
+def _judge(layout: dict[str, Any], value: float | None, baseline: bool) -> None:
+    if layout.get("error") and len(layout["windows"]) < len(LOW + HIGH):
+        layout["verdict"], layout["verdict_reasons"] = "INVALID", ["not measured to the end"]
+    else:
+        layout["verdict"], layout["verdict_reasons"] = figures.layout_verdict(layout["windows"], value, baseline)
 
 
 def _egress(layout: dict[str, Any]) -> dict[str, Any]:
@@ -395,10 +420,11 @@ def _egress(layout: dict[str, Any]) -> dict[str, Any]:
         edge_viewers = sum(v["viewers"] for w, v in workers.items() if w != origin)
         by_label[window["label"]] = figures.Egress(mine["viewers"], edge_viewers, mine["packets_out_per_s"],
                                                    mine["packets_in_per_s"] or 0.0)
-    low = [by_label[label] for label in ("N1", "N1 again") if label in by_label]
-    if not low or "N2" not in by_label:
+    low = [by_label[label] for label in LOW if label in by_label]
+    high = [by_label[label] for label in HIGH if label in by_label]
+    if not low or not high:
         return {"error": "origin figures missing (see the layout's error)", "verdict": "INVALID"}
-    egress = figures.egress_figures(figures.mean_egress(low), by_label["N2"])
+    egress = figures.egress_figures(figures.mean_egress(low), figures.mean_egress(high))
     if layout.get("verdict") == "INVALID":  # a starved generator: the counts may not be what they seem either
         egress["verdict"], egress["verdict_reasons"] = "INVALID", ["the configuration's windows were invalid"]
     egress["origin_worker"] = origin
@@ -408,9 +434,12 @@ def _egress(layout: dict[str, Any]) -> dict[str, Any]:
 async def scaling_bench(settings: Settings, scaling: ScalingSettings, log_dir: Path,
                         layouts: list[dict[str, Any]]) -> None:
     """Measure every configuration in turn, appending each to ``layouts`` (then :func:`summarize`)."""
-    for layout in scaling.layouts:
-        print(f"scaling: {LAYOUTS[layout]}", flush=True)
-        result: dict[str, Any] = {"layout": layout, "label": LAYOUTS[layout], "windows": []}
+    for index, layout in enumerate(scaling.layouts):
+        again = layout in scaling.layouts[:index]
+        label = LAYOUTS[layout] + (", again" if again else "")
+        print(f"scaling: {label}", flush=True)
+        result: dict[str, Any] = {"layout": layout, "label": label, "name": layout + ("-again" if again else ""),
+                                  "windows": []}
         layouts.append(result)
         await measure_layout(layout, settings, scaling, log_dir, result)
 

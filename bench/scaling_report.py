@@ -4,9 +4,9 @@ Pure functions over window readings (no processes, no clock), so the figure's ru
 (``tests/unit/test_bench_scaling.py``); ``bench/scaling.py`` takes the readings.
 
 * Marginal CPU per added viewer: the slope between two viewer counts of the CPU of every gateway process
-  of a configuration, ``(CPU(N2) - CPU(N1)) / ((N2 - N1) x window)`` in CPU-ms per viewer-second. N1 is
-  measured before and after N2 and the two averaged, so a load drift during the run cancels to first order;
-  how far apart the two N1 windows were is reported as the figure's noise.
+  of a configuration, ``(CPU(N2) - CPU(N1)) / ((N2 - N1) x window)`` in CPU-ms per viewer-second. The
+  windows go N1, N2, N2, N1 and each count's two are averaged, so a steady load drift during the run
+  cancels; how far apart the repeated windows were is reported as the figure's noise.
 * Ratio: a configuration's marginal CPU over the single process's, from the same run; within
   :data:`RATIO_MAX` passes.
 * Origin egress: the origin's RTP packets sent per second (its own viewers plus one copy per edge) at two
@@ -40,29 +40,33 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def marginal(low: Sequence[Point], high: Point) -> float | None:
-    """CPU-ms per added viewer-second between the N1 windows (averaged) and the N2 window; None when the
-    viewer counts do not grow (nothing to divide by)."""
-    if not low:
+def marginal(low: Sequence[Point], high: Sequence[Point]) -> float | None:
+    """CPU-ms per added viewer-second between the N1 windows and the N2 windows (each set averaged); None when
+    a set is empty or the viewer counts do not grow (nothing to divide by)."""
+    if not low or not high:
         return None
-    added = high.viewers - _mean([p.viewers for p in low])
+    added = _mean([p.viewers for p in high]) - _mean([p.viewers for p in low])
     if added <= 0:
         return None
-    return (high.cpu_ms_per_s - _mean([p.cpu_ms_per_s for p in low])) / added
+    return (_mean([p.cpu_ms_per_s for p in high]) - _mean([p.cpu_ms_per_s for p in low])) / added
 
 
-def repeat_noise(low: Sequence[Point], high: Point) -> float | None:
-    """How far apart the repeated N1 windows are, as a share of the N1 -> N2 CPU difference: 0.05 means the
-    slope is known to about 5 %. None with a single N1 window or no CPU difference."""
-    if len(low) < 2:
+def _spread(points: Sequence[Point]) -> float:
+    return max(p.cpu_ms_per_s for p in points) - min(p.cpu_ms_per_s for p in points)
+
+
+def repeat_noise(low: Sequence[Point], high: Sequence[Point]) -> float | None:
+    """How far apart the repeated windows of one count are (the larger disagreement, N1 or N2), as a share of
+    the N1 -> N2 CPU rise: 0.05 means the slope is known to about 5 %. None without a repeat or a rise."""
+    if not low or not high or (len(low) < 2 and len(high) < 2):
         return None
-    rise = high.cpu_ms_per_s - _mean([p.cpu_ms_per_s for p in low])
+    rise = _mean([p.cpu_ms_per_s for p in high]) - _mean([p.cpu_ms_per_s for p in low])
     if rise <= 0:
         return None
-    return (max(p.cpu_ms_per_s for p in low) - min(p.cpu_ms_per_s for p in low)) / rise
+    return max(_spread(low), _spread(high)) / rise
 
 
-def saturation_viewers(low: Sequence[Point], high: Point, limit: float) -> float | None:
+def saturation_viewers(low: Sequence[Point], high: Sequence[Point], limit: float) -> float | None:
     """Viewers at which a load figure (``Point.cpu_ms_per_s`` holding e.g. machine busy %) reaches ``limit``,
     extrapolated along the N1 -> N2 line; None if it does not rise."""
     slope = marginal(low, high)
@@ -194,6 +198,11 @@ def table(result: dict[str, Any]) -> str:
             verdict += " (" + "; ".join(notes) + ")"
         lines.append(layout.get("label", layout.get("layout", "?")).ljust(name_width) + "  "
                      + "  ".join(_cell(layout.get(key), w, d) for _, key, w, d in _COLUMNS) + "  " + verdict)
+    base = result.get("baseline_marginal_cpu_ms_per_viewer_s")
+    spread = result.get("baseline_spread")
+    lines.append(f"baseline (ratio 1): one process's marginal CPU, mean of {result.get('baseline_runs', 0)} run(s) "
+                 f"that met their targets: {_cell(base, 0).strip()} CPU-ms per viewer-second"
+                 + (f"; its runs differ by {spread * 100:.1f} % of it" if spread is not None else ""))
     egress = result.get("egress")
     if egress:
         if "error" in egress:
@@ -216,7 +225,7 @@ def legend() -> str:
     return (
         "marginal: (CPU(N2) - CPU(N1)) / (N2 - N1) over every gateway process of the configuration (supervisor, "
         "workers, nodes), CPU-ms per viewer-second;\nratio: marginal / the single process's (pass <= "
-        f"{RATIO_MAX:.2f}); noise: the two N1 windows' disagreement as a share of the N1 -> N2 difference; fixed: "
+        f"{RATIO_MAX:.2f}); noise: repeated windows' disagreement as a share of the N1 -> N2 rise; fixed: "
         "CPU-ms/s at N1\n(host ingest, heartbeats, idle workers); redis: redis-server CPU-ms/s, not in the figure; "
         "gen/gw: the load generator's marginal CPU per added viewer over the gateway's;\nsat N: viewers at which the "
         f"machine would be {MACHINE_SATURATION * 100:.0f} % busy (the N1 -> N2 line extended: where this generator "

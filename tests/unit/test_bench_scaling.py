@@ -18,27 +18,28 @@ from bench.scaling_report import (
 
 def test_marginal_cpu_is_the_slope_between_the_two_viewer_counts():
     # 140 CPU-ms/s with 20 viewers, 340 with 60: 200 ms/s for 40 more viewers = 5 CPU-ms per viewer-second.
-    assert marginal([Point(20, 140.0)], Point(60, 340.0)) == pytest.approx(5.0)
+    assert marginal([Point(20, 140.0)], [Point(60, 340.0)]) == pytest.approx(5.0)
 
 
-def test_the_repeated_low_count_cancels_a_drift_during_the_run():
-    # The machine got 20 ms/s busier between the first and the last window: the average of the two N1 windows
-    # stands for N1 at the time of N2, so the slope stays 5.
-    assert marginal([Point(20, 130.0), Point(20, 150.0)], Point(60, 340.0)) == pytest.approx(5.0)
+def test_windows_in_n1_n2_n2_n1_order_cancel_a_steady_drift_during_the_run():
+    # The machine got 10 ms/s busier per window: N1 130 then 160, N2 340 then 350 (true slope 5, as above).
+    assert marginal([Point(20, 130.0), Point(20, 160.0)], [Point(60, 340.0), Point(60, 350.0)]) == pytest.approx(5.0)
 
 
 def test_the_slope_uses_the_viewers_that_were_connected():
-    assert marginal([Point(20, 140.0)], Point(50, 290.0)) == pytest.approx(5.0)
+    assert marginal([Point(20, 140.0)], [Point(50, 290.0)]) == pytest.approx(5.0)
 
 
 def test_no_slope_without_added_viewers():
-    assert marginal([Point(20, 140.0)], Point(20, 150.0)) is None
-    assert marginal([], Point(60, 340.0)) is None
+    assert marginal([Point(20, 140.0)], [Point(20, 150.0)]) is None
+    assert marginal([], [Point(60, 340.0)]) is None
 
 
-def test_noise_is_the_low_windows_disagreement_as_a_share_of_the_rise():
-    assert repeat_noise([Point(20, 130.0), Point(20, 150.0)], Point(60, 340.0)) == pytest.approx(0.1)
-    assert repeat_noise([Point(20, 140.0)], Point(60, 340.0)) is None
+def test_noise_is_the_larger_disagreement_of_repeated_windows_as_a_share_of_the_rise():
+    assert repeat_noise([Point(20, 130.0), Point(20, 150.0)], [Point(60, 340.0)]) == pytest.approx(0.1)
+    assert repeat_noise([Point(20, 140.0), Point(20, 140.0)],
+                        [Point(60, 330.0), Point(60, 350.0)]) == pytest.approx(0.1)
+    assert repeat_noise([Point(20, 140.0)], [Point(60, 340.0)]) is None
 
 
 def test_the_ratio_is_to_the_single_process_of_the_same_run():
@@ -111,5 +112,5 @@ def test_the_two_low_windows_are_averaged_for_egress_too():
 
 def test_where_the_machine_would_saturate_is_the_line_through_the_two_counts_extended():
     # 30 % busy with 20 viewers, 60 % with 60: 0.75 % per viewer, 95 % at about 107 viewers.
-    assert saturation_viewers([Point(20, 30.0)], Point(60, 60.0), 95.0) == pytest.approx(106.67, abs=0.01)
-    assert saturation_viewers([Point(20, 30.0)], Point(60, 30.0), 95.0) is None
+    assert saturation_viewers([Point(20, 30.0)], [Point(60, 60.0)], 95.0) == pytest.approx(106.67, abs=0.01)
+    assert saturation_viewers([Point(20, 30.0)], [Point(60, 30.0)], 95.0) is None
