@@ -36,6 +36,7 @@ class Child:
         self._log: IO[bytes] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._start_ticks: int | None = None
+        self._stopped = False
 
     @property
     def pid(self) -> int:
@@ -102,9 +103,10 @@ class Child:
         return await self.next_message(lambda m: m.get("op") in (op, "error"), timeout)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; leftover descendants are killed by pid."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; leftover descendants are killed by pid. Idempotent: a
+        second call does nothing (the pid may belong to another process by then)."""
         process = self.process
-        if process is None:
+        if process is None or self._stopped:
             return
         leftovers = [(pid, procstat.start_ticks(pid)) for pid in procstat.descendants(process.pid)]
         if process.returncode is None:
@@ -125,6 +127,7 @@ class Child:
         if self._log is not None:
             self._log.close()
             self._log = None
+        self._stopped = True
 
     def kill_now(self) -> None:
         """Last-resort synchronous SIGKILL (from a finally block without a running loop)."""

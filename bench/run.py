@@ -12,7 +12,7 @@ core, or with the whole machine > 95 % busy, is invalid (a starved generator
 reports stutter the server did not cause) and ends the series. Results: a
 table on stdout and ``bench/results/bench.json``.
 
-The whole run is bounded (``--deadline``, default 330 s) and every child is
+The whole run is bounded (``--deadline``, default 840 s) and every child is
 killed by pid at the end, on error and on Ctrl-C.
 """
 
@@ -56,9 +56,13 @@ class Settings:
     watch: float = 10.0
     idle_watch: float = 5.0
     viewer_procs: int = 2
-    deadline: float = 480.0
-    targets: tuple[str, ...] = ("gateway", "baseline", "events", "pk")
+    deadline: float = 840.0
+    targets: tuple[str, ...] = ("gateway", "baseline", "events", "pk", "scaling")
     output: Path = RESULTS / "bench.json"
+    # The scaling figure (bench/scaling.py): viewer counts N1, N2 and the origin's own viewers in origin + edge.
+    scaling_counts: tuple[int, ...] = (20, 60)
+    scaling_origin_viewers: int = 10
+    scaling_layouts: tuple[str, ...] = ("single", "worker", "workers2", "origin_edge", "single")
 
 
 @dataclass(slots=True)
@@ -70,6 +74,8 @@ class Reading:
     viewer_cpu: list[float]
     host_cpu: float
     machine: procstat.MachineCpu
+    extra_cpu: dict[str, float] = field(default_factory=dict)  # measured apart (e.g. redis-server)
+    server_parts: list[float] = field(default_factory=list)  # server_cpu by process tree (nodes of a cluster)
 
 
 @dataclass(slots=True)
@@ -187,33 +193,58 @@ class TargetRun:
             self.target, server_argv(self.target, self.port) + _server_extra(self.target)
         )
         await wait_healthy(self.base_url, self.server, timeout=30)
+        published = await self.start_host(self.base_url)
+        await self.start_viewers(self.base_url)
+        return {"host_setup_ms": report.rounded(published.get("setup_ms"), 1)}
+
+    async def start_host(self, base_url: str) -> dict[str, Any]:
+        """The synthetic host, publishing to ``base_url``: its ``publishing`` message."""
         self.host = await self.group.spawn(
             f"{self.target}-host",
-            [sys.executable, "-m", "loadtests.webrtc.synthetic_host", "--base-url", self.base_url]
+            [sys.executable, "-m", "loadtests.webrtc.synthetic_host", "--base-url", base_url]
             + ["--room", ROOM, "--ice-host", ICE_HOST],
         )
         published = await self.host.next_message(lambda m: m.get("event") in ("publishing", "failed"), 60)
         if published["event"] != "publishing":
             raise RuntimeError(f"host could not publish: {published.get('error')}")
+        return published
+
+    async def start_viewers(self, base_url: str) -> None:
+        """``settings.viewer_procs`` viewer processes (no viewers yet) whose offers go to ``base_url``."""
         for index in range(self.settings.viewer_procs):
             self.viewers.append(
                 await self.group.spawn(
                     f"{self.target}-viewers-{index}",
-                    [sys.executable, "-m", "loadtests.webrtc.viewer", "--serve", "--base-url", self.base_url]
+                    [sys.executable, "-m", "loadtests.webrtc.viewer", "--serve", "--base-url", base_url]
                     + ["--room", ROOM, "--ice-host", ICE_HOST],
                 )
             )
             self.viewer_counts.append(0)
-        return {"host_setup_ms": report.rounded(published.get("setup_ms"), 1)}
+
+    def server_cpu_parts(self) -> list[float]:
+        """utime+stime of everything under test, by part (here one: the server's process tree)."""
+        assert self.server is not None
+        return [procstat.tree_cpu_seconds(self.server.pid)]
+
+    def server_rss(self) -> int:
+        assert self.server is not None
+        return procstat.tree_rss_bytes(self.server.pid)
+
+    def extra_cpu(self) -> dict[str, float]:
+        """CPU of helpers measured apart from the server and the load generator (none here)."""
+        return {}
 
     def read(self) -> Reading:
-        assert self.server is not None and self.host is not None
+        assert self.host is not None
+        parts = self.server_cpu_parts()
         return Reading(
             time.monotonic(),
-            procstat.tree_cpu_seconds(self.server.pid),
+            sum(parts),
             [procstat.cpu_seconds(v.pid) for v in self.viewers],
             procstat.cpu_seconds(self.host.pid),
             procstat.MachineCpu.read(),
+            self.extra_cpu(),
+            parts,
         )
 
     async def join(self, total: int) -> dict[str, Any]:
@@ -232,7 +263,6 @@ class TargetRun:
 
     async def window(self, seconds: float) -> dict[str, Any]:
         """Measure one watch window of ``seconds``."""
-        assert self.server is not None
         await asyncio.gather(*(v.request({"op": "mark"}, 10) for v in self.viewers))
         start = self.read()
         await asyncio.sleep(seconds)  # the measurement interval itself
@@ -244,12 +274,16 @@ class TargetRun:
         server_core = (end.server_cpu - start.server_cpu) / wall
         host_core = (end.host_cpu - start.host_cpu) / wall
         machine_cores = end.machine.busy_fraction_since(start.machine) * (os.cpu_count() or 1)
+        extra = {name: end.extra_cpu[name] - start.extra_cpu.get(name, 0.0) for name in end.extra_cpu}
         # Load outside the measured processes (other programs, kernel softirq for loopback traffic, the bench).
-        background = machine_cores - server_core - host_core - sum(viewer_core)
+        background = machine_cores - server_core - host_core - sum(viewer_core) - sum(extra.values()) / wall
         return {
             "wall_s": wall,
             "server_cpu_s": end.server_cpu - start.server_cpu,
-            "server_rss": procstat.tree_rss_bytes(self.server.pid),
+            "extra_cpu_s": extra,
+            "server_parts_cpu_s": [b - a for a, b in zip(start.server_parts, end.server_parts, strict=True)],
+            "host_cpu_s": end.host_cpu - start.host_cpu,
+            "server_rss": self.server_rss(),
             "server_core_pct": report.rounded(server_core * 100, 1),
             "host_core_pct": report.rounded(host_core * 100, 1),
             "background_core_pct": report.rounded(max(0.0, background) * 100, 1),
@@ -430,11 +464,14 @@ async def bench(settings: Settings) -> dict[str, Any]:
                 "watch_s": settings.watch,
                 "idle_watch_s": settings.idle_watch,
                 "viewer_procs": settings.viewer_procs,
+                "scaling_counts": list(settings.scaling_counts),
+                "scaling_origin_viewers": settings.scaling_origin_viewers,
             },
         }
     }
     gateway: dict[str, Any] | None = None
     baseline: dict[str, Any] | None = None
+    scaling_layouts: list[dict[str, Any]] = []  # filled as measured: a deadline keeps what was
     try:
         async with asyncio.timeout(settings.deadline):
             if "gateway" in settings.targets:
@@ -466,18 +503,56 @@ async def bench(settings: Settings) -> dict[str, Any]:
                     document["pk"] = await pk.pk_bench(50, 10.0, log_dir)
                 except (ChildExited, RuntimeError, OSError, aiohttp.ClientError) as exc:
                     document["pk"] = {"error": f"{type(exc).__name__}: {exc}", "passed": False}
+            if "scaling" in settings.targets:
+                from bench import scaling  # imports this module: load it only when used
+
+                budget = scaling_settings(settings).estimate_s()
+                if ends_at - time.monotonic() < budget:
+                    document["scaling_skipped"] = (f"time budget: {ends_at - time.monotonic():.0f} s left of the "
+                                                   f"deadline, the scaling step needs about {budget:.0f} s")
+                else:
+                    print("scaling: marginal CPU per added viewer, one process vs the cluster", flush=True)
+                    await scaling.scaling_bench(settings, scaling_settings(settings), log_dir, scaling_layouts)
     except TimeoutError:
         document["aborted"] = f"deadline of {settings.deadline:.0f} s reached"
     except asyncio.CancelledError:
         # Ctrl-C or SIGTERM: the children are already stopped (fleet); keep what was measured.
         document["aborted"] = "interrupted"
+    if scaling_layouts:
+        from bench import scaling
+
+        document["scaling"] = scaling.summarize(scaling_layouts, scaling_settings(settings))
     document["comparison"] = report.comparison(gateway, baseline)
     document["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     return document
 
 
+def scaling_settings(settings: Settings) -> Any:
+    """The scaling step's settings (``bench.scaling.ScalingSettings``) from the command line's."""
+    from bench.scaling import ScalingSettings
+
+    low, high = settings.scaling_counts
+    return ScalingSettings(low, high, settings.scaling_origin_viewers, settings.warmup, settings.watch,
+                           settings.scaling_layouts)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    counts = _ints(text)
+    if len(counts) != 2 or not 0 < counts[0] < counts[1]:
+        raise argparse.ArgumentTypeError("two viewer counts N1,N2 with 0 < N1 < N2")
+    return counts
+
+
+def _layouts(text: str) -> tuple[str, ...]:
+    known = ("single", "worker", "workers2", "origin_edge")
+    layouts = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not layouts or any(layout not in known for layout in layouts):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {','.join(known)} (single may repeat)")
+    return layouts
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
@@ -490,11 +565,20 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--idle-watch", type=float, default=defaults.idle_watch)
     parser.add_argument("--viewer-procs", type=int, choices=(1, 2), default=defaults.viewer_procs)
     parser.add_argument("--deadline", type=float, default=defaults.deadline, help="hard limit, seconds")
-    parser.add_argument("--target", choices=("all", "both", "gateway", "baseline", "events", "pk"), default="all")
+    parser.add_argument("--target", choices=("all", "both", "gateway", "baseline", "events", "pk", "scaling"),
+                        default="all")
     parser.add_argument("--output", type=Path, default=defaults.output)
+    parser.add_argument("--scaling-counts", type=_counts, default=defaults.scaling_counts, metavar="N1,N2",
+                        help="scaling step: the two viewer counts of the slope")
+    parser.add_argument("--scaling-origin-viewers", type=int, default=defaults.scaling_origin_viewers,
+                        help="scaling step, origin + edge: the origin's own viewers (its worker_viewer_capacity)")
+    parser.add_argument("--scaling-layouts", type=_layouts, default=defaults.scaling_layouts,
+                        help="scaling step: which configurations, in order (single: the baseline of the ratios, "
+                             "the mean of its runs)")
     args = parser.parse_args(argv)
-    targets = {"all": ("gateway", "baseline", "events", "pk"), "both": ("gateway", "baseline")}.get(
-        args.target, (args.target,))
+    if not 0 < args.scaling_origin_viewers < args.scaling_counts[0]:
+        parser.error("--scaling-origin-viewers must be between 0 and N1 (the origin's share stays fixed)")
+    targets = {"all": Settings().targets, "both": ("gateway", "baseline")}.get(args.target, (args.target,))
     return Settings(
         args.steps,
         args.baseline_steps,
@@ -505,6 +589,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         args.deadline,
         targets,
         args.output,
+        args.scaling_counts,
+        args.scaling_origin_viewers,
+        args.scaling_layouts,
     )
 
 
@@ -520,18 +607,18 @@ async def _main(settings: Settings) -> int:
             print(report.table(name, document[name]))
             if document[name].get("stopped"):
                 print(f"   stopped: {document[name]['stopped']}")
-    print(report.legend())
     comp = document["comparison"]
-    print()
-    for kind in ("net", "gross"):
-        print(
-            f"{kind} CPU-ms per viewer-second: gateway {comp[f'gateway_{kind}_cpu_ms_per_viewer_s']}, "
-            f"baseline {comp[f'baseline_{kind}_cpu_ms_per_viewer_s']}, gateway/baseline "
-            f"{comp[f'gateway_over_baseline_{kind}']} (baseline costs {comp[f'baseline_over_gateway_{kind}']}x)"
-        )
-    print(
-        f"RSS MB per viewer: gateway {comp['gateway_rss_mb_per_viewer']}, baseline {comp['baseline_rss_mb_per_viewer']}"
-    )
+    if "gateway" in document or "baseline" in document:
+        print(report.legend())
+        print()
+        for kind in ("net", "gross"):
+            print(
+                f"{kind} CPU-ms per viewer-second: gateway {comp[f'gateway_{kind}_cpu_ms_per_viewer_s']}, "
+                f"baseline {comp[f'baseline_{kind}_cpu_ms_per_viewer_s']}, gateway/baseline "
+                f"{comp[f'gateway_over_baseline_{kind}']} (baseline costs {comp[f'baseline_over_gateway_{kind}']}x)"
+            )
+        print(f"RSS MB per viewer: gateway {comp['gateway_rss_mb_per_viewer']}, "
+              f"baseline {comp['baseline_rss_mb_per_viewer']}")
     client = [
         s["client_cpu_ms_per_viewer_s"]
         for s in (document.get("gateway") or {}).get("steps", [])
@@ -553,12 +640,21 @@ async def _main(settings: Settings) -> int:
         print(pk.describe(document["pk"]) if "error" not in document["pk"] else f"PK: {document['pk']['error']}")
     if "events_fanout_error" in document:
         print(f"room events: {document['events_fanout_error']}")
+    if "scaling" in document:
+        from bench import scaling
+
+        print()
+        print(scaling.describe(document["scaling"]))
+    if document.get("scaling_skipped"):
+        print(f"scaling: skipped ({document['scaling_skipped']})")
     if document.get("aborted"):
         print(f"ABORTED: {document['aborted']}")
     print(f"\nJSON: {settings.output}  (duration {document['meta']['duration_s']} s)")
     failed = [name for name in ("gateway",) if (document.get(name) or {}).get("failed")]
     if "pk" in document and not document["pk"].get("passed", True):
         failed.append("pk")
+    if (document.get("scaling") or {}).get("failed"):
+        failed.append("scaling")
     if failed:
         print(f"FAILED: {', '.join(failed)} missed the targets (see the verdict column)")
     if document.get("aborted") == "interrupted":
