@@ -46,6 +46,16 @@ def route_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
 
 
+async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
+    """Send the remote sender a PLI for the stream ``receiver`` gets, as a decoder that lost its reference
+    would (aiortc sends one itself only on its own decoder's errors). False before any packet arrived."""
+    sources = receiver.getSynchronizationSources()
+    if not sources:
+        return False
+    await receiver._send_rtcp_pli(sources[0].source)
+    return True
+
+
 DatagramSink = Callable[[bytes, int], None]  # (datagram, ICE component)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aiortc_bridge.client import request_keyframe
 from cluster.config import ClusterConfig
 from cluster.registry import RedisRegistry
 from loadtests.webrtc.process import RedisServer, free_port_range
@@ -25,6 +26,7 @@ from tests.cluster import WORKER_HEADER, answering_workers
 from tests.integration.conftest import GatewayProcess, dev_token, free_port
 from tests.integration.events_client import EventsClient
 from tests.integration.peers import Host, Viewer, wait_slot_quiet
+from tests.integration.test_congestion import Downlink
 from tests.integration.test_costream import bucket, lumas
 from tests.integration.test_errors import offer_sdp
 from tests.integration.test_forwarding import assert_smooth, close_all
@@ -441,3 +443,62 @@ async def test_an_encoder_asking_for_a_redirect_is_sent_to_the_node_of_the_rooms
     finally:
         await close_all(http, host)
 
+
+
+def retransmitted(detail: dict, worker: str, identity: str) -> int:  # type: ignore[type-arg]
+    """Video retransmissions to ``identity``'s sessions held by ``worker``, from the admin room detail."""
+    return sum(sub["retransmitted"] for p in detail["participants"] if p["identity"] == identity
+               and p["worker"] == worker for s in p["sessions"] for sub in s["subscriptions"] if sub["kind"] == "video")
+
+
+async def test_an_edge_answers_its_viewers_nacks_and_the_host_sees_throttled_keyframe_requests(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "lossy-edge"
+    await idle_workers(cluster)
+    host = Host(a.base, room, await dev_token(http, a.base, room, "host", "lossy-host"))
+    await host.publish(http)
+    origin = host.location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+    named = {f"lossy{i}": Viewer(b.base, room, await dev_token(http, b.base, room, "viewer", f"lossy{i}"))
+             for i in range(4)}
+    viewers = list(named.values())
+    try:
+        for viewer in viewers:  # capacity 2: two on the origin, two on an edge
+            await viewer.watch(http)
+            await asyncio.wait_for(viewer.first_video.wait(), 10)
+        far_identity, far = next((i, v) for i, v in named.items()
+                                 if not v.location.endswith("~" + origin))  # type: ignore[union-attr]
+        edge = far.location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+        downlink = Downlink(far.pc, lose=1)  # a viewer of the edge loses one media datagram in ten
+        await far.wait_frames(60, 15)
+        downlink.impaired = False
+        await far.wait_frames(10, 10)
+        assert downlink.dropped > 5, downlink.dropped  # the loss happened
+        status, detail = await admin(http, b, "GET", f"/api/rooms/{room}")
+        assert status == 200, detail
+        pipe = f"edge:{edge}"
+        # Its NACKs were answered from the edge's own packet cache: the pipe from the origin repaired nothing.
+        assert retransmitted(detail, edge, far_identity) > 0, detail["participants"]
+        assert retransmitted(detail, origin, pipe) == 0, detail["participants"]
+
+        # Every viewer, on the origin and on the edge, asks for a keyframe ten times a second for 3 s: the host
+        # gets at most one request per keyframe_request_interval_ms (300 ms), however many edges relay them.
+        async def storm(viewer: Viewer) -> int:
+            sent = 0
+            for _ in range(30):
+                video = next(t for t in viewer.pc.getTransceivers() if t.kind == "video")
+                sent += await request_keyframe(video.receiver)
+                await asyncio.sleep(0.1)  # the storm's own pace
+            return sent
+
+        before = await stats_of(http, cluster, origin)
+        asked = sum(await asyncio.gather(*(storm(v) for v in viewers)))
+        after = await stats_of(http, cluster, origin)
+        window = after["uptime_s"] - before["uptime_s"]
+
+        def requests(snapshot: dict) -> int:  # type: ignore[type-arg]
+            entry = next(r for r in snapshot["rooms"] if r["room"] == room)
+            return int(entry["publications"]["video"]["keyframe_requests"])
+        got = requests(after) - requests(before)
+        assert asked >= 100 and 1 <= got <= window / 0.3 + 1, (asked, got, window)
+    finally:
+        await close_all(http, host, *viewers)
