@@ -230,7 +230,7 @@ def _internal_url(config: Path) -> str:
     raise AssertionError("no advertise_url")
 
 
-LUMA_A, LUMA_B = 220, 110
+LUMA_A, LUMA_B, LUMA_GUEST = 220, 110, 60
 
 
 
@@ -502,3 +502,54 @@ async def test_an_edge_answers_its_viewers_nacks_and_the_host_sees_throttled_key
         assert asked >= 100 and 1 <= got <= window / 0.3 + 1, (asked, got, window)
     finally:
         await close_all(http, host, *viewers)
+
+
+async def test_a_guest_on_mic_reaches_edge_viewers_as_one_more_pulled_slot_and_an_idle_edge_lets_go(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "duet"
+    await idle_workers(cluster)
+    host = Host(a.base, room, await dev_token(http, a.base, room, "host", "lead"), luma=LUMA_A)
+    await host.publish(http)
+    origin = host.location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+    viewers = [Viewer(b.base, room, await dev_token(http, b.base, room, "viewer", f"duet{i}"), slots=2)
+               for i in range(3)]
+    lead = fan = None
+    guest: Host | None = None
+    try:
+        for viewer in viewers:  # capacity 2: two on the origin, one on an edge
+            await viewer.watch(http)
+            await asyncio.wait_for(viewer.first_video.wait(), 10)
+        on_edge = [v for v in viewers if not v.location.endswith("~" + origin)]  # type: ignore[union-attr]
+        assert len(on_edge) == 1, [v.location for v in viewers]
+        edge = on_edge[0].location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+        # The host puts a fan on mic from a room socket on the other node; the guest publishes through node b.
+        lead = await EventsClient.connect(http, b.base, room, await dev_token(http, b.base, room, "host", "lead"))
+        fan = await EventsClient.connect(http, b.base, room, await dev_token(http, b.base, room, "viewer", "singer"))
+        await lead.send(type="guest_invite", identity="singer")
+        invitation = await fan.next("guest_invitation", timeout=10)
+        await fan.send(type="guest_accept", id=invitation["id"])
+        granted = await fan.next("guest_token", timeout=10)
+        guest = Host(b.base, room, granted["token"], luma=LUMA_GUEST)
+        await guest.publish(http)
+        assert guest.location is not None and guest.location.endswith("~" + origin), guest.location
+        # Every viewer, the edge's too, gets the guest in slot 1 without posting again.
+        await asyncio.gather(*(v.wait_slot_frames(1, 20, 15) for v in viewers))
+        for viewer in viewers:
+            assert lumas(viewer.slot_bars[1][-3:]) == {bucket(LUMA_GUEST)}, viewer.location
+            assert lumas(viewer.bars[-3:]) == {bucket(LUMA_A)}, viewer.location
+        # The edge's last viewer leaves: after edge_linger_s (1 s) the edge lets the room go and the origin's
+        # pipe to it ends (the registry shows no edge; the origin holds no pipe participant).
+        await on_edge[0].stop(http)
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            status, view = await admin(http, a, "GET", "/api/cluster")
+            entry = next((r for r in view["rooms"] if r["room"] == room), None)
+            status, detail = await admin(http, a, "GET", f"/api/rooms/{room}")
+            pipes = [p for p in detail.get("participants", []) if p["identity"] == f"edge:{edge}"]
+            if entry is not None and not entry["edges"] and not pipes:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"the edge kept the room: {entry} {pipes}"
+            await asyncio.sleep(0.2)  # the linger timer and the next heartbeat are other processes'
+    finally:
+        await asyncio.gather(*(c.close() for c in (lead, fan) if c is not None), return_exceptions=True)
+        await close_all(http, host, *viewers, *([guest] if guest else []))

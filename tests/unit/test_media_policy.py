@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from relay.config import MediaConfig
+from relay.pipe import pipe_policy
 from relay.ports import CodecInfo
 from relay.publication import Publication
 from relay.subscription import Subscription
@@ -273,3 +274,30 @@ def test_receiver_reports_give_loss_jitter_and_rtt_per_viewer():
     sub.on_receiver_report(report(loss=0.05, jitter=900))
     c = sub.congestion()
     assert c.state == "ok" and c.loss == round(13 / 256, 4) and c.jitter_ms == 10.0 and c.rtt_ms is None
+
+
+def test_a_pipe_to_an_edge_is_held_to_no_viewer_budget_or_drop_policy():
+    """A pipe that drops freezes a whole edge: it answers every NACK and keeps its video through a queue
+    that would make a viewer drop to the next keyframe (relay.pipe.pipe_policy)."""
+    base = MediaConfig(nack_budget_per_second=10, viewer_queue_limit_bytes=1000)
+    clock = FakeClock()
+    pub = Publication("video", VP8, FakeUpstream(), cache_size=256, keyframe_interval=0.3, clock=clock)
+    subs = {}
+    for name, media in (("viewer", base), ("pipe", pipe_policy(base))):
+        sink = FakeSink()
+        subs[name] = (Subscription("video", 90000, sink, media=media, cname="c", clock=clock), sink)
+        subs[name][0].switch_source(pub)
+        subs[name][0].start()
+    for i in range(60):
+        rtp(pub, 1 + i, 3000 * i, VP8_KEY if i == 0 else VP8_DELTA)
+    for sub, sink in subs.values():
+        sub.on_nack(out_seqs(sink)[:50])
+    viewer, pipe = subs["viewer"][0].stats, subs["pipe"][0].stats
+    assert viewer.nack_budget_refused == 30 and pipe.nack_budget_refused == 0 and pipe.retransmitted == 50
+    for _, sink in subs.values():
+        sink.queued = 10_000  # the transport's send buffer is backed up
+    sent = {name: len(sink.sent) for name, (_, sink) in subs.items()}
+    for i in range(60, 70):
+        rtp(pub, 1 + i, 3000 * i, VP8_DELTA)
+    assert len(subs["pipe"][1].sent) - sent["pipe"] == 10  # every packet went on
+    assert len(subs["viewer"][1].sent) - sent["viewer"] < 10  # the viewer dropped to wait for a keyframe
