@@ -1,10 +1,11 @@
-"""The admin API from any worker: each request asks every available worker and merges what they hold.
+"""The admin API from any worker: each request asks every live worker and merges what they hold.
 
 A room of a cluster is spread over workers: its origin holds the host, guests and publications; edges
-hold some of its viewers; any worker may hold some of its sockets. Listing, describing, ending and kicking
-therefore go to every available worker over the signed internal API (``/internal/admin``), this worker
-answering for itself without a hop. A worker that does not answer leaves the answer ``partial`` (named
-in ``unreachable``) rather than failing it: an operator ending a room during an incident wants the rest.
+hold some of its viewers; any worker may hold some of its sockets. Listing, describing, ending and
+kicking therefore go to every live worker (serving or draining) over the signed internal API
+(``/internal/admin``), this worker answering for itself without a hop. A worker that does not answer
+leaves the answer ``partial`` (named in ``unreachable``) rather than failing it: an operator ending a
+room during an incident wants the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _SUMMED = ("viewers", "online")  # ingest is the origin's: an edge's is its pipe
 
 
 class ClusterAdmin:
-    """``signaling.admin.AdminScope`` over every available worker of the cluster."""
+    """``signaling.admin.AdminScope`` over every live worker of the cluster (serving or draining)."""
 
     def __init__(self, local: LocalAdmin, registry: RedisRegistry, client: InternalClient) -> None:
         self.local = local
@@ -31,9 +32,9 @@ class ClusterAdmin:
         self._client = client
 
     async def _ask(self, op: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """Every available worker's answer to ``op`` by worker id, and the workers that did not answer."""
+        """Every live worker's answer to ``op`` by worker id, and the workers that did not answer."""
         try:
-            workers = await self._registry.available()
+            workers = await self._registry.fresh()  # a draining worker still holds rooms to end or kick from
         except RegistryUnavailable:
             workers = []  # Redis away: this worker still answers for what it holds
         me = self._registry.worker_id

@@ -215,6 +215,11 @@ class RedisRegistry:
         except (RedisError, OSError):
             pass  # pruning is housekeeping: the next reader tries again
 
+    async def fresh(self) -> list[WorkerInfo]:
+        """Workers with a recent heartbeat, serving or draining: all that still hold sessions."""
+        now = self._clock()
+        return [w for w in await self.workers() if now - w.updated_at <= self.config.stale_after_s]
+
     async def available(self) -> list[WorkerInfo]:
         now = self._clock()
         return [w for w in await self.workers() if w.available(now, self.config.stale_after_s)]

@@ -163,3 +163,14 @@ async def test_an_origin_lease_lost_with_redis_data_is_written_back_by_the_next_
     await workers.registries["b-w0"].claim_origin("other", "b-w0")
     await workers.beat("a-w0", rooms={"live": 3}, origins=("live", "other"))
     assert await workers.registries["a-w0"].origin("other") == "b-w0"
+
+
+async def test_a_draining_worker_is_still_live_for_the_admin_api_a_silent_one_is_not(workers: Workers) -> None:
+    await workers.beat("a-w0", state="draining")
+    await workers.beat("b-w0")
+    workers.clock.now += 4
+    await workers.beat("c-w0")
+    workers.clock.now += 2  # a and b are 6 s old now (stale after 5)
+    await workers.beat("a-w0", state="draining")
+    assert sorted(w.worker_id for w in await workers.registries["c-w0"].fresh()) == ["a-w0", "c-w0"]
+    assert [w.worker_id for w in await workers.registries["c-w0"].available()] == ["c-w0"]
