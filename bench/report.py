@@ -173,11 +173,13 @@ _COLUMNS: list[tuple[str, str, int]] = [
 ]
 
 
-def _cell(value: Any, width: int) -> str:
+def cell(value: Any, width: int, digits: int | None = None) -> str:
+    """A table cell: "-" for no value; a float with ``digits`` decimals (None: 3 below 10, else 1)."""
     if value is None:
         text = "-"
     elif isinstance(value, float):
-        text = f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        places = digits if digits is not None else 3 if abs(value) < 10 else 1
+        text = f"{value:.{places}f}"
     else:
         text = str(value)
     return text.rjust(width)
@@ -186,9 +188,9 @@ def _cell(value: Any, width: int) -> str:
 def table(name: str, result: dict[str, Any]) -> str:
     idle = result.get("idle") or {}
     lines = [
-        f"== {name}: idle with host {_cell(idle.get('server_cpu_ms_per_s'), 0).strip()} CPU-ms/s, "
-        f"RSS {_cell(idle.get('server_rss_mb'), 0).strip()} MB, "
-        f"background load {_cell(idle.get('background_core_pct'), 0).strip()} % of a core"
+        f"== {name}: idle with host {cell(idle.get('server_cpu_ms_per_s'), 0).strip()} CPU-ms/s, "
+        f"RSS {cell(idle.get('server_rss_mb'), 0).strip()} MB, "
+        f"background load {cell(idle.get('background_core_pct'), 0).strip()} % of a core"
         + (f"  [{result['error']}]" if result.get("error") else ""),
         "  ".join(h.rjust(w) for h, _, w in _COLUMNS) + "  verdict",
     ]
@@ -204,7 +206,7 @@ def table(name: str, result: dict[str, Any]) -> str:
         notes = step.get("notes", []) + step.get("verdict_reasons", [])
         if notes:
             verdict += " (" + "; ".join(notes) + ")"
-        lines.append("  ".join(_cell(step.get(key), w) for _, key, w in _COLUMNS) + "  " + verdict)
+        lines.append("  ".join(cell(step.get(key), w) for _, key, w in _COLUMNS) + "  " + verdict)
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.report import MACHINE_SATURATION, rounded
+from bench.report import MACHINE_SATURATION, cell, rounded
 
 RATIO_MAX = 1.15  # a cluster's marginal CPU per added viewer may exceed one process's by 15 %
 EGRESS_GROWTH_MAX = 0.10  # origin egress growth allowed while the edges' viewers grow ...
@@ -164,11 +164,6 @@ def egress_figures(low: Egress, high: Egress, growth_max: float = EGRESS_GROWTH_
     }
 
 
-def _cell(value: Any, width: int, digits: int = 2) -> str:
-    text = "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    return text.rjust(width)
-
-
 _COLUMNS: list[tuple[str, str, int, int]] = [
     ("viewers", "viewers_label", 9, 0),
     ("marginal", "marginal_cpu_ms_per_viewer_s", 8, 2),
@@ -197,11 +192,11 @@ def table(result: dict[str, Any]) -> str:
         if notes:
             verdict += " (" + "; ".join(notes) + ")"
         lines.append(layout.get("label", layout.get("layout", "?")).ljust(name_width) + "  "
-                     + "  ".join(_cell(layout.get(key), w, d) for _, key, w, d in _COLUMNS) + "  " + verdict)
+                     + "  ".join(cell(layout.get(key), w, d) for _, key, w, d in _COLUMNS) + "  " + verdict)
     base = result.get("baseline_marginal_cpu_ms_per_viewer_s")
     spread = result.get("baseline_spread")
     lines.append(f"baseline (ratio 1): one process's marginal CPU, mean of {result.get('baseline_runs', 0)} run(s) "
-                 f"that met their targets: {_cell(base, 0).strip()} CPU-ms per viewer-second"
+                 f"that met their targets: {cell(base, 0, 2).strip()} CPU-ms per viewer-second"
                  + (f"; its runs differ by {spread * 100:.1f} % of it" if spread is not None else ""))
     egress = result.get("egress")
     if egress:
@@ -215,7 +210,7 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"origin egress: edge viewers {e1} -> {e2} (x{egress['edge_viewer_factor']}), origin's own viewers "
                 f"{egress['origin_viewers'][0]}: origin sends {p1} -> {p2} RTP packets/s ({c1} -> {c2} copies per "
-                f"packet in), growth {_cell(None if growth is None else growth * 100, 0, 1).strip()} %, growth / "
+                f"packet in), growth {cell(None if growth is None else growth * 100, 0, 1).strip()} %, growth / "
                 f"edge growth {egress['growth_over_edge_growth']}  {egress['verdict']}"
                 + (" (" + "; ".join(egress["verdict_reasons"]) + ")" if egress["verdict_reasons"] else ""))
     return "\n".join(lines)

@@ -53,9 +53,6 @@ class ClusterAdmin:
             unreachable.append("registry")
         return answers, sorted(unreachable)
 
-    async def apply(self, op: dict[str, Any]) -> Any:
-        return await self.local.apply(op)
-
     async def rooms(self) -> dict[str, Any]:
         answers, unreachable = await self._ask({"op": "rooms"})
         merged: dict[str, dict[str, Any]] = {}

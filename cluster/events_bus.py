@@ -941,7 +941,7 @@ class ClusterBus:
         now = self._clock()
         stale_after = self._registry.config.stale_after_s
         for info in await self._registry.workers():
-            if self._wall() - info.updated_at <= 2 * stale_after:
+            if info.fresh(self._wall(), 2 * stale_after):
                 self._last_fresh[info.worker_id] = now
         # Right after a Redis restart no worker has a heartbeat on record yet: gone means gone for long.
         gone_after = 3 * max(self.settings.lease_s, stale_after)

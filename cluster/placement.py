@@ -87,7 +87,7 @@ class Placement:
         available = {w.worker_id: w for w in self._available(workers)}
         owner = await self.registry.origin(room)
         now = self._clock()
-        if owner is None or owner not in by_id or now - by_id[owner].updated_at > self._stale_after * 2 \
+        if owner is None or owner not in by_id or not by_id[owner].fresh(now, self._stale_after * 2) \
                 or self._is_suspect(owner, now):
             raise RoomNotLive(f"room {room!r} has no live host")
         origin = by_id[owner]

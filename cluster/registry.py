@@ -92,7 +92,11 @@ class WorkerInfo:
     node_url: str = ""  # its node's public base URL, if configured (the WHIP redirect's target)
 
     def available(self, now: float, stale_after: float) -> bool:
-        return self.state == "serving" and now - self.updated_at <= stale_after
+        return self.state == "serving" and self.fresh(now, stale_after)
+
+    def fresh(self, now: float, stale_after: float) -> bool:
+        """Its last heartbeat is recent: it runs (serving or draining) and its report can be believed."""
+        return now - self.updated_at <= stale_after
 
     @property
     def load(self) -> float:
@@ -218,7 +222,7 @@ class RedisRegistry:
     async def fresh(self) -> list[WorkerInfo]:
         """Workers with a recent heartbeat, serving or draining: all that still hold sessions."""
         now = self._clock()
-        return [w for w in await self.workers() if now - w.updated_at <= self.config.stale_after_s]
+        return [w for w in await self.workers() if w.fresh(now, self.config.stale_after_s)]
 
     async def available(self) -> list[WorkerInfo]:
         now = self._clock()

@@ -18,7 +18,7 @@ def cluster_view(workers: Sequence[WorkerInfo], now: float, stale_after: float, 
     nodes: dict[str, dict[str, Any]] = {}
     rooms: dict[str, dict[str, Any]] = {}
     for worker in sorted(workers, key=lambda w: (w.node_id, w.worker_id)):
-        fresh = now - worker.updated_at <= stale_after
+        fresh = worker.fresh(now, stale_after)
         entry: dict[str, Any] = {
             "id": worker.worker_id, "state": worker.state if fresh else "stale", "available":
             worker.available(now, stale_after), "heartbeat_age_s": round(max(0.0, now - worker.updated_at), 1),

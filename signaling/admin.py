@@ -29,9 +29,6 @@ class AdminScope(Protocol):
 
     async def kick(self, name: str, identity: str) -> dict[str, Any] | None: ...
 
-    async def apply(self, op: dict[str, Any]) -> Any:
-        """One operation asked by another worker (``/internal/admin``), answered for this worker only."""
-
 
 class _Bitrates:
     """Ingest bitrate per room from byte-count deltas between calls (no per-packet work)."""
@@ -126,6 +123,7 @@ class LocalAdmin:
         return {"kicked": identity, "sessions": sessions, "sockets": sockets}
 
     async def apply(self, op: dict[str, Any]) -> Any:
+        """One operation asked by another worker (``/internal/admin``), answered for this worker only."""
         kind, name = op.get("op"), op.get("room")
         if kind == "rooms":
             return await self.rooms()

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # gateway's compatibility layer too: plain pylibsrtp refuses the full-size packets some tests send.
 configure_ice(["127.0.0.1"])
 
-__all__ = ["GatewayProcess", "dev_token", "free_port"]
+__all__ = ["GatewayProcess", "NodesOnRedis", "dev_token", "free_port"]
 
 
 class GatewayProcess(process.GatewayProcess):
@@ -46,6 +46,21 @@ class GatewayProcess(process.GatewayProcess):
 
     def log(self) -> str:
         return self.log_tail()
+
+
+class NodesOnRedis:
+    """A throwaway ``redis-server`` (free loopback port, nothing persisted) and the gateway nodes a test adds
+    to ``nodes``; :meth:`stop` ends the nodes, then Redis, each by pid (stopping twice is harmless)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.redis = process.RedisServer(tmp / "redis")
+        self.redis.wait_ready()
+        self.nodes: dict[str, GatewayProcess] = {}
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        self.redis.stop()
 
 
 @pytest.fixture(scope="module")

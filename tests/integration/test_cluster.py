@@ -20,10 +20,10 @@ import pytest
 from aiortc_bridge.client import request_keyframe
 from cluster.config import ClusterConfig
 from cluster.registry import RedisRegistry
-from loadtests.webrtc.process import RedisServer, free_port_range
+from loadtests.webrtc.process import free_port_range
 from signaling.auth import TokenService
 from tests.cluster import WORKER_HEADER, answering_workers
-from tests.integration.conftest import GatewayProcess, dev_token, free_port
+from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token, free_port
 from tests.integration.events_client import EventsClient
 from tests.integration.peers import Host, Viewer, wait_slot_quiet
 from tests.integration.test_congestion import Downlink
@@ -53,11 +53,9 @@ edge_linger_s = 1.0
 WORKERS = 2  # per node
 
 
-class Cluster:
+class Cluster(NodesOnRedis):
     def __init__(self, tmp: Path) -> None:
-        self.redis = RedisServer(tmp / "redis")
-        self.redis.wait_ready()
-        self.nodes: dict[str, GatewayProcess] = {}
+        super().__init__(tmp)
         self.internal: dict[str, int] = {}  # each worker's internal API port, by worker id
         try:
             for name in ("a", "b"):
@@ -78,12 +76,6 @@ class Cluster:
         """Until every worker of both nodes answers on its node's shared port."""
         for name, node in self.nodes.items():
             await answering_workers(node.base + "/healthz", {w for w in self.internal if w.startswith(name + "-")})
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        self.redis.stop()
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

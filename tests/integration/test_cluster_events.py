@@ -15,8 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from loadtests.webrtc.process import RedisServer
-from tests.integration.conftest import GatewayProcess, dev_token, free_port
+from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token, free_port
 from tests.integration.events_client import EventsClient
 from tests.integration.peers import Host
 
@@ -42,11 +41,9 @@ stale_after_s = 2.0
 """
 
 
-class Cluster:
+class Cluster(NodesOnRedis):
     def __init__(self, tmp: Path) -> None:
-        self.redis = RedisServer(tmp / "redis")
-        self.redis.wait_ready()
-        self.nodes: dict[str, GatewayProcess] = {}
+        super().__init__(tmp)
         try:
             for name in ("a", "b"):
                 (tmp / name).mkdir(exist_ok=True)
@@ -54,11 +51,6 @@ class Cluster:
         except BaseException:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        self.redis.stop()
 
 
 @pytest.fixture(scope="module")

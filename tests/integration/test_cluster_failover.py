@@ -13,26 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.webrtc.process import RedisServer
-from tests.integration.conftest import GatewayProcess, dev_token, free_port
+from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token, free_port
 from tests.integration.peers import Host, Viewer
 from tests.integration.test_cluster import node_config
 from tests.integration.test_forwarding import close_all
 
 
-class TwoNodes:
+class TwoNodes(NodesOnRedis):
     def __init__(self, tmp: Path, extra: str = "") -> None:
-        self.redis = RedisServer(tmp / "redis")
-        self.redis.wait_ready()
+        super().__init__(tmp)
         self.nodes = {name: GatewayProcess([], node_config(self.redis.url, name, free_port()).replace(
             "worker_viewer_capacity = 2", "worker_viewer_capacity = 1") + extra, tmp / name)
             for name in ("a", "b")}
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            if node.proc.poll() is None:
-                node.stop()
-        self.redis.stop()
 
 
 @pytest.fixture
