@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -19,9 +18,10 @@ from aiortc_bridge.ice import pin_ice_hosts
 from cluster.events_bus import BusSettings, ClusterBus
 from cluster.runtime import ClusterRuntime
 from cluster.worker import WorkerSlot
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, operations_token
 from gateway.operations import WEBHOOKS, install_operations, metrics_response
 from gateway.pages import add_page_routes
+from gateway.security import operations_gate, request_id_middleware, security_headers
 from gateway.webhooks import RoomWebhooks
 from relay.core import Relay, RelayConfig
 from relay.session import RelayHooks
@@ -29,8 +29,9 @@ from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
 from signaling.auth import ROLES, check_ttl, token_service
 from signaling.broker import LocalBroker
+from signaling.clients import AddressSet
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
-from signaling.errors import REQUEST_ID, RETRY_AFTER, HttpError, error_middleware
+from signaling.errors import RETRY_AFTER, HttpError, error_middleware
 from signaling.events.bus import RoomBus
 from signaling.events.hub import EventHub
 from signaling.events.moderation import WordMask
@@ -75,18 +76,13 @@ def build_context(config: GatewayConfig, bus: RoomBus | None = None) -> Signalin
         retry_after=config.limits.retry_after,
         public_url=config.server.public_url,
         dev=config.dev,
+        trusted_proxies=AddressSet(config.server.trusted_proxies),
+        offer_limit_exempt=AddressSet(config.limits.offer_limit_exempt),
+        socket_origins=config.events.allowed_origins,
     )
     ctx.hub = EventHub(config.events, config.costream, relay, ctx.moderation, WordMask(config.events.word_filter),
                        ctx.tokens, bus=bus)
     return ctx
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    request[REQUEST_ID] = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:12]
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request[REQUEST_ID]
-    return response
 
 
 def cors_middleware(origins: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -203,12 +199,16 @@ def worker_header(worker_id: str) -> Callable[[web.Request, web.StreamResponse],
 def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.Application:
     aiortc_bridge.install()
     pin_ice_hosts(config.ice.hosts)
+    slot = slot or WorkerSlot.of(config.cluster)
+    ops_token = operations_token(config.operations)
     app = web.Application(
-        middlewares=[request_id_middleware, cors_middleware(config.server.cors_origins), error_middleware],
+        middlewares=[request_id_middleware, cors_middleware(config.server.cors_origins), error_middleware,
+                     operations_gate(port=config.operations.port and config.operations.port + slot.index,
+                                     public_allowed=config.dev or bool(ops_token), token=ops_token)],
         client_max_size=config.limits.max_body_bytes,
     )
     app[CONFIG] = config
-    app[SLOT] = slot = slot or WorkerSlot.of(config.cluster)
+    app[SLOT] = slot
     events_bus = None
     if config.cluster.redis_url:
         # Room events across workers (cluster/events_bus.py): the hub decides and delivers through it.
@@ -217,6 +217,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
     app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
+    app.on_response_prepare.append(security_headers)
     ops = install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
     r = app.router

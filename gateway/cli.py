@@ -89,11 +89,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def serve(config: GatewayConfig, slot: WorkerSlot | None = None) -> None:
     """Run one gateway process: the only one (one worker), or worker ``slot.index`` of a supervisor's."""
-    from aiohttp import web
-
     from aiortc_bridge.ice import use_port_range
     from gateway.app import create_app
     from gateway.drain import handle_signals
+    from gateway.listen import Listener, run
 
     slot = slot or WorkerSlot.of(config.cluster)
     several = slot.count > 1
@@ -117,8 +116,10 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None) -> None:
                  slot.worker_id, config.server.host, config.server.port, slot.count - 1,
                  f"{ports[0]}-{ports[1]}" if ports else "any port")
     # Every worker of a host listens on the one public port; the kernel spreads connections over them.
-    web.run_app(app, host=config.server.host, port=config.server.port, reuse_port=several,
-                loop=loop, access_log=None, print=lambda *_: None, shutdown_timeout=5)
+    listeners = [Listener(config.server.host, config.server.port, reuse_port=several)]
+    if config.operations.port:
+        listeners.append(Listener(config.operations.host, config.operations.port + slot.index))
+    run(app, listeners, loop)
 
 
 def worker_program() -> list[str]:

@@ -7,12 +7,16 @@ errors), then CLI overrides, then :meth:`GatewayConfig.validate`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cluster.config import ClusterConfig
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
@@ -31,6 +35,9 @@ class ServerConfig:
     # Public base URL used in Location headers when behind a proxy; empty: relative paths.
     public_url: str = ""
     cors_origins: tuple[str, ...] = ("*",)
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client: per-address limits then count
+    # the client, not the proxy. Empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,17 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OperationsConfig:
+    # A listener of their own for /metrics and /dashboard (worker i of a host: port + i); 0: they are served on the
+    # public port, and outside dev mode only with a bearer token (without one they answer 404 there).
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Bearer token the operations endpoints require, from an environment variable or a file; empty: none.
+    token_env: str = ""
+    token_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DrainConfig:
     # After SIGTERM: stop taking sessions, then exit once every session has ended or after this long.
     timeout_s: float = 30.0
@@ -110,6 +128,7 @@ class GatewayConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     drain: DrainConfig = field(default_factory=DrainConfig)
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dev: bool = False
 
@@ -213,6 +232,14 @@ class GatewayConfig:
         need(hooks.queue_size >= 1, "webhooks.queue_size", "must be at least 1")
         need(hooks.concurrency >= 1, "webhooks.concurrency", "must be at least 1")
         need(self.drain.timeout_s >= 0, "drain.timeout_s", "must be >= 0")
+        for key in ("server.trusted_proxies", "limits.offer_limit_exempt"):
+            section, name = key.split(".")
+            for i, net in enumerate(getattr(getattr(self, section), name)):
+                need(_is_network(net), f"{key}[{i}]", f"{net!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)")
+        for i, origin in enumerate(self.events.allowed_origins):
+            need(_is_origin(origin), f"events.allowed_origins[{i}]",
+                 f"{origin!r} is not an origin (scheme://host[:port], no path) or \"*\"")
+        self._validate_operations(need)
         cl = self.cluster
         need(1 <= cl.workers <= 256, "cluster.workers", "must be 1-256")
         need(cl.workers == 1 or bool(cl.redis_url), "cluster.redis_url",
@@ -231,6 +258,52 @@ class GatewayConfig:
              "must be longer than cluster.heartbeat_interval_s")
         need(cl.edge_linger_s >= 0, "cluster.edge_linger_s", "must be >= 0")
         return self
+
+
+    def _validate_operations(self, need: Callable[[bool, str, str], None]) -> None:
+        op = self.operations
+        need(0 <= op.port < 65536, "operations.port", "must be 0-65535 (0: on the public port)")
+        need(op.port == 0 or not op.port <= self.server.port < op.port + self.cluster.workers,
+             "operations.port", "worker i listens on operations.port + i: that range must not hold server.port")
+        need(op.port + self.cluster.workers - 1 < 65536, "operations.port", "one port per worker must fit below 65536")
+        need(not (op.token_env and op.token_file), "operations.token_env", "set token_env or token_file, not both")
+        try:
+            operations_token(op)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def operations_token(op: OperationsConfig) -> str:
+    """The operations bearer token, read from where ``op`` says; empty when none is configured."""
+    if op.token_env:
+        token = os.environ.get(op.token_env, "")
+        if not token:
+            raise ValueError(f"operations.token_env: environment variable {op.token_env} is not set or empty")
+    elif op.token_file:
+        try:
+            token = Path(op.token_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"operations.token_file: cannot read {op.token_file}: {exc.strerror}") from exc
+    else:
+        return ""
+    if len(token) < 16:
+        raise ValueError("operations token: must be at least 16 characters")
+    return token
+
+
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_origin(value: str) -> bool:
+    if value == "*":
+        return True
+    url = urlsplit(value)
+    return url.scheme in ("http", "https") and bool(url.netloc) and not url.path and not url.query
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

@@ -21,7 +21,7 @@ from gateway.drain import install_drain
 from gateway.logs import REQUEST_ID
 from gateway.metrics import ObservedDelaySampler, Operations
 from gateway.webhooks import WebhookEmitter, install_webhooks
-from signaling.context import CONTEXT
+from signaling.context import CONTEXT, client_of
 from signaling.errors import REQUEST_ID as REQUEST_KEY
 
 log = logging.getLogger("cherry.gateway.http")
@@ -94,4 +94,4 @@ async def _on_response(request: web.Request, response: web.StreamResponse) -> No
     level = logging.DEBUG if request.path.startswith(QUIET_PREFIXES) else logging.INFO
     if log.isEnabledFor(level):
         log.log(level, "request=%s %s %s -> %d in %.1f ms (client %s)", request.get(REQUEST_KEY, "-"),
-                request.method, request.path, response.status, elapsed_ms, request.remote)
+                request.method, request.path, response.status, elapsed_ms, client_of(request))

@@ -53,6 +53,8 @@ class LimitsConfig:
     # WHIP/WHEP offers accepted per client address: sustained rate and burst (0 disables).
     offers_per_second: float = 10.0
     offer_burst: int = 40
+    # Addresses or CIDRs the offer rate limit does not apply to (load generators, a trusted app backend).
+    offer_limit_exempt: tuple[str, ...] = ()
     # Bounds on what one offer or trickle PATCH may carry (checked before any negotiation work).
     max_offer_mlines: int = 16
     max_sdp_line_bytes: int = 1024

@@ -64,3 +64,6 @@ class EventsConfig:
     # Words masked with asterisks in chat (case-insensitive); a smarter filter can replace the hook.
     word_filter: tuple[str, ...] = ()
     max_sockets_per_room: int = 20000
+    # Origins (scheme://host[:port]) whose pages may open room sockets, besides the gateway's own; "*": any.
+    # Clients that send no Origin (encoders, load clients, apps) are not browsers and are let through.
+    allowed_origins: tuple[str, ...] = ()

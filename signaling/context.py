@@ -12,6 +12,7 @@ from relay.participant import Grant as RelayGrant
 from relay.room import Rooms
 from signaling.auth import ROOM_NAME, AuthError, Forbidden, Grant, TokenService, bearer_token
 from signaling.broker import SessionBroker
+from signaling.clients import AddressSet, client_address
 from signaling.errors import HttpError
 from signaling.events.moderation import Moderation
 from signaling.ratelimit import RateLimiter
@@ -43,6 +44,10 @@ class SignalingContext:
     moderation: Moderation = field(default_factory=Moderation)
     hub: EventHub | None = None
     admin: AdminScope | None = None  # the whole cluster's (cluster.admin); None: this process's
+    trusted_proxies: AddressSet = field(default_factory=lambda: AddressSet(()))
+    offer_limit_exempt: AddressSet = field(default_factory=lambda: AddressSet(()))
+    # Origins besides the gateway's own whose pages may open room sockets ("*": any).
+    socket_origins: tuple[str, ...] = ()
 
     @property
     def rooms(self) -> Rooms:
@@ -107,13 +112,39 @@ def link_headers(ctx: SignalingContext) -> list[str]:
     return links
 
 
-def check_offer_rate(request: web.Request) -> None:
-    """429 when one client address sends offers faster than the configured rate."""
+def client_of(request: web.Request) -> str:
+    """The client's address (behind a trusted proxy: the one it forwarded for)."""
     ctx = context(request)
-    wait = ctx.offer_limiter.allow(request.remote or "unknown")
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), ctx.trusted_proxies)
+
+
+def check_offer_rate(request: web.Request) -> None:
+    """429 when one client address sends offers faster than the configured rate (exempt addresses: never)."""
+    ctx = context(request)
+    client = client_of(request)
+    if client in ctx.offer_limit_exempt:
+        return
+    wait = ctx.offer_limiter.allow(client)
     if wait > 0:
         raise HttpError(429, "rate_limited", "too many offers from this address; slow down",
                         {"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+def check_socket_origin(request: web.Request) -> None:
+    """403 for a browser page of another origin opening a room socket (cross-site WebSocket hijacking: the
+    browser sends the victim's cookies and the page could act in the room). No Origin: not a browser."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    allowed = context(request).socket_origins
+    if "*" in allowed or origin in allowed or _netloc(origin) == request.host.lower():
+        return
+    raise HttpError(403, "origin_not_allowed",
+                    "pages of this origin may not open room sockets (events.allowed_origins)")
+
+
+def _netloc(origin: str) -> str:
+    return origin.partition("://")[2].lower()
 
 
 def check_not_banned(ctx: SignalingContext, room: str, identity: str) -> None:

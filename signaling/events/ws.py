@@ -9,7 +9,7 @@ from aiohttp import WSMsgType, web
 
 from relay.errors import RelayError
 from signaling.auth import AuthError, Forbidden
-from signaling.context import context, room_name
+from signaling.context import check_socket_origin, context, room_name
 from signaling.errors import HttpError
 from signaling.events.protocol import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN
 
@@ -23,6 +23,7 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
     hub = ctx.hub
     assert hub is not None
     room = room_name(request)
+    check_socket_origin(request)
     token = request.query.get("token")
     if not token and request.headers.get("Authorization", "").lower().startswith("bearer "):
         token = request.headers["Authorization"].split(" ", 1)[1].strip()

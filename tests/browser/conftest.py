@@ -43,6 +43,8 @@ def browser(netns: str, tmp_path_factory: pytest.TempPathFactory):  # type: igno
 
 @pytest.fixture
 def context(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    # bypass_csp: Playwright's wait_for_function evaluates its predicate string, which the pages' policy
+    # (no eval) refuses; test_pages.py checks the pages themselves under their policy.
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
     yield context
     context.close()

@@ -223,3 +223,25 @@ def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gat
     viewer.wait_for_function(f"window.cherryPlayer.quality.framesDecoded > {before + 20}", timeout=10000)
     host_a.click("#stop")
     host_b.click("#stop")
+
+
+def test_pages_work_under_their_content_security_policy(browser, gateway):
+    """The other tests bypass the policy (Playwright's predicates are eval'd strings): here nothing does."""
+    strict = browser.new_context(viewport={"width": 1100, "height": 900})
+    refused: list[str] = []
+    try:
+        strict.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
+        host = strict.new_page()
+        host.goto(f"{gateway.base}/broadcast?room=csp1&identity=csphost")
+        host.click("#go-live", timeout=15000)
+        host.wait_for_selector("body[data-state=live]", timeout=15000)
+        viewer = strict.new_page()
+        viewer.goto(f"{gateway.base}/watch?room=csp1")
+        viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+        for path in ("/", "/dashboard"):
+            strict.new_page().goto(gateway.base + path, wait_until="networkidle")
+        assert viewer.evaluate("window.cherryPlayer.quality ? window.cherryPlayer.quality.framesDecoded : 0") >= 0
+        host.click("#stop")
+        assert not refused, refused
+    finally:
+        strict.close()

@@ -43,6 +43,14 @@ def test_unknown_section_is_an_error(tmp_path):
     ('[[ice.servers]]\nurls = ["http://x"]\n', "ice.servers[0].urls"),
     ('[log]\nlevel = "loud"\n', "log.level"),
     ("[limits]\nmax_rooms = true\n", "limits.max_rooms"),
+    ('[server]\ntrusted_proxies = ["10.0.0.0/33"]\n', "server.trusted_proxies[0]"),
+    ('[limits]\noffer_limit_exempt = ["load-gen"]\n', "limits.offer_limit_exempt[0]"),
+    ('[events]\nallowed_origins = ["https://app.example.com/path"]\n', "events.allowed_origins[0]"),
+    ('[events]\nallowed_origins = ["app.example.com"]\n', "events.allowed_origins[0]"),
+    ("[operations]\nport = 8080\n", "operations.port"),
+    ("[operations]\nport = 70000\n", "operations.port"),
+    ('[operations]\ntoken_env = "CHERRY_SURELY_UNSET_VARIABLE"\n', "operations.token_env"),
+    ('[operations]\ntoken_file = "/nonexistent/ops-token"\n', "operations.token_file"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
@@ -160,3 +168,12 @@ def test_cli_token_without_a_configured_secret_says_so(tmp_path, capsys):
     dev = write(tmp_path, "dev = true\n")  # a dev gateway's per-run secret is unknowable from here
     assert main(["token", "--room", "r", "--role", "host", "--config", str(dev)]) == 2
     assert "no secret configured" in capsys.readouterr().err
+
+
+def test_an_operations_token_must_be_long_enough(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHERRY_TEST_OPS_TOKEN", "short")
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_config(write(tmp_path, '[operations]\ntoken_env = "CHERRY_TEST_OPS_TOKEN"\n'), {"dev": True})
+    (tmp_path / "token").write_text("a-long-enough-operations-token\n")
+    config = load_config(write(tmp_path, f'[operations]\ntoken_file = "{tmp_path / "token"}"\n'), {"dev": True})
+    assert config.operations.token_file
