@@ -408,7 +408,7 @@ class ClusterBus:
             return {**sender.to_wire(), "acting": sender.role}
         assert isinstance(sender, Client)
         return {"ref": self._ref(sender), "room": sender.room, "identity": sender.identity,
-                "role": sender.granted_role, "acting": sender.role, "worker": self.worker_id}
+                "role": sender.granted_role, "acting": sender.role, "worker": self.worker_id, "name": sender.name}
 
     def _role_of(self, sender: RemoteSender) -> str:
         """A remote socket's acting role: the owner's relay room holds the guest grants."""

@@ -27,7 +27,15 @@ from relay.core import Relay, RelayConfig
 from relay.session import RelayHooks
 from relay.stats import DelaySampler
 from signaling.admin import add_admin_routes
-from signaling.auth import ROLES, check_ttl, token_service
+from signaling.auth import (
+    MAX_IDENTITY_LENGTH,
+    ROLES,
+    ROOM_NAME,
+    ROOM_NAME_RULE,
+    check_name,
+    check_ttl,
+    token_service,
+)
 from signaling.broker import LocalBroker
 from signaling.clients import AddressSet
 from signaling.context import CONTEXT, IceServer, SignalingContext, authorize, context
@@ -126,9 +134,13 @@ async def dev_token(request: web.Request) -> web.Response:
     role = request.query.get("role", "viewer")
     if not room:
         raise HttpError(400, "missing_room", "query parameter 'room' is required")
+    if room != "*" and not ROOM_NAME.match(room):
+        raise HttpError(400, "bad_room_name", f"room: {ROOM_NAME_RULE} (or * with role=admin)")
     if role not in ROLES:
         raise HttpError(400, "bad_role", f"role must be one of {', '.join(ROLES)}")
     identity = request.query.get("identity") or None
+    if identity is not None and len(identity) > MAX_IDENTITY_LENGTH:
+        raise HttpError(400, "bad_identity", f"identity must be 1-{MAX_IDENTITY_LENGTH} characters")
     try:
         ttl = int(request.query["ttl"]) if "ttl" in request.query else None
     except ValueError as exc:
@@ -138,8 +150,13 @@ async def dev_token(request: web.Request) -> web.Response:
             check_ttl(ttl, context(request).tokens.max_ttl)
         except ValueError as exc:
             raise HttpError(400, "bad_ttl", str(exc)) from exc
+    name = request.query.get("name", "")
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise HttpError(400, "bad_name", str(exc)) from exc
     ctx = context(request)
-    token = ctx.tokens.mint(room, role, identity, ttl)
+    token = ctx.tokens.mint(room, role, identity, ttl, name=name)
     grant = ctx.tokens.verify(token)
     return web.json_response({"token": token, "room": room, "role": role,
                               "identity": grant.identity, "expires_at": grant.expires_at})

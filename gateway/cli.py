@@ -17,9 +17,11 @@ from gateway.logs import setup_logging
 from signaling.auth import (
     DEV_SECRET_ENV,
     MAX_IDENTITY_LENGTH,
+    MAX_NAME_LENGTH,
     ROLES,
     ROOM_NAME,
     ROOM_NAME_RULE,
+    check_name,
     check_ttl,
     resolve_secrets,
     token_service,
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--room", required=True, help=f"room name ({ROOM_NAME_RULE})")
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--identity", help=f"subject, 1-{MAX_IDENTITY_LENGTH} characters (default: a random one)")
+    token.add_argument("--name", help=f"display name shown in chat, at most {MAX_NAME_LENGTH} printable characters")
     token.add_argument("--ttl", type=int, help="seconds, 1 to auth.max_ttl (default: auth.default_ttl)")
     token.add_argument("--config", help="TOML file whose [auth] names the secret (secret, secret_env or secret_file)")
     return parser
@@ -183,6 +186,11 @@ def _token_problem(config: GatewayConfig, args: argparse.Namespace) -> str | Non
         return f"--room: {args.room!r} is not a room name ({ROOM_NAME_RULE})"
     if args.identity is not None and not 1 <= len(args.identity) <= MAX_IDENTITY_LENGTH:
         return f"--identity: must be 1-{MAX_IDENTITY_LENGTH} characters, got {len(args.identity)}"
+    if args.name is not None:
+        try:
+            check_name(args.name)
+        except ValueError as exc:
+            return f"--name: {exc}"
     if args.ttl is not None:
         try:
             check_ttl(args.ttl, config.auth.max_ttl)
@@ -201,5 +209,6 @@ def mint_token(config: GatewayConfig, args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"cherry-gateway token: {problem}", file=sys.stderr)
         return 2
-    print(token_service(config.auth, config.dev).mint(args.room, args.role, args.identity, args.ttl))
+    print(token_service(config.auth, config.dev).mint(args.room, args.role, args.identity, args.ttl,
+                                                      name=args.name or ""))
     return 0

@@ -31,6 +31,8 @@ _RANK = {role: i for i, role in enumerate(ROLES)}
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROOM_NAME_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
 MAX_IDENTITY_LENGTH = 128
+# The display name claim ("name", as in OpenID Connect): what chat shows instead of the identity.
+MAX_NAME_LENGTH = 64
 # HS256 keys shorter than the hash output are guessable offline from one captured token.
 MIN_SECRET_LENGTH = 32
 # Dev mode with several workers: the supervisor's per-run secret, so a /dev/token of any worker works on all.
@@ -53,6 +55,7 @@ class Grant:
     identity: str
     expires_at: int
     scope: str = ""  # "pk": minted by the gateway for a PK partner's view, valid while the link lasts
+    name: str = ""  # display name; empty: show the identity
 
     def allows(self, room: str, roles: tuple[str, ...]) -> None:
         """Raise :class:`Forbidden` unless this grant covers ``room`` with one of ``roles``."""
@@ -86,7 +89,7 @@ class TokenService:
         return tuple(hmac.new(key.encode(), label.encode(), hashlib.sha256).digest() for key in self._keys)
 
     def mint(self, room: str, role: str, identity: str | None = None, ttl: int | None = None,
-             scope: str = "") -> str:
+             scope: str = "", name: str = "") -> str:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
         if not room:
@@ -102,6 +105,9 @@ class TokenService:
         }
         if scope:
             claims["scope"] = scope
+        if name:
+            check_name(name)
+            claims["name"] = name
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Grant:
@@ -109,10 +115,17 @@ class TokenService:
         room, role, sub = claims.get("room"), claims.get("role"), claims.get("sub")
         if not isinstance(room, str) or not room or role not in ROLES or not isinstance(sub, str):
             raise AuthError("invalid token: missing room, role or subject grant")
+        if not 1 <= len(sub) <= MAX_IDENTITY_LENGTH or len(room) > 64:
+            raise AuthError(f"invalid token: sub must be 1-{MAX_IDENTITY_LENGTH} characters, room at most 64")
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise AuthError("invalid token: scope must be a string")
-        return Grant(room=room, role=role, identity=sub, expires_at=int(claims["exp"]), scope=scope)
+        name = claims.get("name", "")
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        return Grant(room=room, role=role, identity=sub, expires_at=int(claims["exp"]), scope=scope, name=name)
 
     def _decode(self, token: str) -> dict[str, Any]:
         # Only a bad signature moves on to the next key: a token that one key verifies but that is
@@ -145,6 +158,16 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("Authorization header must be 'Bearer <token>'")
     return token.strip()
+
+
+def check_name(name: object) -> None:
+    """ValueError unless ``name`` is a display name: a string of at most MAX_NAME_LENGTH printable characters."""
+    if not isinstance(name, str):
+        raise ValueError("name must be a string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"name must be at most {MAX_NAME_LENGTH} characters")
+    if not name.isprintable() or name != name.strip():
+        raise ValueError("name must be printable, without leading or trailing spaces")
 
 
 def check_ttl(ttl: int, max_ttl: int) -> None:

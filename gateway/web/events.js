@@ -55,7 +55,7 @@ export function feedLine(message, actions = []) {
   const li = document.createElement("li");
   li.dataset.identity = message.from?.identity || "";
   const who = document.createElement("b");
-  who.textContent = message.from ? message.from.identity : "";
+  who.textContent = message.from ? message.from.name || message.from.identity : "";
   if (message.from?.role === "host") who.className = "role-host";
   li.append(who, " ");
   if (message.type === "gift") {

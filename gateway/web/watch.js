@@ -248,7 +248,7 @@ function startRoomEvents() {
     },
     gift(message) {
       appendCapped($("#feed"), feedLine(message));
-      flyDanmaku(`${message.from.identity} ${giftIcon(message.kind)}×${message.count}`);
+      flyDanmaku(`${message.from.name || message.from.identity} ${giftIcon(message.kind)}×${message.count}`);
     },
     likes(message) { chat.likes = message.total; $("#likes").textContent = chat.likes; },
     viewers(message) { setViewers(message.count, message.online); },

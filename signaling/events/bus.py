@@ -66,11 +66,12 @@ class RemoteSender:
     ``acting`` is what the socket's own worker said, used where the deciding worker holds no room.
     """
 
-    __slots__ = ("ref", "room", "identity", "granted_role", "acting", "worker", "errors", "_role_of")
+    __slots__ = ("ref", "room", "identity", "name", "granted_role", "acting", "worker", "errors", "_role_of")
 
     def __init__(self, ref: str, room: str, identity: str, granted_role: str, acting: str, worker: str,
-                 role_of: Callable[[RemoteSender], str] | None = None) -> None:
+                 role_of: Callable[[RemoteSender], str] | None = None, name: str = "") -> None:
         self.ref = ref
+        self.name = name
         self.room = room
         self.identity = identity
         self.granted_role = granted_role
@@ -85,12 +86,12 @@ class RemoteSender:
 
     def to_wire(self) -> dict[str, Any]:
         return {"ref": self.ref, "room": self.room, "identity": self.identity, "role": self.granted_role,
-                "acting": self.acting, "worker": self.worker}
+                "acting": self.acting, "worker": self.worker, "name": self.name}
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any], role_of: Callable[[RemoteSender], str] | None = None) -> RemoteSender:
         return cls(str(wire["ref"]), str(wire["room"]), str(wire["identity"]), str(wire["role"]),
-                   str(wire.get("acting") or wire["role"]), str(wire["worker"]), role_of)
+                   str(wire.get("acting") or wire["role"]), str(wire["worker"]), role_of, str(wire.get("name") or ""))
 
     def __repr__(self) -> str:
         return f"RemoteSender({self.ref!r}, room={self.room!r}, identity={self.identity!r})"

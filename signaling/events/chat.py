@@ -65,7 +65,7 @@ class Chat:
             raise ProtocolError("rate_limited", f"too many {frame.type} messages; slow down", frame.ref)
 
     def _from(self, sender: Sender) -> dict[str, str]:
-        return {"identity": sender.identity, "role": sender.role}
+        return {"identity": sender.identity, "role": sender.role, "name": sender.name or sender.identity}
 
     # -- client frames ------------------------------------------------------------------------------
 

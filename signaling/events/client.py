@@ -47,14 +47,15 @@ def close_frame(code: int, reason: str) -> bytes:
 class Client:
     """A room socket: ``offer`` queues an encoded frame, its writer task sends them in order."""
 
-    __slots__ = ("ws", "identity", "granted_role", "relay_room", "closed", "close_code", "close_reason",
+    __slots__ = ("ws", "identity", "name", "granted_role", "relay_room", "closed", "close_code", "close_reason",
                  "expiry", "errors", "ref", "_transport", "_queue", "_writer", "_stats", "_on_gone", "_writer_failed")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, identity: str,
                  granted_role: str, relay_room: Room, queue_limit: int, stats: EventStats,
-                 on_gone: Callable[[Client], None]) -> None:
+                 on_gone: Callable[[Client], None], name: str = "") -> None:
         self.ws = ws
         self.identity = identity
+        self.name = name
         self.granted_role = granted_role
         self.relay_room = relay_room
         self.closed = False

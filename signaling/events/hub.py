@@ -109,10 +109,11 @@ class EventHub:
         await self.bus.prepare(room)
 
     def join(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, identity: str,
-             role: str, room_name: str, expires_at: float) -> Client:
+             role: str, room_name: str, expires_at: float, name: str = "") -> Client:
         """Attach an upgraded socket to its relay room (raises ``CapacityExceeded`` at the room limit)."""
         room = self.rooms.get_or_create(room_name)
-        client = Client(ws, transport, identity, role, room, self.config.send_queue_limit, self.stats, self.leave)
+        client = Client(ws, transport, identity, role, room, self.config.send_queue_limit, self.stats, self.leave,
+                        name=name)
         client.ref = str(next(self._socket_ids))
         room.attach_socket(identity, client)
         self.channels.add(client)
@@ -134,7 +135,7 @@ class EventHub:
 
     def _welcome(self, client: Client) -> Message:
         room = client.relay_room
-        you = {"identity": client.identity, "role": client.role}
+        you = {"identity": client.identity, "role": client.role, "name": client.name or client.identity}
         replica = None if self.bus.decides(room.name) else self.bus.replica(room.name)
         if replica is not None:
             # Decided elsewhere: the state this worker holds of it, fed by the owner's stream.

@@ -23,6 +23,10 @@ class Sender(Protocol):
     def room(self) -> str: ...
 
     @property
+    def name(self) -> str:
+        """Display name from the token (empty: show the identity)."""
+
+    @property
     def role(self) -> str:
         """The role it acts with now (a guest token acts as guest only while on mic)."""
 

@@ -53,7 +53,7 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=HARD_FRAME_LIMIT, compress=False)
     await ws.prepare(request)
     try:
-        client = hub.join(ws, request.transport, grant.identity, grant.role, room, grant.expires_at)
+        client = hub.join(ws, request.transport, grant.identity, grant.role, room, grant.expires_at, grant.name)
     except RelayError as exc:  # the room closed and the room limit was reached while upgrading
         log.info("room=%s participant=%s socket refused after the upgrade: %s", room, grant.identity, exc)
         await ws.close(code=CLOSE_TRY_AGAIN, message=b"try again later")

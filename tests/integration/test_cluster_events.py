@@ -112,7 +112,7 @@ async def test_chat_and_gifts_reach_every_socket_on_both_nodes_once_and_in_one_o
             texts = [f["text"] for f in kinds(bea, "chat") if f["from"]["identity"] == sender]
             assert texts == [f"{sender} {i}" for i in range(10)]  # each sender's own order kept
         assert [f["count"] for f in kinds(ann, "gift")] == list(range(1, 11))
-        assert all(f["from"] == {"identity": "bob", "role": "viewer"} for f in kinds(al, "gift"))
+        assert all(f["from"] == {"identity": "bob", "role": "viewer", "name": "bob"} for f in kinds(al, "gift"))
         assert not any(c.of("error") for c in everyone)
         # The owner counts every socket of the room, wherever it is connected.
         await al.wait_until(lambda: bool(al.of("viewers")) and al.of("viewers")[-1]["online"] == 4, "online 4")

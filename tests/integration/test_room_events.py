@@ -52,7 +52,8 @@ async def test_chat_and_gifts_reach_everyone_in_the_room_and_nobody_outside(gate
         await a.send(type="gift", kind="rose", count=3)
         for client in (a, b):
             chat = await client.next("chat")
-            assert chat["text"] == "hello 👋 everyone" and chat["from"] == {"identity": "ann", "role": "viewer"}
+            assert chat["text"] == "hello 👋 everyone"
+            assert chat["from"] == {"identity": "ann", "role": "viewer", "name": "ann"}
             gift = await client.next("gift")
             assert (gift["kind"], gift["count"], gift["from"]["identity"]) == ("rose", 3, "ann")
         await a.send(type="ping", ref="p1")
@@ -65,6 +66,22 @@ async def test_chat_and_gifts_reach_everyone_in_the_room_and_nobody_outside(gate
     finally:
         for c in (a, b, outsider):
             await c.close()
+
+
+async def test_chat_shows_the_display_name_of_the_token(gateway, http):
+    async with http.get(f"{gateway.base}/dev/token", params={"room": "names", "role": "viewer",
+                                                            "identity": "u-4821", "name": "Ann 🌸"}) as r:
+        token = (await r.json())["token"]
+    ann = await EventsClient.connect(http, gateway.base, "names", token)
+    other = await join(http, gateway, "names", identity="bob")
+    try:
+        assert ann.of("welcome")[0]["you"]["name"] == "Ann 🌸"
+        await ann.send(type="chat", text="hi")
+        chat = await other.next("chat")
+        assert chat["from"] == {"identity": "u-4821", "role": "viewer", "name": "Ann 🌸"}
+    finally:
+        await ann.close()
+        await other.close()
 
 
 async def test_chat_flood_is_limited_and_does_not_delay_others(gateway, http):

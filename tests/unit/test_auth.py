@@ -25,6 +25,22 @@ def test_minted_token_round_trips_its_grant():
     assert (grant.room, grant.role, grant.identity) == ("room1", "viewer", "v1")
 
 
+def test_display_name_travels_in_the_name_claim_and_is_bounded():
+    token = service().mint("room1", "viewer", "u-4821", name="Ann 🌸")
+    assert jwt.decode(token, SECRET, algorithms=["HS256"], issuer="cherry-gateway")["name"] == "Ann 🌸"
+    assert service().verify(token).name == "Ann 🌸"
+    assert service().verify(service().mint("room1", "viewer", "u-4821")).name == ""
+    for bad in ("n" * 65, "line\nbreak", " padded", 42):
+        claims = {"iss": "cherry-gateway", "sub": "u", "room": "r", "role": "viewer", "exp": 2**31, "name": bad}
+        with pytest.raises(AuthError, match="name"):
+            service().verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+    with pytest.raises(ValueError):
+        service().mint("r", "viewer", name="x" * 65)
+    huge = {"iss": "cherry-gateway", "sub": "u" * 129, "room": "r", "role": "viewer", "exp": 2**31}
+    with pytest.raises(AuthError, match="sub must be"):
+        service().verify(jwt.encode(huge, SECRET, algorithm="HS256"))
+
+
 def test_expired_token_is_rejected():
     token = service().mint("r", "host", ttl=-60)
     with pytest.raises(AuthError, match="expired"):

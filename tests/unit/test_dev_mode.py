@@ -28,6 +28,13 @@ async def test_dev_token_route_exists_only_in_dev_mode():
     assert await status_of(False, "/dev/token?room=r&role=viewer") == 404
 
 
+async def test_dev_token_options_are_validated():
+    assert await status_of(True, "/dev/token?room=r&role=viewer&name=Ann%20%F0%9F%8C%B8") == 200
+    for query in ("room=two%20words&role=viewer", "room=r&role=viewer&identity=" + "i" * 129,
+                  "room=r&role=viewer&name=" + "n" * 65, "room=r&role=viewer&name=%0Aline", "room=r&role=boss"):
+        assert await status_of(True, "/dev/token?" + query) == 400, query
+
+
 async def test_dev_token_ttl_is_bounded_by_auth_max_ttl():
     bounded = {"auth.default_ttl": 60, "auth.max_ttl": 600}
     assert await status_of(True, "/dev/token?room=r&role=viewer&ttl=600", bounded) == 200

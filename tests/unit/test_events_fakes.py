@@ -74,6 +74,7 @@ class FakeSender:
     room: str
     role: str = "viewer"
     granted_role: str = ""
+    name: str = ""
 
     def __post_init__(self) -> None:
         self.granted_role = self.granted_role or self.role
