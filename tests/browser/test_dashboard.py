@@ -110,7 +110,7 @@ def test_dashboard_shows_the_cluster_only_when_there_is_one(context, gateway):  
     assert not errors, errors
 
 
-def test_dashboard_drills_into_a_room_kicks_a_viewer_and_hovers(context, gateway):  # type: ignore[no-untyped-def]
+def test_dashboard_drills_into_a_room_kicks_a_viewer_and_hovers(context, gateway, shots):  # type: ignore[no-untyped-def]
     """Hover a chart: the time and the values at that point. Click a room: its sessions; kick: the viewer
     is out (dev mode: the page gets its admin token from /dev/token itself)."""
     go_live(context, gateway.base, "drill2", identity="drillhost")
@@ -147,6 +147,7 @@ def test_dashboard_drills_into_a_room_kicks_a_viewer_and_hovers(context, gateway
     assert "viewer" in viewer_row and "playback" in viewer_row and "connected" in viewer_row, viewer_row
     assert dash.inner_text("#drill-codec") not in ("", "–")
     dash.wait_for_function("window.cherryDashboard.drill.view.ingest_bps > 0", timeout=10000)
+    dash.screenshot(path=str(shots / "dashboard-drilldown.png"), full_page=True)
 
     dash.click("button[data-kick=drillviewer]")
     dash.wait_for_function("window.cherryDashboard.drill.kicked", timeout=10000)
