@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import time
 from collections import Counter
@@ -98,25 +99,67 @@ class ObservedDelaySampler(DelaySampler):
         self._observe(seconds)
 
 
+# What became of a WHIP/WHEP offer. "drained": refused with 503 `draining` during a planned drain, which
+# sends the client to another instance; like "redirected" it is neither a success nor a failure.
+JOIN_OUTCOMES = ("accepted", "redirected", "drained", "refused", "failed")
+
+
+def join_outcome(status: int, code: str | None) -> str:
+    if 200 <= status < 300:
+        return "accepted"
+    if 300 <= status < 400:
+        return "redirected"
+    if status == 503 and code == "draining":
+        return "drained"
+    if status >= 500 or status in (409, 429):
+        return "failed"
+    return "refused"  # the client's mistake (bad token, bad SDP) or a room that is not live
+
+
 class JoinOutcomes:
-    """Responses to WHIP/WHEP offers (``POST /whip/{room}``, ``POST /whep/{room}``) by status code."""
+    """Responses to WHIP/WHEP offers (``POST /whip/{room}``, ``POST /whep/{room}``) by status code and outcome."""
 
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, int]] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
-    def record(self, method: str, path: str, status: int) -> None:
+    def record(self, method: str, path: str, status: int, code: str | None = None) -> None:
         if method != "POST":
             return
         parts = path.strip("/").split("/")
         if len(parts) == 2 and parts[0] in ("whip", "whep"):
             self.counts[(parts[0], status)] += 1
+            self.outcomes[(parts[0], join_outcome(status, code))] += 1
 
     def success_ratio_parts(self, endpoint: str) -> tuple[int, int]:
-        """(accepted, attempts that count): client mistakes (400-404 and the like) do not count."""
-        ok = sum(n for (e, code), n in self.counts.items() if e == endpoint and 200 <= code < 300)
-        bad = sum(n for (e, code), n in self.counts.items()
-                  if e == endpoint and (code >= 500 or code in (409, 429)))
-        return ok, ok + bad
+        """(accepted, attempts that count): failures the gateway answers for; client mistakes, redirects and
+        planned drains do not count."""
+        ok = self.outcomes[(endpoint, "accepted")]
+        return ok, ok + self.outcomes[(endpoint, "failed")]
+
+
+# Error responses by where they were answered, status and error code. Codes are constants of our code
+# (signaling/errors.py), yet a bounded label set must not rest on that: anything unlike a code, and any
+# series past the cap, is counted as "other".
+ERROR_ENDPOINTS = ("whip", "whep", "ws", "api", "rooms", "dev", "dashboard", "internal")
+MAX_ERROR_SERIES = 64
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+class ErrorCounts:
+    def __init__(self, cap: int = MAX_ERROR_SERIES) -> None:
+        self.counts: Counter[tuple[str, int, str]] = Counter()
+        self._cap = cap
+
+    def record(self, path: str, status: int, code: str | None) -> None:
+        if status < 400 or status > 599:
+            return
+        first = path.lstrip("/").split("/", 1)[0]
+        endpoint = first if first in ERROR_ENDPOINTS else "other"
+        key = (endpoint, status, code if code is not None and _CODE.fullmatch(code) else "other")
+        if key not in self.counts and len(self.counts) >= self._cap:
+            key = ("other", status, "other")  # at most 200 more series: one per status code
+        self.counts[key] += 1
 
 
 def process_figures() -> tuple[float, int]:
@@ -229,6 +272,7 @@ class Operations:
             buckets=KEYFRAME_WAIT_BUCKETS, registry=self.registry)
         ctx.relay.hooks.keyframe_wait = self.keyframe_wait.observe
         self.joins = JoinOutcomes()
+        self.errors = ErrorCounts()
         self.quality_totals = QualityTotals()
         self._hub = hub or (lambda: ctx.hub)
         self._extra = extra
@@ -247,6 +291,11 @@ class Operations:
 
     def hub(self) -> EventHub | None:
         return self._hub()
+
+    def record_response(self, method: str, path: str, status: int, code: str | None) -> None:
+        """One answered HTTP request (``code``: its error code, for error responses built by signaling)."""
+        self.joins.record(method, path, status, code)
+        self.errors.record(path, status, code)
 
     def snapshot(self, max_age: float = 0.0) -> Snapshot:
         """A fresh walk over the rooms, or the last one if it is younger than ``max_age`` seconds."""
@@ -315,6 +364,19 @@ class Operations:
             for code in sorted(codes):
                 joins.add_metric([endpoint, str(code)], self.joins.counts.get((endpoint, code), 0))
         yield joins
+        outcomes = CounterMetricFamily("cherry_join_outcomes", "WHIP/WHEP offers by outcome (drained: refused "
+                                       "with 503 draining during a planned drain; not a failure)",
+                                       labels=["endpoint", "outcome"])
+        for endpoint in ("whip", "whep"):
+            for outcome in JOIN_OUTCOMES:
+                outcomes.add_metric([endpoint, outcome], self.joins.outcomes[(endpoint, outcome)])
+        yield outcomes
+        errors = CounterMetricFamily("cherry_http_errors", "HTTP error responses by endpoint, status and error "
+                                     "code (bounded: unknown codes and series past the cap count as other)",
+                                     labels=["endpoint", "status", "code"])
+        for (endpoint, status, error_code), n in sorted(self.errors.counts.items()):
+            errors.add_metric([endpoint, str(status), error_code], n)
+        yield errors
 
         events = hub_stats(self.hub())
         messages = CounterMetricFamily("cherry_room_event_messages", "Room-event WebSocket messages",

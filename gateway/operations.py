@@ -22,6 +22,7 @@ from gateway.logs import REQUEST_ID
 from gateway.metrics import ObservedDelaySampler, Operations
 from gateway.webhooks import WebhookEmitter, install_webhooks
 from signaling.context import CONTEXT, client_of
+from signaling.errors import ERROR_CODE
 from signaling.errors import REQUEST_ID as REQUEST_KEY
 
 log = logging.getLogger("cherry.gateway.http")
@@ -88,7 +89,7 @@ async def _request_context(request: web.Request, handler):  # type: ignore[no-un
 async def _on_response(request: web.Request, response: web.StreamResponse) -> None:
     ops = request.app.get(OPERATIONS)
     if ops is not None:
-        ops.joins.record(request.method, request.path, response.status)
+        ops.record_response(request.method, request.path, response.status, response.get(ERROR_CODE))
     started = request.get(_STARTED)
     elapsed_ms = (time.monotonic() - started) * 1000 if started is not None else 0.0
     level = logging.DEBUG if request.path.startswith(QUIET_PREFIXES) else logging.INFO

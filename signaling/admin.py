@@ -95,14 +95,16 @@ class LocalAdmin:
                               "connected_at": s.connected_at,
                               "subscriptions": [{"kind": sub.kind, "slot": sub.slot, "source": sub.source,
                                                  "packets_sent": sub.packets_sent, "dropped": sub.dropped,
-                                                 "retransmitted": sub.retransmitted,
+                                                 "retransmitted": sub.retransmitted, "nacks_in": sub.nacks_in,
+                                                 "keyframe_requests_in": sub.keyframe_requests_in,
                                                  "congestion": dataclasses.asdict(sub.congestion)}
                                                 for sub in s.subscriptions]}
                              for s in p.sessions]})
         detail["online"] = sum(p.sockets for p in dump.participants)
         detail["participants"] = sorted(participants, key=lambda p: (p["role"] != "host", p["identity"]))
         detail["publications"] = {p.kind: {"codec": p.codec, "owner": p.owner, "packets_in": p.packets_in,
-                                           "keyframes_in": p.keyframes_in, "duplicates": p.duplicates,
+                                           "keyframes_in": p.keyframes_in, "keyframe_requests": p.keyframe_requests,
+                                           "duplicates": p.duplicates,
                                            "epochs": p.epochs, "subscriptions": p.subscriptions}
                                   for p in dump.publications if p.owner == dump.host}
         return detail

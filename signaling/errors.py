@@ -13,6 +13,8 @@ from relay import errors
 log = logging.getLogger("cherry.signaling")
 # Set by the gateway's request-id middleware; read wherever a log line names the request.
 REQUEST_ID = web.RequestKey("request_id", str)
+# The error code of a response built by :func:`error_response`: the metrics count errors by it.
+ERROR_CODE = web.ResponseKey("error_code", str)
 
 
 class HttpError(Exception):
@@ -28,7 +30,9 @@ class HttpError(Exception):
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     body = json.dumps({"error": {"code": code, "message": message}})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+    response = web.Response(status=status, text=body, content_type="application/json", headers=headers)
+    response[ERROR_CODE] = code
+    return response
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

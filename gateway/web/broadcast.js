@@ -196,6 +196,33 @@ function stopStats() {
   state.last = null;
 }
 
+// -- planned drain (docs/protocol.md, `draining`): tell the host, move just before the deadline --------------
+
+// A draining gateway keeps a live show streaming until its deadline (which operators may set as long as a
+// show), and the room closes there once its host leaves; so the studio stays put and tells the host,
+// then reconnects its WHIP session (to another instance, through the load balancer) MOVE_LEAD_MS before
+// the deadline: one short pause for the audience instead of a cut when the gateway stops.
+const MOVE_LEAD_MS = 10000;
+function planMoveOffDrainingGateway(message) {
+  const deadline = Number(message.deadline) || Date.now() + 30000;
+  const lead = Math.max(MOVE_LEAD_MS, 2000 * (Number(message.retry_after) || 0));
+  const moveAt = Math.max(Date.now(), deadline - lead);
+  clearTimeout(state.drain?.timer);
+  state.drain = { deadline, moveAt, moved: false };
+  const when = new Date(deadline).toLocaleTimeString();
+  if (state.wantLive) {
+    show(`This server is shutting down for maintenance at ${when}. You are still live. Shortly before then the ` +
+      "studio moves your stream to another server by itself; viewers see a brief pause. Keep this page open.", "error");
+  } else {
+    show(`This server is shutting down for maintenance at ${when}. Going live now connects you to another server.`);
+  }
+  state.drain.timer = setTimeout(() => {
+    if (!state.wantLive) return;
+    state.drain.moved = true;
+    reconnect("Moving your stream to another server (maintenance).");
+  }, moveAt - Date.now());
+}
+
 // -- room events: chat, gifts, moderation ------------------------------------------------------------
 
 const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null };
@@ -337,6 +364,7 @@ function startRoomEvents() {
     likes(message) { $("#likes").textContent = message.total; },
     viewers(message) { $("#audience").textContent = `${message.count} watching · ${message.online} in chat`; },
     moderation(message) { appendCapped($("#feed"), feedLine(message)); },
+    draining(message) { planMoveOffDrainingGateway(message); },
     ...costreamHandlers,
     error(message) {
       if (message.code.startsWith("pk_")) pkStatus(message.message);

@@ -95,6 +95,46 @@ function teardown() {
   state.session = null;
 }
 
+// -- planned drain: move to another instance before the deadline (docs/protocol.md, `draining`) ------------
+
+// The draining gateway keeps serving this session until its deadline, so the player opens the next session
+// first (through the load balancer, which no longer sends new sessions to a draining instance) and drops the
+// old one only once the new one is up: no gap. Reconnects are spread over `retry_after` so a whole audience
+// does not arrive at once; a refusal (still draining, or the room not live there yet) keeps the old session
+// and retries with backoff until the deadline. If the old session ends first, the usual retry takes over.
+state.moves = 0;
+state.moveAttempts = 0;
+async function moveOffDrainingGateway(message) {
+  if (state.moving || running || !state.pc) return;
+  state.moving = true;
+  const deadline = Number(message.deadline) || Date.now() + 30000;
+  const spreadMs = Math.min(1000 * (Number(message.retry_after) || 5), Math.max(0, deadline - Date.now()) / 2);
+  $("#chat-state").textContent = "server maintenance: moving you to another server…";
+  try {
+    await sleep(Math.random() * spreadMs);
+    for (let attempt = 0; !state.stopped && state.pc && !running && Date.now() < deadline; attempt++) {
+      const old = { pc: state.pc, session: state.session, mainMid: state.mainMid };
+      state.moveAttempts += 1;
+      try {
+        await playOnce();
+        old.pc.close();
+        endSession(old.session, state.token);
+        state.moves += 1;
+        $("#chat-state").textContent = "";
+        return;
+      } catch (error) {
+        if (state.pc && state.pc !== old.pc) state.pc.close();
+        Object.assign(state, old);
+        if (old.pc.connectionState === "failed" || old.pc.connectionState === "closed") { retry("Connection lost."); return; }
+        const wait = error instanceof GatewayError && error.retryAfter ? Number(error.retryAfter) * 1000 : backoff(attempt);
+        await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
+      }
+    }
+  } finally {
+    state.moving = false;
+  }
+}
+
 // -- co-stream tiles: PK partner and guests ------------------------------------------------------
 
 function tileVideo(slot) {
@@ -260,6 +300,7 @@ function startRoomEvents() {
       if (message.live && !state.pc) connectLoop();
     },
     moderation(message) { appendCapped($("#feed"), feedLine(message)); },
+    draining(message) { moveOffDrainingGateway(message); },
     error(message) { showChatError(CHAT_ERRORS[message.code] || message.message); },
     closed(code) {
       $("#chat-state").textContent = code === 4003 ? "removed from this room" : code === 4001 ? "session expired" : "reconnecting…";

@@ -108,3 +108,54 @@ def test_dashboard_shows_the_cluster_only_when_there_is_one(context, gateway):  
     room = dash.inner_text("#cluster-rooms tbody tr")
     assert "headline-pk" in room and "a-w0" in room and "a-w1: 100, b-w0: 70" in room, room
     assert not errors, errors
+
+
+def test_dashboard_drills_into_a_room_kicks_a_viewer_and_hovers(context, gateway, shots):  # type: ignore[no-untyped-def]
+    """Hover a chart: the time and the values at that point. Click a room: its sessions; kick: the viewer
+    is out (dev mode: the page gets its admin token from /dev/token itself)."""
+    go_live(context, gateway.base, "drill2", identity="drillhost")
+    viewer = context.new_page()
+    viewer.goto(f"{gateway.base}/watch?room=drill2&identity=drillviewer")
+    viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+
+    dash = context.new_page()
+    errors: list[str] = []
+    dash.on("pageerror", lambda e: errors.append(str(e)))
+    dash.on("dialog", lambda dialog: dialog.accept())  # "Kick drillviewer out of drill2?"
+    dash.goto(f"{gateway.base}/dashboard")
+    dash.wait_for_function("window.cherryDashboard.points.length >= 3", timeout=20000)
+    box = dash.locator("#chart-bitrate").bounding_box()
+    assert box is not None
+    dash.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+    dash.wait_for_selector("#chart-bitrate ~ .dash-tip:not([hidden])", timeout=5000)
+    hover = dash.evaluate("({...window.cherryDashboard.hover, canvas: undefined})")
+    assert hover["chart"] == "chart-bitrate" and len(hover["time"]) == 8 and hover["time"][2] == ":", hover
+    assert [v["label"] for v in hover["values"]] == ["egress", "ingest"], hover
+    assert all(v["text"].endswith("b/s") for v in hover["values"]), hover
+    tip = dash.inner_text("#chart-bitrate ~ .dash-tip")
+    assert hover["time"] in tip and "egress" in tip, tip
+    point = dash.evaluate(f"window.cherryDashboard.points.find((p) => p.t === {hover['t']})")
+    assert point is not None, "the hovered time is one of the samples"
+
+    dash.wait_for_selector("#rooms-table tr[data-room=drill2]", timeout=10000)
+    dash.click("#rooms-table tr[data-room=drill2]")
+    dash.wait_for_selector("#drill-sessions tr[data-identity=drillviewer]", timeout=10000)
+    assert dash.inner_text("#drill-room") == "drill2"
+    host_row = dash.inner_text("#drill-sessions tr[data-identity=drillhost]")
+    viewer_row = dash.inner_text("#drill-sessions tr[data-identity=drillviewer]")
+    assert "host" in host_row and "ingest" in host_row and "connected" in host_row, host_row
+    assert "viewer" in viewer_row and "playback" in viewer_row and "connected" in viewer_row, viewer_row
+    assert dash.inner_text("#drill-codec") not in ("", "–")
+    dash.wait_for_function("window.cherryDashboard.drill.view.ingest_bps > 0", timeout=10000)
+    dash.screenshot(path=str(shots / "dashboard-drilldown.png"), full_page=True)
+
+    dash.click("button[data-kick=drillviewer]")
+    dash.wait_for_function("window.cherryDashboard.drill.kicked", timeout=10000)
+    kicked = dash.evaluate("window.cherryDashboard.drill.kicked")
+    assert kicked["kicked"] == "drillviewer" and kicked["sessions"] >= 1 and kicked["sockets"] >= 1, kicked
+    assert "Kicked drillviewer" in dash.inner_text("#drill-status")
+    # The player is told: its room socket was closed as kicked (4003), which it does not reopen.
+    viewer.wait_for_function("document.querySelector('#chat-state').textContent === 'removed from this room'",
+                             timeout=10000)
+    assert dash.evaluate("sessionStorage.getItem('token:*:admin')"), "the admin token is kept for the tab"
+    assert not errors, errors

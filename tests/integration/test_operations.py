@@ -241,3 +241,67 @@ json = true
     assert tagged, "session log lines carry room and session tags"
     assert any(e.get("request") == whip[0]["request"] and e is not whip[0] for e in entries), \
         "lines written while handling the WHIP request carry its request id"
+
+
+async def test_drained_joins_count_apart_and_errors_by_code(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """A planned drain refuses offers with 503 draining: they are "drained", not failed joins, and every
+    error shows up by status and code; the per-room drill-down shows the room's sessions without tokens."""
+    proc = GatewayProcess([], "[metrics]\nsample_interval_s = 0.5\n[drain]\ntimeout_s = 60.0\n", tmp_path)
+    try:
+        base = proc.base
+        host, viewer = await start_stream(http, base, "drill1")
+
+        async def drilldown_moving() -> dict[str, Any] | None:
+            async with http.get(f"{base}/dashboard/room", params={"room": "drill1"}) as response:
+                assert response.status == 200, await response.text()
+                text = await response.text()
+            view = json.loads(text)
+            people = {p["identity"]: p for p in view["participants"]}
+            ok = "bob" in people and people["bob"]["sessions"] and people["bob"]["sessions"][0]["send_bps"] > 0
+            return view if ok else None
+
+        view = await eventually(drilldown_moving, 10, "the drill-down showing the viewer's bitrate")
+        people = {p["identity"]: p for p in view["participants"]}
+        assert view["room"] == "drill1" and view["host"] == "amy" and view["viewers"] == 1, view
+        assert people["amy"]["role"] == "host" and people["amy"]["sessions"][0]["kind"] == "ingest", people
+        watching = people["bob"]["sessions"][0]
+        assert people["bob"]["role"] == "viewer" and watching["kind"] == "playback", people
+        assert watching["state"] == "connected" and watching["codecs"] and watching["streams"] >= 1, watching
+        assert {p["kind"] for p in view["publications"]} == {"audio", "video"}, view["publications"]
+        text = json.dumps(view)
+        assert "token" not in text and "127.0.0.1" not in text and "http" not in text, text
+        assert viewer.location and viewer.location.rsplit("/", 1)[-1] not in text, "the drill-down gives a session id"
+        async with http.get(f"{base}/dashboard/room", params={"room": "nowhere"}) as response:
+            assert response.status == 404
+
+        status, _, _ = await post_sdp(http, f"{base}/whep/drill1", "not-a-token", "v=0\r\n")
+        assert status == 401
+        admin = await dev_token(http, base, "*", "admin")
+        async with http.post(f"{base}/api/drain", headers={"Authorization": f"Bearer {admin}"}) as response:
+            assert response.status == 202
+        status, body, _ = await post_sdp(http, f"{base}/whep/drill1", await dev_token(http, base, "drill1", "viewer"),
+                                         "v=0\r\n")
+        assert status == 503 and '"draining"' in body, (status, body)
+
+        samples = await metrics(http, base)
+        outcome = {o: value(samples, "cherry_join_outcomes_total", endpoint="whep", outcome=o)
+                   for o in ("accepted", "drained", "failed", "refused")}
+        assert outcome == {"accepted": 1, "drained": 1, "failed": 0, "refused": 1}, outcome
+        assert value(samples, "cherry_http_errors_total", endpoint="whep", status="503", code="draining") == 1
+        assert value(samples, "cherry_http_errors_total", endpoint="whep", status="401", code="unauthorized") == 1
+
+        async def dashboard_counts_the_drain() -> dict[str, Any] | None:
+            async with http.get(f"{base}/dashboard/data") as response:
+                data = await response.json()
+            latest = data["latest"]
+            return data if latest and latest["joins_drained"] == 1 else None
+
+        data = await eventually(dashboard_counts_the_drain, 10, "the dashboard counting the drained join")
+        assert data["latest"]["join_success"] == 1.0, data["latest"]
+        errors = {(e["endpoint"], e["status"], e["code"]): e for e in data["errors"]}
+        assert errors[("whep", 503, "draining")]["window"] == 1, errors
+        assert errors[("whep", 401, "unauthorized")]["total"] == 1, errors
+        await viewer.stop(http)
+        await host.stop(http)
+    finally:
+        proc.stop()
