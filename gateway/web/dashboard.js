@@ -1,14 +1,20 @@
 // SRE dashboard: polls /dashboard/data every sample interval, draws the charts (hover: time and values),
 // the busiest rooms, the error breakdown, and a drill-down of one room with admin actions.
-import { fragment, getToken, params, rememberToken } from "/static/common.js";
+import { getToken, params, rememberToken } from "/static/common.js";
 
 // The operations bearer token (operations.token_env/_file), when the gateway asks for one: given once in the
 // URL fragment (/dashboard#ops_token=...), which never reaches a server or a log, then kept for this tab.
 const OPS_TOKEN_KEY = "ops-token";
-if (fragment.get("ops_token")) {
-  sessionStorage.setItem(OPS_TOKEN_KEY, fragment.get("ops_token"));
+function takeOpsToken() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("ops_token");
+  if (!given) return false;
+  sessionStorage.setItem(OPS_TOKEN_KEY, given);
   history.replaceState(null, "", location.pathname + location.search);
+  return true;
 }
+takeOpsToken();
+// Pasting the address with the token into this tab changes only the fragment: the page stays loaded.
+window.addEventListener("hashchange", takeOpsToken);
 
 /** GET an operations feed, with the operations token when there is one. */
 function opsFetch(url) {

@@ -159,3 +159,26 @@ def test_dashboard_drills_into_a_room_kicks_a_viewer_and_hovers(context, gateway
                              timeout=10000)
     assert dash.evaluate("sessionStorage.getItem('token:*:admin')"), "the admin token is kept for the tab"
     assert not errors, errors
+
+
+OPS_TOKEN = "browser-ops-token-0123456789"
+
+
+def test_dashboard_behind_an_operations_token_asks_for_it_then_uses_it(context, netns, tmp_path):  # type: ignore[no-untyped-def]
+    from tests.integration.conftest import GatewayProcess
+
+    (tmp_path / "ops-token").write_text(OPS_TOKEN + "\n")
+    config = f'[operations]\ntoken_file = "{tmp_path / "ops-token"}"\n'
+    proc = GatewayProcess([], config, tmp_path, netns=netns, port=8092, module="gateway")
+    try:
+        dash = context.new_page()
+        dash.goto(f"{proc.base}/dashboard")
+        dash.wait_for_selector("body[data-state=error]", timeout=10000)
+        assert "operations token" in dash.inner_text("#state")
+        dash.goto(f"{proc.base}/dashboard#ops_token={OPS_TOKEN}")
+        dash.wait_for_selector("body[data-state=ok]", timeout=10000)
+        assert "ops_token" not in dash.url, "the token must leave the address bar"
+        dash.reload()  # kept for the tab
+        dash.wait_for_selector("body[data-state=ok]", timeout=10000)
+    finally:
+        proc.stop()
