@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ClusterConfig
+from gateway.tls import TlsError, server_context
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
 from signaling.auth import SecretError, resolve_secrets
 from signaling.config import AuthConfig, EventsConfig
@@ -31,6 +32,9 @@ class ServerConfig:
     # Public base URL used in Location headers when behind a proxy; empty: relative paths.
     public_url: str = ""
     cors_origins: tuple[str, ...] = ("*",)
+    # HTTPS on the public port (PEM certificate chain and its key; both or neither); reloaded on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,13 @@ class GatewayConfig:
 
         need(0 < self.server.port < 65536, "server.port", "must be 1-65535")
         need(bool(self.server.host), "server.host", "must not be empty")
+        need(bool(self.server.tls_cert) == bool(self.server.tls_key), "server.tls_key" if self.server.tls_cert
+             else "server.tls_cert", "set both server.tls_cert and server.tls_key, or neither")
+        if self.server.tls_cert:
+            try:  # loaded here, so a missing file or a key that does not match stops start-up with its key
+                server_context(self.server.tls_cert, self.server.tls_key)
+            except TlsError as exc:
+                raise ConfigError(str(exc)) from exc
         for i, server in enumerate(self.ice.servers):
             need(bool(server.urls), f"ice.servers[{i}].urls", "must list at least one URL")
             for url in server.urls:
