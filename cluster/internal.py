@@ -105,6 +105,9 @@ class InternalServer:
         self.app.router.add_get("/internal/healthz", self._healthz)
         self.app.router.add_get("/metrics", self._metrics)
 
+    def rekey(self, keys: Sequence[bytes]) -> None:
+        self._keys = tuple(keys)
+
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in UNSIGNED:
@@ -214,6 +217,9 @@ class InternalClient:
     def __init__(self, key: bytes) -> None:
         self._key = key
         self._http: aiohttp.ClientSession | None = None
+
+    def rekey(self, key: bytes) -> None:
+        self._key = key
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:

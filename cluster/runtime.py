@@ -58,6 +58,12 @@ class ClusterRuntime:
         self.events: ClusterBus | None = None
         ctx.relay.rooms.observers.add(self)
 
+    def rekey(self) -> None:
+        """The token secret was reloaded (SIGHUP): sign and verify internal requests with keys derived from it."""
+        keys = self.ctx.tokens.derive_keys(LABEL)
+        self.client.rekey(keys[0])
+        self.internal.rekey(keys)
+
     async def view(self, urls: bool) -> dict[str, Any]:
         """The cluster's nodes, workers and rooms as their heartbeats say (``cluster.view``)."""
         try:

@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cluster.worker import WorkerSlot
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port")
     serve.add_argument("--ice-host", action="append", dest="ice_hosts", metavar="ADDR",
                        help="offer only this ICE host address (repeatable), e.g. 127.0.0.1 in tests")
+    serve.add_argument("--tls-cert", metavar="PATH",
+                       help="HTTPS: PEM certificate chain (server.tls_cert; with --tls-key)")
+    serve.add_argument("--tls-key", metavar="PATH", help="HTTPS: its PEM private key (server.tls_key)")
     serve.add_argument("--dev", action="store_true",
                        help="development mode: per-run secret and GET /dev/token")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -79,6 +82,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["server.port"] = args.port
     if getattr(args, "ice_hosts", None):
         overrides["ice.hosts"] = args.ice_hosts
+    for flag in ("tls_cert", "tls_key"):
+        if getattr(args, flag, None):
+            overrides[f"server.{flag}"] = getattr(args, flag)
     if getattr(args, "dev", False):
         overrides["dev"] = True
     if getattr(args, "log_level", None):
@@ -90,12 +96,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def serve(config: GatewayConfig, slot: WorkerSlot | None = None) -> None:
-    """Run one gateway process: the only one (one worker), or worker ``slot.index`` of a supervisor's."""
+def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
+          reload: Callable[[], GatewayConfig] | None = None) -> None:
+    """Run one gateway process: the only one (one worker), or worker ``slot.index`` of a supervisor's.
+    ``reload``: how SIGHUP reads the configuration again (gateway/reload.py); default: ``config`` as it is."""
     from aiortc_bridge.ice import use_port_range
     from gateway.app import create_app
     from gateway.drain import handle_signals
     from gateway.listen import Listener, run
+    from gateway.reload import install_reload
+    from gateway.tls import server_context
 
     slot = slot or WorkerSlot.of(config.cluster)
     several = slot.count > 1
@@ -114,12 +124,16 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None) -> None:
         use_port_range(*ports)
     app = create_app(config, slot=slot)
     handle_signals(app)  # SIGTERM drains (gateway/drain.py); SIGINT still stops at once
+    # Every worker loads the pair itself; SIGHUP loads it again into this same context.
+    tls = server_context(config.server.tls_cert, config.server.tls_key) if config.server.tls_cert else None
+    install_reload(app, config, reload or (lambda: config), tls)
+    scheme = "https" if tls else "http"
     if several:
-        log.info("worker %s: http://%s:%d shared with %d other workers (SO_REUSEPORT), media UDP %s",
-                 slot.worker_id, config.server.host, config.server.port, slot.count - 1,
+        log.info("worker %s: %s://%s:%d shared with %d other workers (SO_REUSEPORT), media UDP %s",
+                 slot.worker_id, scheme, config.server.host, config.server.port, slot.count - 1,
                  f"{ports[0]}-{ports[1]}" if ports else "any port")
     # Every worker of a host listens on the one public port; the kernel spreads connections over them.
-    listeners = [Listener(config.server.host, config.server.port, reuse_port=several)]
+    listeners = [Listener(config.server.host, config.server.port, ssl_context=tls, reuse_port=several)]
     if config.operations.port:
         listeners.append(Listener(config.operations.host, config.operations.port + slot.index))
     run(app, listeners, loop)
@@ -149,7 +163,8 @@ def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
         return [*program, "serve", *serve_args, "--workers", str(count), "--worker-index", str(index)]
 
     # Not the Redis URL: it may carry a password.
-    log.info("supervisor: %d workers on http://%s:%d", count, config.server.host, config.server.port)
+    log.info("supervisor: %d workers on %s://%s:%d", count, "https" if config.server.tls_cert else "http",
+             config.server.host, config.server.port)
     # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
     supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15)
     return asyncio.run(supervisor.run())
@@ -166,10 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":
         return mint_token(config, args)
     count = config.cluster.workers
+
+    def reload() -> GatewayConfig:  # SIGHUP: the same file and flags, read again
+        return load_config(args.config, _overrides(args))
+
     if args.worker_index is None:
         if count > 1:
             return supervise(config, argv[argv.index("serve") + 1:])
-        serve(config)
+        serve(config, reload=reload)
         return 0
     if not 0 <= args.worker_index < count:
         print(f"cherry-gateway: --worker-index must be 0-{count - 1}, got {args.worker_index}", file=sys.stderr)
@@ -177,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.supervisor import die_with_supervisor
 
     die_with_supervisor()
-    serve(config, WorkerSlot.of(config.cluster, args.worker_index))
+    serve(config, WorkerSlot.of(config.cluster, args.worker_index), reload)
     return 0
 
 

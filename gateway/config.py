@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cluster.config import ClusterConfig
+from gateway.tls import TlsError, server_context
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
 from signaling.auth import SecretError, resolve_secrets
 from signaling.config import AuthConfig, EventsConfig
@@ -38,6 +39,9 @@ class ServerConfig:
     # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client: per-address limits then count
     # the client, not the proxy. Empty: the TCP peer is the client.
     trusted_proxies: tuple[str, ...] = ()
+    # HTTPS on the public port (PEM certificate chain and its key; both or neither); reloaded on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,13 @@ class GatewayConfig:
 
         need(0 < self.server.port < 65536, "server.port", "must be 1-65535")
         need(bool(self.server.host), "server.host", "must not be empty")
+        need(bool(self.server.tls_cert) == bool(self.server.tls_key), "server.tls_key" if self.server.tls_cert
+             else "server.tls_cert", "set both server.tls_cert and server.tls_key, or neither")
+        if self.server.tls_cert:
+            try:  # loaded here, so a missing file or a key that does not match stops start-up with its key
+                server_context(self.server.tls_cert, self.server.tls_key)
+            except TlsError as exc:
+                raise ConfigError(str(exc)) from exc
         for i, server in enumerate(self.ice.servers):
             need(bool(server.urls), f"ice.servers[{i}].urls", "must list at least one URL")
             for url in server.urls:

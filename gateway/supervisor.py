@@ -8,7 +8,8 @@ with its own UDP port slice. The supervisor holds no client state, so it stays s
   start does not spin;
 * SIGTERM: SIGTERM to every worker (each drains, ``gateway/drain.py``); exit 0 once all have exited.
   Workers still running ``stop_timeout`` later are killed;
-* a second SIGTERM, or SIGINT: SIGKILL to every worker, exit 1 once they are gone.
+* a second SIGTERM, or SIGINT: SIGKILL to every worker, exit 1 once they are gone;
+* SIGHUP: forwarded to every worker, each of which reloads its certificate and secrets (``gateway/reload.py``).
 
 Workers die with the supervisor (PR_SET_PDEATHSIG, set by each worker at start-up, see
 :func:`die_with_supervisor`): a supervisor killed outright leaves no worker holding the ports.
@@ -72,11 +73,13 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.terminate)
         loop.add_signal_handler(signal.SIGINT, self.kill)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await asyncio.gather(*(self._keep(i) for i in range(self.count)))
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
             loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGHUP)
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
         log.info("supervisor: every worker has exited%s", " (killed)" if self.killed else "")
@@ -92,6 +95,12 @@ class Supervisor:
         self._stopping.set()
         self._signal_all(signal.SIGTERM)
         self._kill_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._stop_timed_out)
+
+    def reload(self) -> None:
+        """SIGHUP: each worker reloads for itself. A worker still starting may not handle it yet and exits; it is
+        started again, and then loads the new files anyway."""
+        log.info("supervisor: SIGHUP: forwarding to %d workers (each reloads)", len(self.workers))
+        self._signal_all(signal.SIGHUP)
 
     def kill(self) -> None:
         self._stopping.set()

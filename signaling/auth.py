@@ -83,6 +83,14 @@ class TokenService:
         self._leeway = leeway
         self.max_ttl = max_ttl
 
+    def rekey(self, secret: str, previous: Sequence[str] = ()) -> bool:
+        """Mint with ``secret`` and verify with it or ``previous`` from now on (SIGHUP reload, gateway/reload.py);
+        True if that changed anything. Tokens already verified (open sessions, sockets) are not looked at again."""
+        keys = (secret, *previous)
+        changed = keys != self._keys
+        self._secret, self._keys = secret, keys
+        return changed
+
     def derive_keys(self, label: str) -> tuple[bytes, ...]:
         """Keys for another purpose (the cluster's internal API), derived from the current secret and the
         previous ones, so the secret itself never leaves this object and rotates with it."""

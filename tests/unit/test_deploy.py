@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shlex
 import shutil
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 SYSTEMD = DEPLOY / "systemd"
+NGINX = DEPLOY / "nginx" / "cherry-gateway.conf"
 SCALING = ROOT / "docs" / "scaling.md"
 SECRET = "deploy-test-secret-0123456789abcdef-xyz"
 # What the kubelet's downward API and the Secret would put in the container's environment.
@@ -239,6 +241,13 @@ def print_skip(tool: str, why: str) -> None:
     print(f"{tool}: skipped ({why}); the checks above do not depend on it")
 
 
+def missing_tool(tool: str, why: str) -> None:
+    """A validator .ci/run installs: missing in CI is a broken image (a failure), elsewhere a printed skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{tool} cannot run in CI: {why}")
+    print_skip(tool, why)
+
+
 # -- Kubernetes ---------------------------------------------------------------------------------------
 
 
@@ -433,22 +442,95 @@ def test_the_systemd_nodes_udp_range_fits_sixteen_workers(tmp_path, monkeypatch)
     assert last - first + 1 >= 2 * config.limits.process_viewer_capacity * len(config.ice.hosts)
 
 
-def test_systemd_analyze_accepts_the_unit_when_it_is_installed(tmp_path):
+def render_unit(prefix: Path) -> str:
+    result = subprocess.run([str(SYSTEMD / "render.sh"), str(prefix)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_unit_is_a_template_of_the_install_prefix_and_render_sh_fills_it_in(tmp_path):
+    template = (SYSTEMD / "cherry-gateway.service").read_text()
+    settings = [line for line in template.splitlines() if not line.startswith("#")]
+    assert any(line.startswith("ExecStart=@PREFIX@/bin/cherry-gateway serve") for line in settings)
+    assert not any("/opt/cherry" in line for line in settings), "no install path but the placeholder"
+    rendered = render_unit(tmp_path / "venv")
+    assert "@" not in rendered.replace("@PREFIX@", ""), "a placeholder nobody fills in"
+    assert "@PREFIX@" not in rendered and f"ExecStart={tmp_path}/venv/bin/cherry-gateway serve" in rendered
+    for bad in ("relative/path", "/opt/with space", "/opt/a|b"):
+        assert subprocess.run([str(SYSTEMD / "render.sh"), bad], capture_output=True).returncode == 2, bad
+
+
+def test_systemctl_reload_sends_sighup_to_the_supervisor_only():
+    unit = unit_file()
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"], "the supervisor forwards SIGHUP to every worker"
+    assert unit["KillMode"] == ["mixed"]
+
+
+def test_systemd_analyze_verifies_the_rendered_unit(tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        print_skip("systemd-analyze verify", "systemd-analyze is not installed")
+        missing_tool("systemd-analyze verify", "systemd-analyze is not installed (Debian package systemd)")
         return
-    # verify wants the ExecStart binary to exist: point it at this checkout's, nothing else changes.
-    program = shutil.which("cherry-gateway") or str(ROOT / ".venv" / "bin" / "cherry-gateway")
-    if not Path(program).exists():
-        print_skip("systemd-analyze verify", "no cherry-gateway program installed to stand in for /opt/cherry")
+    # verify wants the ExecStart binary to exist: render for this checkout's virtualenv.
+    prefix = Path(shutil.which("cherry-gateway") or ROOT / ".venv" / "bin" / "cherry-gateway").parent.parent
+    if not (prefix / "bin" / "cherry-gateway").exists():
+        missing_tool("systemd-analyze verify", "no cherry-gateway program installed to render the unit for")
         return
     unit = tmp_path / "cherry-gateway.service"
-    unit.write_text((SYSTEMD / "cherry-gateway.service").read_text().replace("/opt/cherry/bin/cherry-gateway", program))
+    unit.write_text(render_unit(prefix))
     result = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     # It only warns (exit 0) about a setting it cannot parse: any line about our unit is a failure.
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if unit.name in line]
     assert result.returncode == 0 and not complaints, result.stdout + result.stderr
+
+
+# -- nginx --------------------------------------------------------------------------------------------
+
+
+def nginx_blocks() -> dict[str, str]:
+    """location pattern -> its body, from the example's TLS server."""
+    text = re.sub(r"#[^\n]*", "", NGINX.read_text())
+    return {m.group(1).strip(): m.group(2) for m in re.finditer(r"^\s*location ([^{\n]+)\{([^}]*)\}", text, re.M)}
+
+
+def test_the_nginx_example_keeps_operations_endpoints_private():
+    blocks = nginx_blocks()
+    assert "return 404" in blocks["= /metrics"] and "proxy_pass" not in blocks["= /metrics"]
+    assert "return 404" in blocks["^~ /dashboard"], "/dashboard, /dashboard/data and /dashboard/cluster"
+    routes = get_routes()
+    assert "/metrics" in routes and "/dashboard" in routes, "the routes the example hides exist"
+
+
+def test_the_nginx_example_proxies_websockets_and_whip_whep_with_their_headers():
+    text = re.sub(r"#[^\n]*", "", NGINX.read_text())
+    blocks = nginx_blocks()
+    for path in ("/ws/", "/whip/", "/whep/", "/"):
+        assert "proxy_pass http://cherry_gateway;" in blocks[path], path
+    assert re.search(r"proxy_read_timeout (\d+)h;", blocks["/ws/"]), "room sockets live for hours"
+    # A location with its own proxy_set_header would inherit none of the server's: keep them all there.
+    assert not any("proxy_set_header" in body for body in blocks.values())
+    for header in ("Upgrade $http_upgrade", "Connection $cherry_connection", "X-Forwarded-For $remote_addr",
+                   "X-Forwarded-Proto $scheme", "Host $host"):
+        assert f"proxy_set_header {header};" in text, header
+    assert "proxy_http_version 1.1;" in text and "proxy_redirect off;" in text
+    assert re.search(r"client_max_body_size (\d+)k;", text).group(1) == str(  # type: ignore[union-attr]
+        GatewayConfig().limits.max_body_bytes // 1024)
+
+
+def test_nginx_accepts_the_example(tmp_path):
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if nginx is None:
+        missing_tool("nginx -t", "nginx is not installed (Debian package nginx)")
+        return
+    from tests.certs import TestCa
+    from tests.nginx_conf import nginx_argv, render_example, write_wrapper
+
+    ca = TestCa.create(tmp_path / "ca")
+    ca.issue(tmp_path / "cert.pem", tmp_path / "key.pem", "localhost")
+    conf = write_wrapper(tmp_path / "nginx", render_example(tmp_path / "cert.pem", tmp_path / "key.pem", 8443, 8081,
+                                                            8080))
+    result = subprocess.run(nginx_argv(nginx, conf, "-t", "-q"), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- the image ----------------------------------------------------------------------------------------
@@ -582,3 +664,50 @@ def test_the_extractor_finds_commands_only_in_command_position():
     assert gateway_argv("CI=1 .venv/bin/python -m gateway serve --dev | tee log") == [["serve", "--dev"]]
     with pytest.raises(pytest.fail.Exception):
         parse(["serve", "--workers", "N"], "a placeholder")
+
+
+# -- docs/deployment.md -------------------------------------------------------------------------------
+
+DEPLOYMENT = ROOT / "docs" / "deployment.md"
+# Settings docs/deployment.md describes that other work of the same issue adds (trusted proxies, room-socket
+# origins; the [operations] section is skipped until it exists): checked like the rest once the tree has them.
+def test_every_gateway_command_in_the_deployment_doc_parses():
+    found = 0
+    for block in shell_blocks(DEPLOYMENT.read_text()):
+        for line in shell_lines(block):
+            for argv in gateway_argv(line):
+                args = parse(argv, "docs/deployment.md")
+                found += 1
+                if args.tls_cert:
+                    assert args.tls_key, "the TLS example gives both files"
+    assert found >= 1, "the extractor found no gateway command in docs/deployment.md"
+
+
+def test_settings_named_in_the_deployment_doc_exist():
+    text = DEPLOYMENT.read_text()
+    defaults = GatewayConfig()
+    sections = {f.name for f in dataclasses.fields(GatewayConfig)}
+    named = set(re.findall(r"`\[?\[?([a-z]+)\.([a-z_]+)", text))
+    assert ("server", "tls_cert") in named and ("cluster", "udp_port_min") in named
+    assert ("operations", "port") in named and ("server", "trusted_proxies") in named
+    for section, key in named:
+        if section not in sections:  # not a setting: a file name such as gateway.toml
+            continue
+        assert hasattr(getattr(defaults, section), key), f"docs/deployment.md names {section}.{key}: no such setting"
+
+
+def test_files_linked_from_the_deployment_doc_exist():
+    for target in re.findall(r"\]\((\.\./[^)#]+)", DEPLOYMENT.read_text()):
+        assert (DEPLOYMENT.parent / target).exists(), target
+    for anchor_doc, anchor in re.findall(r"\]\(([a-z]+\.md)#([a-z0-9-]+)\)", DEPLOYMENT.read_text()):
+        headings = re.findall(r"^#+ (.+)$", (DEPLOYMENT.parent / anchor_doc).read_text(), re.M)
+        slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+        assert anchor in slugs, f"{anchor_doc}#{anchor}: no such heading"
+
+
+def test_readme_and_operations_link_the_deployment_doc():
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/deployment.md)" in readme
+    first_section = readme.split("\n## ", 2)[1]
+    assert "deployment.md" not in first_section, "the README's first section stays the two commands"
+    assert "(deployment.md)" in (ROOT / "docs" / "operations.md").read_text()
