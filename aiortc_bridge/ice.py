@@ -17,20 +17,35 @@ from aiortc_bridge.udp_ports import UdpPortPool
 log = logging.getLogger("cherry.aiortc.ice")
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
+LOOPBACK = "127.0.0.1"
 _pinned_hosts: list[str] = []
 _port_pool: UdpPortPool | None = None
 
 
-def pin_ice_hosts(addresses: Sequence[str]) -> None:
-    """Offer only these host addresses in ICE (empty: aioice's default, all but loopback)."""
+def pin_ice_hosts(addresses: Sequence[str], *, with_loopback: bool = False) -> None:
+    """Offer only these host addresses in ICE. Empty: aioice's default, every interface but loopback, plus
+    127.0.0.1 when ``with_loopback`` (a gateway on loopback serves tools and browsers on its own machine)."""
     _pinned_hosts[:] = list(addresses)
 
     def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         if not _pinned_hosts:
-            return _original_get_host_addresses(use_ipv4, use_ipv6)
+            found = list(_original_get_host_addresses(use_ipv4, use_ipv6))
+            if with_loopback and use_ipv4 and LOOPBACK not in found:
+                found.append(LOOPBACK)
+            return found
         return [a for a in _pinned_hosts if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses  # type: ignore[assignment]
+
+
+def offered_host_addresses() -> list[str]:
+    """The host addresses ICE offers now (what :func:`pin_ice_hosts` set up), IPv4 and IPv6."""
+    return list(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True))
+
+
+def machine_addresses() -> list[str]:
+    """This machine's addresses but loopback, as aioice finds them: what a browser here could offer."""
+    return list(_original_get_host_addresses(use_ipv4=True, use_ipv6=True))
 
 
 # -- host candidates on a fixed UDP port range ---------------------------------------------------------

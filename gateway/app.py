@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig, operations_token
 from gateway.operations import WEBHOOKS, install_operations, metrics_response
 from gateway.pages import add_page_routes
 from gateway.security import operations_gate, request_id_middleware, security_headers
+from gateway.startup import offers_loopback
 from gateway.webhooks import RoomWebhooks
 from relay.core import Relay, RelayConfig
 from relay.session import RelayHooks
@@ -215,7 +216,7 @@ def worker_header(worker_id: str) -> Callable[[web.Request, web.StreamResponse],
 
 def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.Application:
     aiortc_bridge.install()
-    pin_ice_hosts(config.ice.hosts)
+    pin_ice_hosts(config.ice.hosts, with_loopback=offers_loopback(config))
     slot = slot or WorkerSlot.of(config.cluster)
     ops_token = operations_token(config.operations)
     app = web.Application(

@@ -136,7 +136,20 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
     listeners = [Listener(config.server.host, config.server.port, ssl_context=tls, reuse_port=several)]
     if config.operations.port:
         listeners.append(Listener(config.operations.host, config.operations.port + slot.index))
-    run(app, listeners, loop)
+    run(app, listeners, loop, on_listening=(lambda: print_startup(config, ports)) if not several else None)
+
+
+def print_startup(config: GatewayConfig, udp_ports: tuple[int, int] | None = None) -> None:
+    """The start-up report on stdout (where ``make run`` shows it), its warnings in the log too."""
+    from aiortc_bridge.ice import machine_addresses, offered_host_addresses, pin_ice_hosts
+    from gateway.startup import offers_loopback, startup_report
+
+    pin_ice_hosts(config.ice.hosts, with_loopback=offers_loopback(config))  # what create_app set up, also here
+    report = startup_report(config, offered_host_addresses(), machine_addresses(), udp_ports)
+    for line in report.lines:
+        print(f"cherry-gateway: {line}", flush=True)
+    for warning in report.warnings:
+        log.warning("%s", warning)
 
 
 def worker_program() -> list[str]:
@@ -165,6 +178,7 @@ def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
     # Not the Redis URL: it may carry a password.
     log.info("supervisor: %d workers on %s://%s:%d", count, "https" if config.server.tls_cert else "http",
              config.server.host, config.server.port)
+    print_startup(config)
     # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
     supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15)
     return asyncio.run(supervisor.run())

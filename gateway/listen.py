@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ class Listener:
 
 
 def run(app: web.Application, listeners: list[Listener], loop: asyncio.AbstractEventLoop,
-        shutdown_timeout: float = 5) -> None:
+        shutdown_timeout: float = 5, on_listening: Callable[[], None] | None = None) -> None:
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=True)
         await runner.setup()
@@ -32,6 +33,8 @@ def run(app: web.Application, listeners: list[Listener], loop: asyncio.AbstractE
             for listener in listeners:
                 await web.TCPSite(runner, listener.host, listener.port, ssl_context=listener.ssl_context,
                                   reuse_port=listener.reuse_port).start()
+            if on_listening is not None:
+                on_listening()
             await loop.create_future()  # until a signal raises GracefulExit
         finally:
             await runner.cleanup()
