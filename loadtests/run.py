@@ -197,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         code = run_locust(args, nodes, users, spawn_rate, processes, out, profile.name, duration + args.grace)
     print(f"loadtest: Locust exit code {code}; summary {out / 'summary.json'}, Locust's report "
           f"{out / (profile.name + '.html')}")
-    write_our_report(out)
+    if args.report:
+        write_our_report(out)
     return code
 
 
@@ -236,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=0.0, help="default: the profile's")
     parser.add_argument("--targets", default="", help="targets TOML; default configs/targets.toml")
     parser.add_argument("--out", default="", help="report directory; default loadtests/results/PROFILE")
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="skip our report.html and its plots (summary.json and Locust's reports are still written)")
     parser.add_argument("--grace", type=float, default=120.0, help="seconds Locust may run past the duration")
     parser.add_argument("--gateway-module", default="gateway", help="python -m MODULE serve ... (tests swap it)")
     parser.add_argument("--gateway-config", default=str(GATEWAY_CONFIG))
