@@ -60,6 +60,7 @@ from yarl import URL
 
 from loadtests.network import NetworkCondition, load_conditions
 from loadtests.summary import EVENTS_NET, GroupStats, HealthStats, Summary, group_key
+from loadtests.timeline import PROCESS, VIEWERS
 from loadtests.webrtc.metrics import Histogram
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice
 from loadtests.webrtc.signaling_client import WORKER_HEADER, SignalingError, node_of
@@ -484,6 +485,9 @@ class Agent:
             stats = self.group(room, net, node)  # the delta may have been shipped meanwhile
             stats.join_attempts += 1
             stats.join_failed[kind] = stats.join_failed.get(kind, 0) + 1
+            point = self.delta.interval(time.time(), VIEWERS, net)
+            point.join_attempts += 1
+            point.join_failed += 1
             self.setup_error("WHEP", exc)
             return {"ok": False, "error": kind, "stage": stage, "ms": (time.monotonic() - started) * 1000}
         join_ms = (time.monotonic() - started) * 1000
@@ -498,6 +502,10 @@ class Agent:
         stats.join_ms.add(join_ms)
         stats.whep_ms.add(whep_ms)
         stats.ttff_ms.add(viewer.ttff_ms or 0.0)
+        point = self.delta.interval(time.time(), VIEWERS, net)
+        point.join_attempts += 1
+        point.join_ok += 1
+        point.ttff_ms.add(viewer.ttff_ms or 0.0)
         now = time.monotonic()
         viewer.start_window(now)
         slot.watching = True
@@ -516,12 +524,14 @@ class Agent:
             watch, frames, freezes, freeze_s = window.watch_s, window.frames, window.freezes, window.freeze_s
         else:
             watch, frames, freezes, freeze_s = viewer.freezes.settled(now)
-        stats.watch_s += watch - slot.reported_watch
-        stats.frames += frames - slot.reported_frames
-        stats.freezes += freezes - slot.reported_freezes
-        stats.freeze_s += freeze_s - slot.reported_freeze_s
+        point = self.delta.interval(time.time(), VIEWERS, slot.net)  # the run over time: this interval
+        for into in (stats, point):
+            into.watch_s += watch - slot.reported_watch
+            into.frames += frames - slot.reported_frames
+            into.freezes += freezes - slot.reported_freezes
+            into.freeze_s += freeze_s - slot.reported_freeze_s
+            into.latency_ms.merge(viewer.latency)
         stats.decode_gaps += viewer.decodability.gaps - slot.reported_gaps
-        stats.latency_ms.merge(viewer.latency)
         latency_mean = viewer.latency.mean
         viewer.latency = Histogram()
         stats.partner_frames += viewer.partner_frames - slot.reported_partner_frames
@@ -612,6 +622,9 @@ class Agent:
     def _health_tick(self) -> None:
         cpu, wall = time.process_time(), time.monotonic()
         self.health.add_interval(cpu - self._cpu_mark, wall - self._wall_mark)
+        point = self.delta.interval(time.time(), PROCESS, self.proc_id)
+        point.cpu_s += cpu - self._cpu_mark
+        point.wall_s += wall - self._wall_mark
         self._cpu_mark, self._wall_mark = cpu, wall
         self.delta.health[self.proc_id] = self.delta.health.get(self.proc_id, HealthStats())
         self.delta.health[self.proc_id].merge(self.health)

@@ -23,6 +23,7 @@ from gevent.event import AsyncResult, Event
 from locust.env import Environment
 
 from loadtests.summary import HealthStats, Summary
+from loadtests.timeline import PROCESS
 from loadtests.webrtc.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,9 @@ class AgentClient:
                 self.health.loop_lag_ms.add(max(0.0, (time.monotonic() - before - 0.05) * 1000))
             now_cpu, now_wall = _cpu_seconds(), time.monotonic()
             self.health.add_interval(now_cpu - cpu, now_wall - wall)
+            point = self.pending.interval(time.time(), PROCESS, self.proc_id)
+            point.cpu_s += now_cpu - cpu
+            point.wall_s += now_wall - wall
             cpu, wall = now_cpu, now_wall
             self.pending.health.setdefault(self.proc_id, HealthStats()).merge(self.health)
             self.health = HealthStats()

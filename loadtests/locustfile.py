@@ -138,8 +138,11 @@ class _State:
         assert self.environment is not None
         runner = self.environment.runner
         if isinstance(runner, WorkerRunner):
+            # The master's --expect-workers counts every worker of the run, forked ones included (Locust sets
+            # it from --processes on one machine, and sends it with each spawn message); a worker's own
+            # --processes counts only its machine's.
             opts = self.options()
-            count = int(getattr(opts, "processes", 0) or 0) or int(getattr(opts, "expect_workers", 1) or 1)
+            count = int(getattr(opts, "expect_workers", 0) or 0) or int(getattr(opts, "processes", 0) or 0)
             return runner.worker_index, max(count, 1)
         return 0, 1
 

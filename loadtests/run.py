@@ -15,6 +15,7 @@
    ``--locust-workers K``, one ``locust --master`` and K ``locust --worker`` processes on a free
    loopback port (what a run over several load machines does); CSV and HTML reports and the
    summary JSON (totals and per node) in ``--out``, each worker's log as ``locust-worker-I.log``;
+   then our ``report.html`` there (:mod:`loadtests.report`: verdict, tables, plots over time);
 5. stops Locust (if it overran its time budget) and the gateways, by pid, and exits with Locust's
    code: 0 PASS, 1 FAIL, 3 INVALID, 5 SETUP (tokens refused or no tokens), 2 other set-up errors.
 
@@ -25,8 +26,10 @@ Everything is bounded: the gateways must be healthy within 30 s, Locust workers 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import traceback
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -192,8 +195,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"loadtest: {exc}", file=sys.stderr)
             return EXIT["ERROR"]
         code = run_locust(args, nodes, users, spawn_rate, processes, out, profile.name, duration + args.grace)
-    print(f"loadtest: Locust exit code {code}; summary {out / 'summary.json'}, report {out / (profile.name + '.html')}")
+    print(f"loadtest: Locust exit code {code}; summary {out / 'summary.json'}, Locust's report "
+          f"{out / (profile.name + '.html')}")
+    if args.report:
+        write_our_report(out)
     return code
+
+
+def write_our_report(out: Path) -> None:
+    """``report.html`` (verdict, tables, plots over time) from the run's summary; the verdict stands without it."""
+    summary = out / "summary.json"
+    if not summary.exists():
+        return
+    try:
+        from loadtests.report import write_report  # matplotlib: loaded only once there is something to plot
+
+        path = write_report(json.loads(summary.read_text()), out)
+    except Exception:  # a report bug must not turn a measured verdict into a set-up error
+        print("loadtest: could not write report.html:", file=sys.stderr)
+        traceback.print_exc()
+        return
+    print(f"loadtest: report {path}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=0.0, help="default: the profile's")
     parser.add_argument("--targets", default="", help="targets TOML; default configs/targets.toml")
     parser.add_argument("--out", default="", help="report directory; default loadtests/results/PROFILE")
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="skip our report.html and its plots (summary.json and Locust's reports are still written)")
     parser.add_argument("--grace", type=float, default=120.0, help="seconds Locust may run past the duration")
     parser.add_argument("--gateway-module", default="gateway", help="python -m MODULE serve ... (tests swap it)")
     parser.add_argument("--gateway-config", default=str(GATEWAY_CONFIG))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from loadtests.timeline import IntervalStats, interval_key
 from loadtests.webrtc.metrics import Histogram
 
 EVENTS_NET = "events"  # the pseudo network condition of room-event (chat) clients
@@ -178,6 +179,8 @@ class Summary:
     # ..."), and token sources that failed, each reason with its count.
     token_refusals: dict[str, int] = field(default_factory=dict)
     token_failures: dict[str, int] = field(default_factory=dict)
+    # The run over time (loadtests.timeline): interval key -> what was measured in that interval.
+    timeline: dict[str, IntervalStats] = field(default_factory=dict)
 
     MAX_REASONS = 20  # distinct reasons kept per kind; more are counted under the last one
 
@@ -189,6 +192,14 @@ class Summary:
 
     def mark(self, name: str, at: float) -> None:
         self.marks[name] = max(self.marks.get(name, at), at)
+
+    def interval(self, at: float, kind: str, name: str) -> IntervalStats:
+        """The timeline entry of wall-clock instant ``at`` for one network condition or generator process."""
+        key = interval_key(at, kind, name)
+        stats = self.timeline.get(key)
+        if stats is None:
+            stats = self.timeline[key] = IntervalStats()
+        return stats
 
     def group(self, key: str) -> GroupStats:
         stats = self.groups.get(key)
@@ -208,10 +219,15 @@ class Summary:
             self.mark(name, at)
         _merge_counts(self.token_refusals, other.token_refusals)
         _merge_counts(self.token_failures, other.token_failures)
+        for key, point in other.timeline.items():
+            mine = self.timeline.get(key)
+            if mine is None:
+                self.timeline[key] = mine = IntervalStats()
+            mine.merge(point)
 
     def empty(self) -> bool:
         return not (self.groups or self.health or self.hosts or self.host_failures or self.notes or self.marks
-                    or self.token_refusals or self.token_failures)
+                    or self.token_refusals or self.token_failures or self.timeline)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,6 +239,7 @@ class Summary:
             "marks": self.marks,
             "token_refusals": self.token_refusals,
             "token_failures": self.token_failures,
+            "timeline": {k: v.to_json() for k, v in self.timeline.items()},
         }
 
     @classmethod
@@ -236,6 +253,7 @@ class Summary:
             {str(k): float(v) for k, v in data.get("marks", {}).items()},
             {str(k): int(v) for k, v in data.get("token_refusals", {}).items()},
             {str(k): int(v) for k, v in data.get("token_failures", {}).items()},
+            {str(k): IntervalStats.from_json(v) for k, v in data.get("timeline", {}).items()},
         )
 
     def pooled(self, room: str | None = None, net: str | None = None, events: bool = False,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from loadtests import timeline
 from loadtests.profiles import Targets
 from loadtests.summary import GroupStats, Summary
 from loadtests.webrtc.token_options import SETUP_HINT
@@ -247,9 +248,11 @@ def evaluate(summary: Summary, targets: Targets, profile_name: str = "") -> dict
             }
             for proc, h in sorted(summary.health.items())
         },
+        "generator_limits": dict(targets.generator),
         "hosts": summary.hosts,
         "host_failures": summary.host_failures,
         "marks": summary.marks,
+        "timeline": timeline.series(summary.timeline),
     }
 
 

@@ -25,11 +25,15 @@ class LoadRun:
         return f"exit code {self.code}; output tail:\n{self.output[-3500:]}"
 
 
-def run_load(profile: str, out: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 100) -> LoadRun:
-    """One bounded load run; ``profile`` is a name in configs/profiles or a file in tests/load/profiles."""
+def run_load(profile: str, out: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 100,
+             report: bool = False) -> LoadRun:
+    """One bounded load run; ``profile`` is a name in configs/profiles or a file in tests/load/profiles.
+
+    ``report``: also write our report.html and plots (about 2 s of CPU: only the tests that read it ask).
+    """
     local = PROFILES / f"{profile}.toml"
     argv = [sys.executable, "-m", "loadtests.run", "--profile", str(local) if local.exists() else profile,
-            "--out", str(out), "--grace", "60", *args]
+            "--out", str(out), "--grace", "60", *([] if report else ["--no-report"]), *args]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
     summary_path = out / "summary.json"

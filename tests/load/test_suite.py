@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.load.reports import check_report
 from tests.load.runs import check, run_load
 
 
 def test_smoke_profile_passes_with_two_locust_processes(tmp_path: Path) -> None:
-    run = run_load("smoke", tmp_path, "--processes", "2")
+    run = run_load("smoke", tmp_path, "--processes", "2", report=True)
     assert run.code == 0, run.explain()
     summary = run.summary
     assert summary["verdict"] == "PASS", run.explain()
@@ -33,15 +34,26 @@ def test_smoke_profile_passes_with_two_locust_processes(tmp_path: Path) -> None:
     stats_csv = (tmp_path / "smoke_stats.csv").read_text()
     for name in ("WEBRTC,whep", "WEBRTC,join", "WEBRTC,first_frame", "WEBRTC,latency", "WEBRTC,stutter"):
         assert name in stats_csv, f"{name} missing from the Locust CSV:\n{stats_csv}"
+    # Ours: both network conditions over time, each with its own latency (80 ms apart), not one pooled figure.
+    check_report(tmp_path, summary)
+    points = [p for p in summary["timeline"]["points"] if len(p["by_network"]) == 2]
+    assert points, summary["timeline"]
+    assert all(p["by_network"]["cross-region"]["latency_p50_ms"] > p["by_network"]["same-city"]["latency_p50_ms"] + 60
+               for p in points if p["by_network"]["same-city"]["latency_p50_ms"] is not None
+               and p["by_network"]["cross-region"]["latency_p50_ms"] is not None), points
 
 
 def test_gateway_dropping_5_percent_of_video_frames_fails(tmp_path: Path) -> None:
-    run = run_load("tiny", tmp_path, "--gateway-module", "tests.load.broken_gateway")
+    run = run_load("tiny", tmp_path, "--gateway-module", "tests.load.broken_gateway", report=True)
     assert run.code == 1, run.explain()
     assert run.summary["verdict"] == "FAIL", run.explain()
     stutter = check(run.summary, "stutter_ratio")
     assert not stutter["passed"], stutter
     assert run.summary["overall"]["decode_gaps"] > 0, run.summary["overall"]
+    # Our report says FAIL and names the missed stutter target; its stutter plot has the freezes over time.
+    page = check_report(tmp_path, run.summary)
+    assert "Targets missed" in page and "stutter_ratio [all]:" in page, page[:3000]
+    assert any((p["stutter_ratio"] or 0) > stutter["limit"] for p in run.summary["timeline"]["points"])
 
 
 def test_starved_generator_is_invalid_not_fail(tmp_path: Path) -> None:
