@@ -122,7 +122,9 @@ def judge_series(name: str, t_s: Sequence[float], values: Sequence[float | None]
     window = hours[-1] - hours[0]
     growth = fit.slope * window
     allowed = bound.per_hour + noise_k * fit.stderr
-    if growth <= bound.floor:
+    if growth <= 0:
+        flat, reason = True, f"no growth ({fit.slope:+.3g} {unit}/h)"
+    elif growth <= bound.floor:
         flat, reason = True, f"grew {growth:.3g} {unit} over the window, within the noise floor {bound.floor:g}"
     elif fit.slope <= allowed:
         flat, reason = True, (f"slope {fit.slope:.3g} {unit}/h within {bound.per_hour:g} + {noise_k:g} x "

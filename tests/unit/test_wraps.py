@@ -257,3 +257,17 @@ def test_a_cache_configured_past_its_bound_forgets_the_previous_cycle() -> None:
         cache.put(_packet(seq))
     assert cache.get(5) is None, "overwritten long before number 5 comes round again"
     assert cache.get(6 + 8191) is not None
+
+
+def test_a_jump_across_the_wrap_is_a_restart_only_once_the_next_packet_confirms_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pub, sub, sink, _ = make(monkeypatch, out_seq=0xFFF0, out_ts=0)
+    feed(pub, 0xFF00, 0, VP8_KEY)
+    feed(pub, 0x2000, 3000, VP8_KEY)  # 8448 ahead modulo 2^16: past MAX_DROPOUT, a lone stray so far
+    assert pub.epoch == 0 and pub.stats.stale == 1 and len(sink.sent) == 1
+    feed(pub, 0xFF01, 3000, VP8_DELTA)  # the stream goes on where it was: the stray stays dropped
+    assert pub.epoch == 0 and [h[2] for h in sink.headers()] == [0xFFF1, 0xFFF2]
+    feed(pub, 0x3000, 6000, VP8_KEY)
+    feed(pub, 0x3001, 9000, VP8_DELTA)  # confirmed: the source restarted over there
+    assert pub.epoch == 1
+    assert [h[2] for h in sink.headers()][2:] == [0xFFF3, 0xFFF4], "re-anchored at the held keyframe, no gap"
