@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PROFILE ?= smoke
 
-.PHONY: run cluster test lint typecheck unit integration screenshots bench loadtest clean
+.PHONY: run cluster test lint typecheck unit integration screenshots bench loadtest soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ bench: $(STAMP)
 # ARGS="--base-url URL --secret-env NAME" (or --secret-file PATH, --token-command CMD).
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run --profile $(PROFILE) $(ARGS)
+
+# Soak: hosts, churning viewers, chat and PK cycles for DURATION (e.g. 120s, 30m, 2h) against a gateway it
+# starts on 127.0.0.1 (or ARGS="--base-url URL [--pid PID] [--metrics-url URL]"); RSS, fds, threads, tasks and
+# loop lag sampled, plotted and judged flat after a warm-up (docs/soak.md). Exit: 0 PASS, 1 FAIL, 2 set-up error.
+DURATION ?= 30m
+soak: $(STAMP)
+	$(BIN)/python -m soak.run --duration $(DURATION) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ Label sets are bounded: kinds, roles, reasons, HTTP codes. Per-room series exist
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -171,6 +172,14 @@ def process_figures() -> tuple[float, int]:
     except (OSError, ValueError, IndexError):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return cpu, rss
+
+
+def asyncio_tasks() -> int:
+    """Tasks alive on the running event loop (the scrape runs on it); a leak of per-session tasks shows here."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (a scrape from another thread)
+        return 0
 
 
 def field_of(obj: Any, name: str, default: float = 0.0) -> float:
@@ -451,6 +460,8 @@ class Operations:
         yield refused
         yield GaugeMetricFamily("cherry_event_loop_lag_seconds", "Worst event-loop lag over the last second",
                                 value=admission.lag.worst())
+        yield GaugeMetricFamily("cherry_asyncio_tasks", "asyncio tasks alive on the event loop (at scrape)",
+                                value=asyncio_tasks())
         pool = port_pool()
         if pool is not None:  # only a process with a UDP port range (cluster.udp_port_min/max) has a bound
             ports = GaugeMetricFamily("cherry_media_ports", "This process's media UDP ports by state (free: what "
