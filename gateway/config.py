@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from cluster.config import ClusterConfig
 from gateway.tls import TlsError, server_context
 from relay.config import CostreamConfig, LimitsConfig, MediaConfig, RoomsConfig
+from relay.packet import MAX_CACHE_SLOTS
 from signaling.auth import SecretError, resolve_secrets
 from signaling.config import AuthConfig, EventsConfig
 
@@ -183,7 +184,9 @@ class GatewayConfig:
         need(bool(self.media.audio_codecs) and all(c.lower() == "opus" for c in self.media.audio_codecs),
              "media.audio_codecs", "must be [\"opus\"]")
         size = self.media.packet_cache_size
-        need(size >= 64 and size & (size - 1) == 0, "media.packet_cache_size", "must be a power of two >= 64")
+        need(size >= 64 and size & (size - 1) == 0 and size <= MAX_CACHE_SLOTS, "media.packet_cache_size",
+             f"must be a power of two from 64 to {MAX_CACHE_SLOTS} (a larger ring would outlive the 16-bit sequence "
+             "numbers it is indexed by)")
         need(self.media.keyframe_request_interval_ms >= 0, "media.keyframe_request_interval_ms", "must be >= 0")
         need(self.media.viewer_queue_limit_bytes > 0, "media.viewer_queue_limit_bytes", "must be positive")
         need(self.media.viewer_keyframe_request_interval_ms >= 0, "media.viewer_keyframe_request_interval_ms",

@@ -39,6 +39,7 @@ def test_unknown_section_is_an_error(tmp_path):
     ('[server]\nport = "80"\n', "server.port"),
     ("[server]\nport = 70000\n", "server.port"),
     ("[media]\npacket_cache_size = 1000\n", "media.packet_cache_size"),
+    ("[media]\npacket_cache_size = 16384\n", "media.packet_cache_size"),
     ('[media]\nvideo_codecs = ["H265"]\n', "media.video_codecs"),
     ('[[ice.servers]]\nurls = ["http://x"]\n', "ice.servers[0].urls"),
     ('[log]\nlevel = "loud"\n', "log.level"),
