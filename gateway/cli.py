@@ -118,7 +118,9 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     if config.dev and slot.index == 0:
-        log.warning("dev mode: per-run token secret, GET /dev/token is open to anyone")
+        generated = resolve_secrets(config.auth, True).generated or bool(os.environ.get(DEV_SECRET_ENV))
+        log.warning("dev mode: GET /dev/token is open to anyone%s",
+                    "; the token secret is made for this run" if generated else "")
     ports = slot.udp_ports(config.cluster)
     if ports is not None:
         use_port_range(*ports)

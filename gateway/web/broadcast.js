@@ -1,7 +1,7 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
-  roomFromUrl, sleep } from "/static/common.js";
+  iceFailure, mediaDevices, PageError, roomFromUrl, sleep } from "/static/common.js";
 
 const PRESETS = {
   360: { width: 640, height: 360, fps: 30, bitrate: 800_000 },
@@ -36,7 +36,7 @@ function setLive(live) {
 }
 
 async function listDevices() {
-  const devices = await navigator.mediaDevices.enumerateDevices();
+  const devices = await mediaDevices().enumerateDevices();
   for (const [kind, select] of [["videoinput", $("#camera")], ["audioinput", $("#microphone")]]) {
     const current = select.value;
     select.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) =>
@@ -52,7 +52,7 @@ async function openDevices() {
       width: { ideal: preset.width }, height: { ideal: preset.height }, frameRate: { ideal: preset.fps } },
     audio: { deviceId: $("#microphone").value ? { exact: $("#microphone").value } : undefined },
   };
-  const stream = await navigator.mediaDevices.getUserMedia(constraints);
+  const stream = await mediaDevices().getUserMedia(constraints);
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = stream;
   $("#preview").srcObject = stream;
@@ -82,15 +82,17 @@ async function publishOnce() {
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   state.pc = pc;
   for (const track of state.stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  let connected = false;
   pc.addEventListener("connectionstatechange", () => {
     if (pc !== state.pc) return;
     if (pc.connectionState === "connected") {
+      connected = true;
       state.attempt = 0;
       setLive(true);
       show("You are live.", "ok");
     } else if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
       setLive(false);
-      if (state.wantLive) reconnect("Connection lost. Reconnecting…");
+      if (state.wantLive) reconnect(connected ? "Connection lost. Reconnecting…" : explain(iceFailure(pc)));
     }
   });
   const title = $("#title").value.trim();
@@ -113,8 +115,8 @@ async function goLive() {
 }
 
 function failed(error) {
-  const permanent = error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live",
-    "no_common_codec", "bad_sdp"].includes(error.code);
+  const permanent = (error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live",
+    "no_common_codec", "bad_sdp"].includes(error.code)) || (error instanceof PageError && error.code !== "ice_failed");
   if (permanent || !state.wantLive) {
     state.wantLive = false;
     teardown();
@@ -141,7 +143,8 @@ async function reconnect(why) {
         await publishOnce();
         return;
       } catch (error) {
-        if (error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live"].includes(error.code)) {
+        if ((error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live"].includes(error.code))
+            || (error instanceof PageError && error.code !== "ice_failed")) {
           failed(error);
           return;
         }
@@ -423,7 +426,7 @@ async function init() {
     await openDevices();
     await listDevices();
   } catch (error) {
-    stage("No camera");
+    stage(error.code === "insecure_context" ? "Camera needs HTTPS" : "No camera");
     $("#go-live").disabled = true;
     show(explain(error), "error");
   }

@@ -31,6 +31,40 @@ export class GatewayError extends Error {
   }
 }
 
+/** A problem on this side (the browser, its network, the page's address), with a code and plain words. */
+export class PageError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** navigator.mediaDevices, which browsers give only to secure pages: https://, or http://localhost. */
+export function mediaDevices() {
+  if (!navigator.mediaDevices) {
+    throw new PageError("insecure_context", "The camera and microphone need a secure page: open this page over " +
+      "https://, or as http://localhost (or 127.0.0.1) on the computer running the server. Browsers refuse them " +
+      `to plain http:// pages of other addresses like ${location.host}. (Operators: enable HTTPS, see docs/deployment.md.)`);
+  }
+  return navigator.mediaDevices;
+}
+
+/** The media addresses a gateway's answer offers (its ICE host candidates), for an explanation. */
+function offeredAddresses(pc) {
+  const sdp = pc.remoteDescription ? pc.remoteDescription.sdp : "";
+  const found = [...sdp.matchAll(/^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+)/gim)].map((m) => `${m[1]}:${m[2]}`);
+  return [...new Set(found)];
+}
+
+/** Why a connection that never came up failed: the network path, not the server's refusal. */
+export function iceFailure(pc) {
+  const offered = offeredAddresses(pc);
+  return new PageError("ice_failed", "The video connection could not be set up: this browser could not reach the " +
+    `server's media address${offered.length === 1 ? "" : "es"} (${offered.join(", ") || "none offered"}, UDP). ` +
+    "A firewall may block UDP, or the server offers an address this network cannot reach (its --ice-host " +
+    "setting); behind strict networks a TURN server (ice.servers) is needed.");
+}
+
 async function errorOf(response) {
   try {
     return (await response.json()).error || {};
@@ -53,6 +87,16 @@ export function gatheringComplete(pc, capMs = 2000) {
 export async function exchange(pc, url, token) {
   await pc.setLocalDescription(await pc.createOffer());
   await gatheringComplete(pc);
+  const hasCandidate = () => /^a=candidate:/m.test(pc.localDescription.sdp);
+  if (!hasCandidate()) await gatheringComplete(pc, 3000); // a slow interface: a little longer, once
+  if (!hasCandidate()) {
+    // Nothing to connect from (a browser with no usable interface stays "gathering" for ever), and these pages
+    // do not trickle: no offer could ever connect, so say why instead of "Connecting…" forever.
+    throw new PageError("no_local_candidates", "Your browser offered no network address for the video " +
+      "connection, so it cannot connect. This happens on a computer with no network besides loopback " +
+      "(offline), or when a browser setting or extension blocks WebRTC. Connect to a network and reload; for a " +
+      "test on the server's own computer, start Chromium with --allow-loopback-in-peer-connection.");
+  }
   const response = await fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/sdp", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
@@ -75,6 +119,7 @@ export async function endSession(url, token) {
 
 /** Words a host or viewer understands, for an error from the gateway. */
 export function explain(error) {
+  if (error instanceof PageError) return error.message;
   if (error instanceof GatewayError) {
     switch (error.code) {
       case "unauthorized": return "Your access token was rejected (missing, expired or invalid). Get a new link.";

@@ -1,6 +1,6 @@
 // Player: WHEP playback, "waiting for host" while the host is away, automatic resume and retry.
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
-  roomFromUrl, sleep } from "/static/common.js";
+  iceFailure, mediaDevices, PageError, roomFromUrl, sleep } from "/static/common.js";
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 
 const room = roomFromUrl();
@@ -43,9 +43,13 @@ async function playOnce() {
     element.play().catch(() => {});
     if (slot === 0 && kind === "video") watchFirstFrame();
   });
+  let connected = false;
   pc.addEventListener("connectionstatechange", () => {
     if (pc !== state.pc) return;
-    if (pc.connectionState === "failed" || pc.connectionState === "closed") retry("Connection lost.");
+    if (pc.connectionState === "connected") connected = true;
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+      retry(connected || pc.connectionState === "closed" ? "Connection lost." : explain(iceFailure(pc)));
+    }
   });
   state.session = await exchange(pc, `/whep/${encodeURIComponent(room)}`, state.token);
   state.mainMid = pc.getTransceivers()[0].mid; // slot 0: this room's host, whose quality the overlay shows
@@ -68,6 +72,10 @@ async function connectLoop(reason = "") {
           stage("Waiting for host… The stream starts as soon as the host goes live.");
           await sleep(3000);
           continue;
+        }
+        if (error instanceof PageError) {  // nothing a retry would change
+          stage(explain(error));
+          return;
         }
         if (error instanceof GatewayError && ["unauthorized", "forbidden", "no_common_codec"].includes(error.code)) {
           stage(explain(error));
@@ -326,7 +334,7 @@ function startRoomEvents() {
 async function goOnMic(token) {
   $("#guest-prompt").hidden = true;
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 360 } },
+    const stream = await mediaDevices().getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 360 } },
       audio: true });
     const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });

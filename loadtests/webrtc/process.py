@@ -160,6 +160,7 @@ async def wait_healthy_async(base_url: str, timeout: float, returncode: Callable
 class GatewayProcess:
     """``python -m MODULE serve`` on 127.0.0.1 (ICE pinned there too), optionally inside a network namespace.
 
+    ``ice_hosts``: its ``--ice-host`` flags (none: the gateway's own choice, only in a loopback-only namespace);
     ``dev``: ``--dev`` (per-run secret, ``/dev/token``); ``config``: ``--config PATH``; ``env``:
     extra environment (e.g. the variable ``auth.secret_env`` names). Output goes to ``log_path``.
     Construct, then :meth:`wait_healthy`; :meth:`stop` when done.
@@ -167,15 +168,16 @@ class GatewayProcess:
 
     def __init__(self, log_path: Path, *, module: str = "gateway", dev: bool = True, config: Path | None = None,
                  extra_args: Sequence[str] = (), port: int | None = None, netns: str | None = None,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None,
+                 ice_hosts: Sequence[str] = (LOOPBACK,)) -> None:
         self.port = port or free_port()
         self.base_url = f"http://{LOOPBACK}:{self.port}"
         self.netns = netns
         self.log_path = log_path
         prefix = ["ip", "netns", "exec", netns] if netns else []
         argv = [*prefix, sys.executable, "-m", module, "serve", "--host", LOOPBACK, "--port", str(self.port),
-                "--ice-host", LOOPBACK, *(["--dev"] if dev else []), *(["--config", str(config)] if config else []),
-                *extra_args]
+                *(a for host in ice_hosts for a in ("--ice-host", host)), *(["--dev"] if dev else []),
+                *(["--config", str(config)] if config else []), *extra_args]
         self._log: IO[bytes] = log_path.open("wb")
         self.process = subprocess.Popen(argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True, preexec_fn=die_with_parent,
