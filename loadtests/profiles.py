@@ -97,7 +97,7 @@ class Profile:
 
 def profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():
         return path
     return PROFILES_DIR / f"{name_or_path}.toml"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from loadtests.timeline import IntervalStats, interval_key
-from loadtests.webrtc.metrics import Histogram
+from loadtests.webrtc.metrics import Histogram, fields_to_json
 
 EVENTS_NET = "events"  # the pseudo network condition of room-event (chat) clients
 
@@ -84,15 +84,7 @@ class GroupStats:
                 setattr(self, f.name, mine + theirs)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Histogram):
-                if value.total:
-                    out[f.name] = value.to_json()
-            elif value:
-                out[f.name] = round(value, 6) if isinstance(value, float) else value
-        return out
+        return fields_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GroupStats:

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from loadtests.webrtc.metrics import Histogram
+from loadtests.webrtc.metrics import Histogram, fields_to_json
 
 INTERVAL_S = 5  # seconds per interval: 720 intervals in an hour's soak
 VIEWERS = "net"  # entry kind: viewers of one network condition
@@ -61,15 +61,7 @@ class IntervalStats:
                 setattr(self, f.name, mine + getattr(other, f.name))
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Histogram):
-                if value.total:
-                    out[f.name] = value.to_json()
-            elif value:
-                out[f.name] = round(value, 6) if isinstance(value, float) else value
-        return out
+        return fields_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IntervalStats:

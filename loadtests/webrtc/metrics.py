@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from loadtests.webrtc.vp8 import frame_start
@@ -362,3 +362,16 @@ class Histogram:
             histogram.total += int(count)
         histogram.sum = float(data.get("sum", 0.0))
         return histogram
+
+
+def fields_to_json(stats: Any) -> dict[str, Any]:
+    """A stats dataclass as JSON: its non-empty fields, histograms by their own form, floats rounded."""
+    out: dict[str, Any] = {}
+    for f in fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, Histogram):
+            if value.total:
+                out[f.name] = value.to_json()
+        elif value:
+            out[f.name] = round(value, 6) if isinstance(value, float) else value
+    return out
