@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
@@ -87,11 +88,19 @@ def build_context(config: GatewayConfig, bus: RoomBus | None = None) -> Signalin
         dev=config.dev,
         trusted_proxies=AddressSet(config.server.trusted_proxies),
         offer_limit_exempt=AddressSet(config.limits.offer_limit_exempt),
-        socket_origins=config.events.allowed_origins,
+        # The public URL's origin is the gateway's own too (behind a proxy that rewrites Host).
+        socket_origins=tuple(o.lower().rstrip("/") for o in (*config.events.allowed_origins,
+                                                              _origin_of(config.server.public_url)) if o),
     )
     ctx.hub = EventHub(config.events, config.costream, relay, ctx.moderation, WordMask(config.events.word_filter),
                        ctx.tokens, bus=bus)
     return ctx
+
+
+def _origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, or empty."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def cors_middleware(origins: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -135,7 +144,7 @@ async def dev_token(request: web.Request) -> web.Response:
     role = request.query.get("role", "viewer")
     if not room:
         raise HttpError(400, "missing_room", "query parameter 'room' is required")
-    if room != "*" and not ROOM_NAME.match(room):
+    if not ROOM_NAME.match(room) and not (room == "*" and role == "admin"):
         raise HttpError(400, "bad_room_name", f"room: {ROOM_NAME_RULE} (or * with role=admin)")
     if role not in ROLES:
         raise HttpError(400, "bad_role", f"role must be one of {', '.join(ROLES)}")

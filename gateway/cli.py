@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--room", required=True, help=f"room name ({ROOM_NAME_RULE})")
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--identity", help=f"subject, 1-{MAX_IDENTITY_LENGTH} characters (default: a random one)")
-    token.add_argument("--name", help=f"display name shown in chat, at most {MAX_NAME_LENGTH} printable characters")
+    token.add_argument("--name", help=f"display name shown in chat, at most {MAX_NAME_LENGTH} characters")
     token.add_argument("--ttl", type=int, help="seconds, 1 to auth.max_ttl (default: auth.default_ttl)")
     token.add_argument("--config", help="TOML file whose [auth] names the secret (secret, secret_env or secret_file)")
     return parser
@@ -128,7 +128,10 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
     handle_signals(app)  # SIGTERM drains (gateway/drain.py); SIGINT still stops at once
     # Every worker loads the pair itself; SIGHUP loads it again into this same context.
     tls = server_context(config.server.tls_cert, config.server.tls_key) if config.server.tls_cert else None
-    install_reload(app, config, reload or (lambda: config), tls)
+    if not config.dev:
+        # In dev mode SIGHUP keeps its default: a closed terminal must end `make run`, not leave it holding the port
+        # (and a per-run secret has nothing to reload).
+        install_reload(app, config, reload or (lambda: config), tls)
     scheme = "https" if tls else "http"
     if several:
         log.info("worker %s: %s://%s:%d shared with %d other workers (SO_REUSEPORT), media UDP %s",
@@ -180,7 +183,8 @@ def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
     # Not the Redis URL: it may carry a password.
     log.info("supervisor: %d workers on %s://%s:%d", count, "https" if config.server.tls_cert else "http",
              config.server.host, config.server.port)
-    print_startup(config)
+    cl = config.cluster
+    print_startup(config, (cl.udp_port_min, cl.udp_port_max) if cl.udp_port_max else None)
     # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
     supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15)
     return asyncio.run(supervisor.run())

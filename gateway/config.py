@@ -378,8 +378,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
                 data = tomllib.load(f)
         except FileNotFoundError as exc:
             raise ConfigError(f"config file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

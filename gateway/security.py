@@ -22,14 +22,16 @@ from signaling.errors import REQUEST_ID, HttpError
 
 log = logging.getLogger("cherry.gateway.http")
 
-SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Inline styles stay allowed (the pages set a few style attributes); scripts only from the gateway itself.
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
                "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
                "form-action 'self'; frame-ancestors 'none'")
 OPERATIONS_PREFIXES = ("/metrics", "/dashboard")
-# Reachable on the operations listener besides the operations endpoints: probes and the dashboard's scripts.
-OPERATIONS_EXTRAS = ("/healthz", "/readyz", "/static/")
+# Reachable on the operations listener besides the operations endpoints: probes, the dashboard's scripts, and what
+# its admin actions call from the same origin (the admin API needs an admin grant wherever it is served; /dev/token
+# exists in dev mode only).
+OPERATIONS_EXTRAS = ("/healthz", "/readyz", "/static/", "/api/", "/dev/token")
 # The dashboard's HTML holds no data: a browser opening it cannot send a bearer token, its scripts then do.
 OPERATIONS_PAGE = "/dashboard"
 
@@ -37,7 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def request_id(header: str | None) -> str:
-    return header if header is not None and SAFE_REQUEST_ID.match(header) else uuid.uuid4().hex[:12]
+    return header if header is not None and SAFE_REQUEST_ID.fullmatch(header) else uuid.uuid4().hex[:12]
 
 
 @web.middleware
@@ -75,7 +77,8 @@ def operations_gate(*, port: int, public_allowed: bool, token: str) -> Callable[
         path = request.path
         if not is_operations_path(path):
             if on_operations_port and not path.startswith(OPERATIONS_EXTRAS):
-                raise HttpError(404, "not_found", "the operations listener serves /metrics and /dashboard only")
+                raise HttpError(404, "not_found",
+                                "the operations listener serves /metrics, /dashboard and the admin API only")
             return await handler(request)
         if not on_operations_port and (port != 0 or not public_allowed):
             raise HttpError(404, "not_found", "operations endpoints are not served here (operations.port, "

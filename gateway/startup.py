@@ -71,7 +71,7 @@ def _base_url(config: GatewayConfig, machine: Sequence[str]) -> str:
 
 
 def _dashboard(config: GatewayConfig, base: str) -> str:
-    if not (config.metrics.dashboard or config.metrics.enabled):
+    if not config.metrics.dashboard:
         return ""
     ops = config.operations
     if ops.port:

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import time
+import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -174,8 +175,18 @@ def check_name(name: object) -> None:
         raise ValueError("name must be a string")
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"name must be at most {MAX_NAME_LENGTH} characters")
-    if not name.isprintable() or name != name.strip():
-        raise ValueError("name must be printable, without leading or trailing spaces")
+    if name != name.strip() or any(_unfit_in_name(c) for c in name):
+        raise ValueError("name must hold no control, surrogate or bidi-override characters and no leading or "
+                         "trailing spaces")
+
+
+# Direction overrides and isolates would let a name reverse the text shown after it in a chat line.
+_BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+
+
+def _unfit_in_name(char: str) -> bool:
+    # Joiners (U+200C/D, in Persian names and emoji sequences) and no-break spaces are fine; controls are not.
+    return unicodedata.category(char) in ("Cc", "Cs") or char in _BIDI_CONTROLS
 
 
 def check_ttl(ttl: int, max_ttl: int) -> None:

@@ -136,8 +136,9 @@ def check_socket_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    allowed = context(request).socket_origins
-    if "*" in allowed or origin in allowed or _netloc(origin) == request.host.lower():
+    ctx = context(request)
+    origin = origin.lower()
+    if "*" in ctx.socket_origins or origin in ctx.socket_origins or _netloc(origin) == request.host.lower():
         return
     raise HttpError(403, "origin_not_allowed",
                     "pages of this origin may not open room sockets (events.allowed_origins)")

@@ -42,12 +42,13 @@ def separate(tmp_path_factory: pytest.TempPathFactory, ops_port: int) -> Iterato
     gw = Gateway(tmp_path_factory.mktemp("separate"), f"""
 [server]
 trusted_proxies = ["127.0.0.1"]
+public_url = "https://live.example.com"
 [limits]
 offers_per_second = 0.01
 offer_burst = 2
 offer_limit_exempt = ["198.51.100.0/24"]
 [events]
-allowed_origins = ["https://app.example.com"]
+allowed_origins = ["https://App.Example.com"]
 [operations]
 port = {ops_port}
 """)
@@ -97,6 +98,14 @@ async def test_operations_endpoints_live_on_their_own_port_only(separate: Gatewa
         assert (await status_code(http, ops + path))[0] == 404, path
     async with http.post(ops + "/whip/r1", data="v=0", headers={"Content-Type": "application/sdp"}) as r:
         assert r.status == 404
+    # The dashboard's admin actions call the admin API from the operations origin: served there, admin grant needed.
+    admin = {"Authorization": f"Bearer {separate.token('*', 'admin')}"}
+    async with http.get(ops + "/api/rooms") as r:
+        assert r.status == 401
+    async with http.get(ops + "/api/rooms", headers=admin) as r:
+        assert r.status == 200 and "rooms" in await r.json()
+    async with http.post(ops + "/api/rooms/nobody-here/kick", json={"identity": "x"}, headers=admin) as r:
+        assert r.status == 404, "reached the admin API (no such room), not refused by the listener"
 
 
 async def test_operations_endpoints_on_the_public_port_need_the_bearer_token(guarded: Gateway,
@@ -157,7 +166,9 @@ async def test_room_sockets_refuse_pages_of_other_origins(separate: Gateway, htt
             await http.ws_connect(url, headers={"Origin": origin})
         assert refused.value.status == 403, origin
     host = separate.base.removeprefix("http://")
-    for headers in ({"Origin": f"http://{host}"}, {"Origin": "https://app.example.com"}, {}):
+    # Its own host, an allowed app (listed in another case), the public URL's origin (a proxy in front), no Origin.
+    for headers in ({"Origin": f"http://{host}"}, {"Origin": "https://app.example.com"},
+                    {"Origin": "https://LIVE.example.com"}, {}):
         ws = await http.ws_connect(url, headers=headers)
         welcome = await ws.receive_json(timeout=10)
         assert welcome["type"] == "welcome", (headers, welcome)

@@ -121,6 +121,19 @@ async def test_a_room_socket_upgrades_through_nginx_and_carries_frames_both_ways
     assert token not in log and "token=" not in log, "the access log must hold no token"
 
 
+async def test_the_gateways_own_pages_open_room_sockets_through_nginx_and_others_are_refused(proxied: Nginx) -> None:
+    """nginx passes Host with its port ($http_host): a page of the proxy's origin is same-origin to the gateway."""
+    async with client(proxied) as http:
+        url = proxied.base.replace("https://", "wss://") + "/ws/origins?token="
+        url += await dev_token(http, proxied.base, "origins", "viewer")
+        ws = await http.ws_connect(url, headers={"Origin": proxied.base})
+        assert (await ws.receive_json(timeout=10))["type"] == "welcome"
+        await ws.close()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, headers={"Origin": "https://elsewhere.example"})
+        assert refused.value.status == 403
+
+
 async def test_operations_endpoints_are_not_served_through_nginx(proxied: Nginx, gateway: GatewayProcess) -> None:
     async with client(proxied) as http:
         for path in ("/metrics", "/dashboard", "/dashboard/data"):

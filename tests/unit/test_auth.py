@@ -30,7 +30,9 @@ def test_display_name_travels_in_the_name_claim_and_is_bounded():
     assert jwt.decode(token, SECRET, algorithms=["HS256"], issuer="cherry-gateway")["name"] == "Ann 🌸"
     assert service().verify(token).name == "Ann 🌸"
     assert service().verify(service().mint("room1", "viewer", "u-4821")).name == ""
-    for bad in ("n" * 65, "line\nbreak", " padded", 42):
+    for good in ("محمد\u200cرضا", "👨\u200d👩\u200d👧", "Ann\u00a0Lee"):  # joiners, no-break space
+        assert service().verify(service().mint("room1", "viewer", "u", name=good)).name == good
+    for bad in ("n" * 65, "line\nbreak", " padded", 42, "abc\u202edcba", "\ud800"):
         claims = {"iss": "cherry-gateway", "sub": "u", "room": "r", "role": "viewer", "exp": 2**31, "name": bad}
         with pytest.raises(AuthError, match="name"):
             service().verify(jwt.encode(claims, SECRET, algorithm="HS256"))

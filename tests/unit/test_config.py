@@ -140,7 +140,7 @@ def test_cli_token_reads_the_secret_from_the_environment(tmp_path, capsys, monke
     (["--identity", "i" * 129], "--identity: must be 1-128 characters, got 129"),
     (["--identity", ""], "--identity: must be 1-128 characters, got 0"),
     (["--name", "n" * 65], "--name: name must be at most 64 characters"),
-    (["--name", "tab\there"], "--name: name must be printable"),
+    (["--name", "tab\there"], "--name: name must hold no control"),
 ])
 def test_cli_token_refuses_bad_options_with_exit_code_2(tmp_path, capsys, args, message):
     path = write(tmp_path, f'[auth]\nsecret = "{SECRET}"\n')

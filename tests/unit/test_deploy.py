@@ -510,7 +510,7 @@ def test_the_nginx_example_proxies_websockets_and_whip_whep_with_their_headers()
     # A location with its own proxy_set_header would inherit none of the server's: keep them all there.
     assert not any("proxy_set_header" in body for body in blocks.values())
     for header in ("Upgrade $http_upgrade", "Connection $cherry_connection", "X-Forwarded-For $remote_addr",
-                   "X-Forwarded-Proto $scheme", "Host $host"):
+                   "X-Forwarded-Proto $scheme", "Host $http_host"):
         assert f"proxy_set_header {header};" in text, header
     assert "proxy_http_version 1.1;" in text and "proxy_redirect off;" in text
     assert re.search(r"client_max_body_size (\d+)k;", text).group(1) == str(  # type: ignore[union-attr]
