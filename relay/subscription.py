@@ -39,6 +39,9 @@ RESEND_RING = 1024
 MAX_PAUSE_FACTOR = 8
 REMB_SUSTAIN = 3.0  # seconds a bandwidth estimate must stay too low before it counts as congestion
 REMB_SETTLE = 5.0  # estimates start low and ramp up: ignore them for this long after the stream starts
+# A session is "connected" (and starts its subscriptions) before aiortc has set its senders up: a catch-up
+# waits this long for its sink to take packets, then falls back to waiting for a keyframe.
+SINK_READY_TIMEOUT = 2.0
 
 
 class Cancellable(Protocol):
@@ -127,6 +130,7 @@ class Subscription:
         "_replay",
         "_replay_at",
         "_replay_timer",
+        "_replay_deadline",
         "_burst_bytes",
         "_pace",
     )
@@ -193,6 +197,7 @@ class Subscription:
         self._replay: list[MediaPacket] | None = None
         self._replay_at = 0
         self._replay_timer: Cancellable | None = None
+        self._replay_deadline = 0.0
         self._burst_bytes = media.keyframe_cache_burst_bytes
         self._pace = media.keyframe_cache_pace_ms / 1000
 
@@ -253,6 +258,7 @@ class Subscription:
         publication.detach(self)  # live packets reach it through the cache until it has caught up
         self._replay = gop
         self._replay_at = 0
+        self._replay_deadline = self._clock() + SINK_READY_TIMEOUT
         self._catch_up()
 
     # -- catching up from the keyframe cache ----------------------------------------------------------
@@ -278,10 +284,20 @@ class Subscription:
             self._replay = gop
             self._replay_at = 0
         sink = self._sink
+        now = self._clock()
+        if self._waiting and sink.payload_types(source.codec.mime_type) is None:
+            # Not set up to send yet (or the viewer never negotiated this codec): the keyframe must not be lost.
+            if now > self._replay_deadline:
+                self._replay = None
+                source.attach(self)
+                source.request_keyframe()
+                return
+            self._replay_timer = self._schedule(self._pace, self._catch_up)
+            return
         if sink.backlog() > 0:  # the last burst is still queued on its way out: let it drain first
             self._replay_timer = self._schedule(self._pace, self._catch_up)
             return
-        now = self._clock()
+        stats = self.stats
         budget = self._burst_bytes
         end = len(gop)
         i = self._replay_at
@@ -289,15 +305,22 @@ class Subscription:
             packet = gop[i]
             i += 1
             budget -= len(packet.payload)
-            sent = self.stats.packets_sent
+            sent, refused = stats.packets_sent, stats.dropped_not_connected
             try:
                 self.forward(packet, now)
             except Exception as exc:  # as when the publication's fan-out loop catches it
                 self._replay = None
                 self.fail(f"forwarding failed: {exc!r}")
                 return
-            if self.stats.packets_sent != sent:
-                self.stats.from_cache += 1
+            if stats.packets_sent != sent:
+                stats.from_cache += 1
+            elif stats.dropped_not_connected != refused and now <= self._replay_deadline:
+                # The transport is not up yet: start over from the keyframe next turn (nothing reached the
+                # viewer that it could decode without it).
+                self._waiting = True
+                self._replay_at = 0
+                self._replay_timer = self._schedule(self._pace, self._catch_up)
+                return
         self._replay_at = i
         if i >= len(gop):  # at the live end (nothing arrives between here and attach: one event loop)
             self._replay = None

@@ -426,3 +426,38 @@ def test_caching_keeps_references_not_copies():
     assert packet.payload is payload and pub.cache.get(1) is packet
     pub.on_rtp(0x1234, 2, 0, True, VP8_CONT, clock.now)
     assert pub.dump().cache_bytes == len(payload) + len(VP8_CONT)
+
+
+def test_a_catch_up_waits_for_a_sink_that_is_not_set_up_yet():
+    """aiortc reports a session connected before its senders know their payload types: the cached keyframe
+    must not be spent on a sink that cannot send it."""
+    clock, scheduler = FakeClock(), FakeScheduler()
+    pub = publication(clock)
+    cached = gop(pub, clock, 1, 0, 4)
+    sink = FakeSink(codecs=())
+    sub = subscription(clock, scheduler, sink)
+    sub.switch_source(pub)
+    sub.start()
+    assert sink.sent == [] and sub.catching_up and len(scheduler.timers) == 1
+    sink.codecs = ("video/vp8",)
+    sink.connected = False  # payload types known, transport not yet: still nothing lost
+    scheduler.timers.pop(0).callback()
+    assert sink.sent == [] and sub.catching_up
+    sink.connected = True
+    scheduler.run()
+    assert payloads(sink) == cached and pub.sinks == (sub,)
+    assert_continuous(sink)
+
+
+def test_a_sink_that_never_gets_ready_falls_back_to_waiting_for_a_keyframe():
+    clock, scheduler = FakeClock(), FakeScheduler()
+    upstream = FakeUpstream()
+    pub = publication(clock, upstream=upstream)
+    gop(pub, clock, 1, 0, 4)
+    sub = subscription(clock, scheduler, FakeSink(codecs=()))
+    sub.switch_source(pub)
+    sub.start()
+    for _ in range(3):
+        clock.now += 1.0
+        scheduler.timers.pop(0).callback()
+    assert not sub.catching_up and pub.sinks == (sub,) and upstream.requests == 1
