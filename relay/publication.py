@@ -82,6 +82,7 @@ class Publication:
         clock: Callable[[], float] = time.monotonic,
         keyframe_cache_bytes: int = 0,
         keyframe_cache_max_age: float = 3.0,
+        fed_by_pipe: bool = False,
     ) -> None:
         self.kind = kind
         self.codec = codec
@@ -119,6 +120,9 @@ class Publication:
         self._gop_bytes = 0
         self._gop_at = 0.0
         self._gop_overflowed = False
+        # An edge's copy of an origin's track: the pipe's origin end starts from the origin's cache (or asks
+        # the host itself), so a joiner here never needs to ask for the first keyframe.
+        self._fed_by_pipe = fed_by_pipe
         self.closed = False
 
     @property
@@ -290,6 +294,8 @@ class Publication:
                     stats.cache_fallbacks += 1
                 else:
                     stats.cache_empty += 1
+                    if self._fed_by_pipe and not stats.keyframes_in:
+                        return None  # the pipe's start brings it
             self.request_keyframe()
             return None
         stats.cache_starts += 1

@@ -7,15 +7,20 @@ so a joiner that starts without asking can only have started from the cache.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.integration.conftest import GatewayProcess, dev_token
-from tests.integration.peers import Viewer
+from loadtests.webrtc.process import free_port_range
+from tests.cluster import answering_workers
+from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token, free_port
+from tests.integration.peers import Host, Viewer
+from tests.integration.test_cluster import WORKERS, node_config, stats_of
 from tests.integration.test_forwarding import close_all, start_host
 
 MODULE = "tests.integration.keyframe_cache_gateway"
@@ -142,5 +147,69 @@ async def test_a_gop_too_big_for_the_cache_falls_back_to_a_keyframe_request_and_
         assert after["cache_fallbacks"] - before["cache_fallbacks"] == 1, after
         assert after["keyframe_requests"] > before["keyframe_requests"], "the joiner asked, as without a cache"
         assert_host_picture(viewers[0])
+    finally:
+        await close_all(http, host, *viewers)
+
+
+class FreshCacheCluster(NodesOnRedis):
+    """test_cluster's two nodes of two workers on one Redis, with a cache that stays fresh."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.internal: dict[str, int] = {}
+        try:
+            for name in ("a", "b"):
+                first, _ = free_port_range(WORKERS, kind=socket.SOCK_STREAM)
+                self.internal.update({f"{name}-w{i}": first + i for i in range(WORKERS)})
+                public = free_port()
+                config = node_config(self.redis.url, name, first, f"http://127.0.0.1:{public}")
+                config += "[media]\nkeyframe_cache_max_age_ms = 60000\n"
+                self.nodes[name] = GatewayProcess(["--workers", str(WORKERS)], config, tmp / name, port=public)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def workers(self) -> list[str]:
+        return sorted(self.internal)
+
+    async def ready(self) -> None:
+        for name, node in self.nodes.items():
+            await answering_workers(node.base + "/healthz", {w for w in self.internal if w.startswith(name + "-")})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreshCacheCluster]:
+    tmp = tmp_path_factory.mktemp("kfc-cluster")
+    for name in ("a", "b", "redis"):
+        (tmp / name).mkdir()
+    started = FreshCacheCluster(tmp)
+    try:
+        asyncio.run(started.ready())
+        yield started
+    finally:
+        started.stop()
+
+
+async def test_an_edge_and_its_viewers_start_from_caches_without_asking_the_host(cluster, http):
+    """The pipe's subscription on the origin starts from the origin's cache, the edge's publication caches
+    what the pipe brings, and the edge's viewer starts from that: the host is never asked for a keyframe."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "kfc-edge"
+    host = Host(a.base, room, await dev_token(http, a.base, room, "host", "kfc-star"))
+    await host.publish(http)
+    origin = host.location.rsplit("~", 1)[1]  # type: ignore[union-attr]
+    viewers = [Viewer(b.base, room, await dev_token(http, b.base, room, "viewer", f"kfc{i}")) for i in range(3)]
+    try:
+        for viewer in viewers:  # capacity 2: two on the origin, one on an edge
+            await viewer.watch(http)
+            await asyncio.wait_for(viewer.first_video.wait(), FIRST_FRAME_TIMEOUT)
+        await asyncio.gather(*(v.wait_frames(30, 10) for v in viewers))
+        on_edge = [v for v in viewers if not v.location.endswith("~" + origin)]  # type: ignore[union-attr]
+        assert len(on_edge) == 1, [v.location for v in viewers]
+        assert_host_picture(on_edge[0])
+        stats = await stats_of(http, cluster, origin)  # type: ignore[arg-type]
+        video = next(r for r in stats["rooms"] if r["room"] == room)["publications"]["video"]
+        assert video["keyframe_requests"] == 0, f"the host was asked for a keyframe: {video}"
     finally:
         await close_all(http, host, *viewers)

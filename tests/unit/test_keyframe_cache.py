@@ -351,7 +351,14 @@ def test_an_edge_fills_its_own_cache_from_the_pipe_and_its_viewers_start_from_it
     origin = publication(clock, upstream=origin_up)
     cached = gop(origin, clock, 7000, 5000, 12, size=500)
     edge_up = FakeUpstream()
-    edge = publication(clock, upstream=edge_up)
+    edge = Publication("video", VP8, edge_up, cache_size=1024, keyframe_interval=0.3, clock=clock,
+                       keyframe_cache_bytes=1 << 20, fed_by_pipe=True)
+    # A viewer of the edge that connects before the pipe does waits for what the pipe brings, asking nothing.
+    early_sink = FakeSink()
+    early = subscription(clock, scheduler, early_sink)
+    early.switch_source(edge)
+    early.start()
+    assert edge_up.requests == 0 and edge.stats.cache_empty == 1 and edge.sinks == (early,)
 
     class PipeSink(FakeSink):
         def send_rtp(self, second: int, seq: int, ts: int, payload: bytes, sent: float) -> bool:
@@ -364,6 +371,7 @@ def test_an_edge_fills_its_own_cache_from_the_pipe_and_its_viewers_start_from_it
     scheduler.run()
     assert origin_up.requests == 0 and origin.stats.cache_starts == 1
     assert edge.gop is not None and [p.payload for p in edge.gop] == cached
+    assert payloads(early_sink) == cached, "the early edge viewer got the pipe's catch-up live"
     more = VP8_DELTA + b"after"
     origin.on_rtp(0x1234, 7012, 5000 + 12 * FRAME, True, more, clock.now)
     sink = FakeSink()
