@@ -4,7 +4,11 @@ without asking the host; a stale cache asks once; a GOP too big for it falls bac
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from gateway.config import ConfigError, load_config
 from relay.config import LimitsConfig, MediaConfig, RoomsConfig
 from relay.packet import MediaPacket
 from relay.pipe import pipe_policy
@@ -469,3 +473,24 @@ def test_a_sink_that_never_gets_ready_falls_back_to_waiting_for_a_keyframe():
         clock.now += 1.0
         scheduler.timers.pop(0).callback()
     assert not sub.catching_up and pub.sinks == (sub,) and upstream.requests == 1
+
+
+@pytest.mark.parametrize("text, key", [
+    ("keyframe_cache_bytes = -1", "media.keyframe_cache_bytes"),
+    ("keyframe_cache_max_age_ms = -5", "media.keyframe_cache_max_age_ms"),
+    ("keyframe_cache_burst_bytes = 100", "media.keyframe_cache_burst_bytes"),
+    ("keyframe_cache_burst_bytes = 300000", "media.keyframe_cache_burst_bytes"),
+    ("keyframe_cache_pace_ms = 0", "media.keyframe_cache_pace_ms"),
+])
+def test_keyframe_cache_settings_are_validated(tmp_path: Path, text: str, key: str):
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"[media]\n{text}\n")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(path, {"dev": True})
+
+
+def test_keyframe_cache_is_on_by_default_and_can_be_turned_off(tmp_path: Path):
+    path = tmp_path / "gateway.toml"
+    path.write_text("[media]\nkeyframe_cache_bytes = 0\n")
+    assert MediaConfig().keyframe_cache_bytes > 0
+    assert load_config(path, {"dev": True}).media.keyframe_cache_bytes == 0
