@@ -198,6 +198,12 @@ class GatewayConfig:
              "must be in [0, 1] (0: ignore bandwidth estimates)")
         need(self.media.congestion_pause_ms >= 100, "media.congestion_pause_ms", "must be at least 100")
         need(self.media.sender_report_interval_ms >= 100, "media.sender_report_interval_ms", "must be >= 100")
+        need(self.media.keyframe_cache_bytes >= 0, "media.keyframe_cache_bytes", "must be >= 0 (0: no cache)")
+        need(self.media.keyframe_cache_max_age_ms >= 0, "media.keyframe_cache_max_age_ms", "must be >= 0")
+        need(1500 <= self.media.keyframe_cache_burst_bytes <= self.media.viewer_queue_limit_bytes,
+             "media.keyframe_cache_burst_bytes", "must be at least 1500 (one packet) and at most "
+             "media.viewer_queue_limit_bytes (a burst must not trip it)")
+        need(1 <= self.media.keyframe_cache_pace_ms <= 100, "media.keyframe_cache_pace_ms", "must be in [1, 100]")
         need(self.rooms.empty_room_grace_s >= 0, "rooms.empty_room_grace_s", "must be >= 0")
         need(self.rooms.host_absent_timeout_s >= 0, "rooms.host_absent_timeout_s", "must be >= 0")
         need(self.rooms.connect_timeout_s > 0, "rooms.connect_timeout_s", "must be positive")

@@ -34,6 +34,17 @@ class MediaConfig:
     # A congested viewer's video pauses this long (doubling while it stays congested, up to 8x)
     # before it is resumed at a keyframe; audio keeps flowing.
     congestion_pause_ms: int = 2000
+    # Keyframe cache: each video publication keeps the packets since its last keyframe, so a new viewer
+    # starts from it at once instead of asking the host (0 turns it off). A GOP larger than this is not
+    # kept: its joiners ask for a keyframe and wait, as without a cache.
+    keyframe_cache_bytes: int = 1048576
+    # A cache older than this is still served (it decodes), but its joiner asks the host for one
+    # refreshing keyframe (through the host's keyframe throttle), so later joiners catch up faster.
+    keyframe_cache_max_age_ms: int = 3000
+    # A joiner is sent the cache in bursts of at most this many bytes, one burst per this many ms
+    # (and only while its send queue is empty), then goes live.
+    keyframe_cache_burst_bytes: int = 16384
+    keyframe_cache_pace_ms: int = 5
 
 
 @dataclass(frozen=True, slots=True)

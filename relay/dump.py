@@ -34,6 +34,8 @@ class Traffic:
     keyframe_requests_out: int = 0  # sent upstream to hosts (throttled)
     keyframes_in: int = 0
     sink_failures: int = 0
+    keyframe_cache_starts: int = 0  # joiners started from a publication's keyframe cache
+    keyframe_cache_fallbacks: int = 0  # joiners that waited for a keyframe: the GOP outgrew the cache
 
     def add_publication(self, p: PublicationDump) -> None:
         kind = p.kind if p.kind in KINDS else "video"
@@ -43,6 +45,8 @@ class Traffic:
         self.keyframe_requests_out += p.keyframe_requests
         self.duplicates += p.duplicates
         self.sink_failures += p.sink_failures
+        self.keyframe_cache_starts += p.cache_starts
+        self.keyframe_cache_fallbacks += p.cache_fallbacks
 
     def add_subscription(self, s: SubscriptionDump) -> None:
         kind = s.kind if s.kind in KINDS else "video"
@@ -62,7 +66,8 @@ class Traffic:
             for key in set(mine) | set(theirs):
                 target[key] = mine.get(key, 0) + theirs.get(key, 0)
         for name in ("duplicates", "retransmitted", "nacks_in", "nack_budget_refused", "keyframe_requests_in",
-                     "keyframe_requests_out", "keyframes_in", "sink_failures"):
+                     "keyframe_requests_out", "keyframes_in", "sink_failures", "keyframe_cache_starts",
+                     "keyframe_cache_fallbacks"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         return out
 
@@ -80,6 +85,17 @@ class PublicationDump:
     epochs: int  # stream restarts (SSRC change or sequence jump)
     sink_failures: int
     subscriptions: int
+    # Keyframe cache (video): joiners started from it, of which from a cache past its age; joiners that
+    # waited for a keyframe because the GOP outgrew the cache (the bench counts these) or no keyframe had
+    # come yet; GOPs that outgrew it; and what it holds now (age None: nothing cached).
+    cache_starts: int = 0
+    cache_stale_starts: int = 0
+    cache_fallbacks: int = 0
+    cache_empty: int = 0
+    gops_overflowed: int = 0
+    cache_packets: int = 0
+    cache_bytes: int = 0
+    cache_age_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

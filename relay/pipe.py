@@ -128,7 +128,10 @@ class EdgePipe:
                                       cache_size=media.packet_cache_size,
                                       keyframe_interval=media.keyframe_request_interval_ms / 1000,
                                       owner=self.identity, retire_into=self.room.retire_into,
-                                      delay_sampler=self.ctx.hooks.forwarding_delay)
+                                      delay_sampler=self.ctx.hooks.forwarding_delay,
+                                      keyframe_cache_bytes=media.keyframe_cache_bytes,
+                                      keyframe_cache_max_age=media.keyframe_cache_max_age_ms / 1000,
+                                      fed_by_pipe=True)
             tap = ReceiverTap(transceiver.receiver, publication.on_rtp)
             tap.on_codec = lambda codec, p=publication: p.set_codec(_codec(codec))
             publication.upstream = tap

@@ -8,6 +8,11 @@ keyframe flag only on the first packet of a keyframe (per access unit for H264).
 
 Sinks are kept in a tuple that is replaced, never mutated, so the fan-out loop can run while viewers
 join or leave; a sink that raises is detached and told, and the loop goes on.
+
+A video publication also keeps its *keyframe cache*: the packets from its last keyframe on (``gop``,
+a new list at every keyframe, appended to by reference; dropped when it outgrows its byte bound or
+the stream restarts). A new subscription starts from it instead of asking the host for a keyframe:
+see :meth:`Publication.keyframe_cache`.
 """
 
 from __future__ import annotations
@@ -52,6 +57,14 @@ class PublicationStats:
     epochs: int = 0
     stale: int = 0  # stragglers of a restarted stream, and unconfirmed jumps
     sink_failures: int = 0
+    # Keyframe cache: joiners started from it (of which from a cache past its age), joiners that found
+    # no cache because the GOP outgrew its byte bound, or because no keyframe came yet (a new or restarted
+    # stream); and GOPs that outgrew the bound.
+    cache_starts: int = 0
+    cache_stale_starts: int = 0
+    cache_fallbacks: int = 0
+    cache_empty: int = 0
+    gops_overflowed: int = 0
 
 
 class Publication:
@@ -67,6 +80,9 @@ class Publication:
         retire_into: Sequence[Traffic] = (),
         delay_sampler: DelaySampler | None = None,
         clock: Callable[[], float] = time.monotonic,
+        keyframe_cache_bytes: int = 0,
+        keyframe_cache_max_age: float = 3.0,
+        fed_by_pipe: bool = False,
     ) -> None:
         self.kind = kind
         self.codec = codec
@@ -96,6 +112,17 @@ class Publication:
         self._au_ts = -1
         self._au_flagged = False
         self._au_vcl = False
+        # Keyframe cache (video only; 0 bytes: off): the packets since the last keyframe, their payload bytes
+        # and the keyframe's arrival; None while there is none (no keyframe yet, or the GOP outgrew the bound).
+        self._gop_limit = keyframe_cache_bytes if kind == "video" else 0
+        self._gop_max_age = keyframe_cache_max_age
+        self.gop: list[MediaPacket] | None = None
+        self._gop_bytes = 0
+        self._gop_at = 0.0
+        self._gop_overflowed = False
+        # An edge's copy of an origin's track: the pipe's origin end starts from the origin's cache (or asks
+        # the host itself), so a joiner here never needs to ask for the first keyframe.
+        self._fed_by_pipe = fed_by_pipe
         self.closed = False
 
     @property
@@ -154,12 +181,25 @@ class Publication:
         keyframe = self._h264_keyframe(timestamp, payload) if self._h264 else self._is_keyframe(payload)
         packet = MediaPacket(seq, timestamp, marker, payload, keyframe, arrival, self.epoch)
         stats = self.stats
+        size = len(payload)
         stats.packets_in += 1
-        stats.bytes_in += len(payload)
+        stats.bytes_in += size
         self.cache.put(packet)
+        gop = self.gop
         if keyframe and self.kind == "video":
             stats.keyframes_in += 1
             self._keyframe_wanted = False
+            if self._gop_limit:
+                self.gop = [packet]
+                self._gop_bytes = size
+                self._gop_at = arrival
+                self._gop_overflowed = False
+        elif gop is not None:
+            self._gop_bytes += size
+            if self._gop_bytes > self._gop_limit:
+                self._drop_gop(overflowed=True)
+            else:
+                gop.append(packet)
         sinks = self._sinks
         for sink in sinks:
             try:
@@ -183,6 +223,7 @@ class Publication:
         self.epoch += 1
         self.stats.epochs += 1
         self.cache.clear()
+        self._drop_gop()
         self.request_keyframe()
 
     # -- stream continuity ----------------------------------------------------------------------
@@ -201,6 +242,7 @@ class Publication:
             self.epoch += 1
             self.stats.epochs += 1
             self.cache.clear()
+            self._drop_gop()
             log.info("publication=%s %s stream restarted (ssrc %08x, seq %d): new epoch %d", self.owner,
                      self.kind, ssrc, seq, self.epoch)
             self.request_keyframe()
@@ -224,6 +266,51 @@ class Publication:
         return flag
 
     # -- sinks and keyframes --------------------------------------------------------------------
+
+    def _drop_gop(self, overflowed: bool = False) -> None:
+        self.gop = None
+        self._gop_bytes = 0
+        self._gop_overflowed = overflowed
+        if overflowed:
+            self.stats.gops_overflowed += 1
+
+    def keyframe_cache(self, now: float) -> list[MediaPacket] | None:
+        """What a new subscription starts from: the packets since the last keyframe (the live list, which
+        grows as packets arrive and is replaced at the next keyframe), or None: then it waits for the next
+        keyframe, which this asks the host for (today's path).
+
+        A cache past its age is still served: every frame after its keyframe references only frames sent
+        since, so it decodes cleanly; age only costs catch-up time, which the byte bound bounds. Its joiner
+        asks for one refreshing keyframe, through the host's throttle, so a burst of joiners costs one
+        request and the next ones start from a short cache.
+        """
+        if self.kind != "video" or self.closed:
+            return None
+        gop = self.gop
+        stats = self.stats
+        if gop is None:
+            if self._gop_limit:
+                if self._gop_overflowed:
+                    stats.cache_fallbacks += 1
+                else:
+                    stats.cache_empty += 1
+                    if self._fed_by_pipe and not stats.keyframes_in:
+                        return None  # the pipe's start brings it
+            self.request_keyframe()
+            return None
+        stats.cache_starts += 1
+        if now - self._gop_at > self._gop_max_age:
+            stats.cache_stale_starts += 1
+            if not self._keyframe_wanted:  # a refresh already asked for is retried by the throttle itself
+                self.request_keyframe()
+        return gop
+
+    def cache_state(self) -> tuple[int, int, float | None]:
+        """(packets, payload bytes, age in seconds or None) of the keyframe cache now."""
+        gop = self.gop
+        if gop is None:
+            return 0, 0, None
+        return len(gop), self._gop_bytes, self._clock() - self._gop_at
 
     def _sink_failed(self, sink: PacketSink, exc: Exception) -> None:
         self.stats.sink_failures += 1
@@ -253,9 +340,12 @@ class Publication:
 
     def dump(self) -> PublicationDump:
         s = self.stats
+        packets, size, age = self.cache_state()
         return PublicationDump(self.kind, self.codec.mime_type, self.owner, s.packets_in, s.bytes_in,
                                s.keyframes_in, s.keyframe_requests, s.duplicates, s.epochs, s.sink_failures,
-                               len(self._sinks))
+                               len(self._sinks), s.cache_starts, s.cache_stale_starts, s.cache_fallbacks,
+                               s.cache_empty, s.gops_overflowed, packets, size,
+                               None if age is None else round(age * 1000))
 
     def close(self) -> None:
         """Idempotent: sinks are let go (they wait for a new source) and the counters retire."""
@@ -265,5 +355,6 @@ class Publication:
         self._sinks = ()
         self.cache.clear()
         dump = self.dump()
+        self._drop_gop()
         for traffic in self._retire_into:
             traffic.add_publication(dump)

@@ -230,7 +230,9 @@ class IngestSession(Session):
                 transceiver.kind, CodecInfo(d.mime_type, d.clock_rate, d.channels, d.fmtp), _NoUpstream(),
                 cache_size=media.packet_cache_size, keyframe_interval=media.keyframe_request_interval_ms / 1000,
                 owner=self.identity, retire_into=self.room.retire_into,
-                delay_sampler=self.ctx.hooks.forwarding_delay)
+                delay_sampler=self.ctx.hooks.forwarding_delay,
+                keyframe_cache_bytes=media.keyframe_cache_bytes,
+                keyframe_cache_max_age=media.keyframe_cache_max_age_ms / 1000)
             tap = ReceiverTap(transceiver.receiver, publication.on_rtp)
             publication.upstream = tap
             self.publications.append(publication)

@@ -9,14 +9,23 @@ answered from the publication's cache within a budget and never twice within an 
 paused (audio goes on) while the viewer's own RTCP feedback says its path is congested, resumed at a
 keyframe after a pause that doubles while the congestion persists. A local send buffer past its
 limit drops video to the next keyframe as a last resort.
+
+A video stream starts (and moves to another source) from its publication's keyframe cache when there is
+one: the cached packets go through the same rewriting as live ones, in paced bursts (at most
+``keyframe_cache_burst_bytes`` per event-loop turn, ``keyframe_cache_pace_ms`` apart, and only while the
+viewer's send queue is empty, so its queue limit is never tripped), and the subscription joins the
+publication's sinks once it has caught up with the live end of the cache. It is not a sink meanwhile,
+so the per-packet path carries nothing for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from relay.config import MediaConfig
 from relay.dump import Congestion, SubscriptionDump, Traffic
@@ -30,6 +39,21 @@ RESEND_RING = 1024
 MAX_PAUSE_FACTOR = 8
 REMB_SUSTAIN = 3.0  # seconds a bandwidth estimate must stay too low before it counts as congestion
 REMB_SETTLE = 5.0  # estimates start low and ramp up: ignore them for this long after the stream starts
+# A session is "connected" (and starts its subscriptions) before aiortc has set its senders up: a catch-up
+# waits this long for its sink to take packets, then falls back to waiting for a keyframe.
+SINK_READY_TIMEOUT = 2.0
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+# Runs a callback after a delay in seconds (the event loop's call_later; a fake in unit tests).
+Scheduler = Callable[[float, Callable[[], None]], Cancellable]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> Cancellable:
+    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 @dataclass(slots=True)
@@ -46,6 +70,7 @@ class SubscriptionStats:
     keyframe_requests_in: int = 0
     keyframe_requests_throttled: int = 0
     first_packet_at: float | None = None
+    from_cache: int = 0  # packets sent from the publication's keyframe cache (catching up)
 
 
 class Subscription:
@@ -101,11 +126,18 @@ class Subscription:
         "_rate_bytes",
         "_rate_at",
         "_send_bps",
+        "_schedule",
+        "_replay",
+        "_replay_at",
+        "_replay_timer",
+        "_replay_deadline",
+        "_burst_bytes",
+        "_pace",
     )
 
     def __init__(self, kind: str, clock_rate: int, sink: RtpSink, *, media: MediaConfig, cname: str,
                  slot: int = 0, retire_into: Sequence[Traffic] = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, schedule: Scheduler = _call_later) -> None:
         self.kind = kind
         self.slot = slot  # which source of the room's layout this stream shows (0: the room's host)
         self.clock_rate = clock_rate
@@ -160,6 +192,14 @@ class Subscription:
         self._rate_bytes = 0
         self._rate_at = clock()
         self._send_bps = 0
+        # Catching up from a keyframe cache: the publication's list being sent, the next index, the timer.
+        self._schedule = schedule
+        self._replay: list[MediaPacket] | None = None
+        self._replay_at = 0
+        self._replay_timer: Cancellable | None = None
+        self._replay_deadline = 0.0
+        self._burst_bytes = media.keyframe_cache_burst_bytes
+        self._pace = media.keyframe_cache_pace_ms / 1000
 
     @property
     def source(self) -> Publication | None:
@@ -177,10 +217,16 @@ class Subscription:
     def congestion_state(self) -> str:
         return self._state
 
+    @property
+    def catching_up(self) -> bool:
+        """Being sent its source's keyframe cache (not yet live)."""
+        return self._replay is not None
+
     def switch_source(self, publication: Publication | None) -> None:
         """Follow another publication (host reconnect, PK); resumes at its next keyframe."""
         if publication is self._source or self._closed:
             return
+        self._stop_replay()
         if self._source is not None:
             self._source.detach(self)
         self._source = publication
@@ -188,31 +234,119 @@ class Subscription:
         self._waiting = True
         self._epoch = -1
         if publication is not None:
-            publication.attach(self)
             if self._started:
-                publication.request_keyframe()
+                self._begin(publication)
+            else:
+                publication.attach(self)
 
     def start(self) -> None:
-        """The session can send now: begin at the next keyframe (asked for right away)."""
+        """The session can send now: begin from the source's keyframe cache, or at its next keyframe."""
         if self._started or self._closed:
             return
         self._started = True
         self._waiting = True
         if self._source is not None:
-            self._source.request_keyframe()
+            self._begin(self._source)
+
+    def _begin(self, publication: Publication) -> None:
+        """Start from the publication's keyframe cache if it has one, else wait for the keyframe it asks for.
+        Audio starts live at once (every audio packet is a start)."""
+        gop = publication.keyframe_cache(self._clock()) if self.kind == "video" else None
+        if gop is None:
+            publication.attach(self)
+            return
+        publication.detach(self)  # live packets reach it through the cache until it has caught up
+        self._replay = gop
+        self._replay_at = 0
+        self._replay_deadline = self._clock() + SINK_READY_TIMEOUT
+        self._catch_up()
+
+    # -- catching up from the keyframe cache ----------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Send the next burst of the cache; join the publication's sinks at its live end."""
+        self._replay_timer = None
+        source = self._source
+        gop = self._replay
+        if gop is None or source is None or self._closed:
+            return
+        if source.gop is not gop:
+            # A new keyframe replaced the cache (skip to it: same source, so only the sequence re-anchors),
+            # or the cache is gone (the GOP outgrew it, the stream restarted, the source closed): go live and
+            # wait for the next keyframe, asked for once.
+            gop = source.gop
+            self._waiting = True
+            if gop is None:
+                self._replay = None
+                source.attach(self)
+                source.request_keyframe()
+                return
+            self._replay = gop
+            self._replay_at = 0
+        sink = self._sink
+        now = self._clock()
+        if self._waiting and sink.payload_types(source.codec.mime_type) is None:
+            # Not set up to send yet (or the viewer never negotiated this codec): the keyframe must not be lost.
+            if now > self._replay_deadline:
+                self._replay = None
+                source.attach(self)
+                source.request_keyframe()
+                return
+            self._replay_timer = self._schedule(self._pace, self._catch_up)
+            return
+        if sink.backlog() > 0:  # the last burst is still queued on its way out: let it drain first
+            self._replay_timer = self._schedule(self._pace, self._catch_up)
+            return
+        stats = self.stats
+        budget = self._burst_bytes
+        end = len(gop)
+        i = self._replay_at
+        while i < end and budget > 0:
+            packet = gop[i]
+            i += 1
+            budget -= len(packet.payload)
+            sent, refused = stats.packets_sent, stats.dropped_not_connected
+            try:
+                self.forward(packet, now)
+            except Exception as exc:  # as when the publication's fan-out loop catches it
+                self._replay = None
+                self.fail(f"forwarding failed: {exc!r}")
+                return
+            if stats.packets_sent != sent:
+                stats.from_cache += 1
+            elif stats.dropped_not_connected != refused and now <= self._replay_deadline:
+                # The transport is not up yet: start over from the keyframe next turn (nothing reached the
+                # viewer that it could decode without it).
+                self._waiting = True
+                self._replay_at = 0
+                self._replay_timer = self._schedule(self._pace, self._catch_up)
+                return
+        self._replay_at = i
+        if i >= len(gop):  # at the live end (nothing arrives between here and attach: one event loop)
+            self._replay = None
+            source.attach(self)
+            return
+        self._replay_timer = self._schedule(self._pace, self._catch_up)
+
+    def _stop_replay(self) -> None:
+        self._replay = None
+        if self._replay_timer is not None:
+            self._replay_timer.cancel()
+            self._replay_timer = None
 
     # -- hot path ---------------------------------------------------------------------------------
 
-    def forward(self, packet: MediaPacket) -> None:
-        """Rewrite one packet for this viewer and send it without awaiting."""
+    def forward(self, packet: MediaPacket, now: float | None = None) -> None:
+        """Rewrite one packet for this viewer and send it without awaiting (``now``: sent from the cache)."""
+        sent_at = packet.arrival if now is None else now
         if packet.epoch != self._epoch:  # the publisher restarted its stream: like a new source
             self._epoch = packet.epoch
             self._new_source = self._waiting = True
         if self._waiting:
-            if self._paused_until and not self._may_resume(packet.arrival):
+            if self._paused_until and not self._may_resume(sent_at):
                 self.stats.dropped_congestion += 1
                 return
-            if not packet.keyframe or not self._started or not self._anchor(packet):
+            if not packet.keyframe or not self._started or not self._anchor(packet, sent_at):
                 self.stats.dropped_waiting_keyframe += 1
                 return
         else:
@@ -228,7 +362,7 @@ class Subscription:
         seq = (packet.seq + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         second = self._pt | 0x80 if packet.marker else self._pt
-        if not sink.send_rtp(second, seq, ts, packet.payload, packet.arrival):
+        if not sink.send_rtp(second, seq, ts, packet.payload, sent_at):
             self.stats.dropped_not_connected += 1
             return
         stats = self.stats
@@ -239,7 +373,7 @@ class Subscription:
             self._last_out_ts = ts
             self._last_out_at = packet.arrival
 
-    def _anchor(self, packet: MediaPacket) -> bool:
+    def _anchor(self, packet: MediaPacket, sent_at: float) -> bool:
         """Continue the viewer's sequence (and, on a new source, timestamp) space at ``packet``.
 
         False when the viewer never negotiated the new source's codec: it keeps waiting.
@@ -263,7 +397,7 @@ class Subscription:
         self._anchor_ext = self._max_in_ext = packet.seq + 0x10000
         self._waiting = False
         if self.stats.first_packet_at is None:
-            self.stats.first_packet_at = packet.arrival
+            self.stats.first_packet_at = sent_at
             if self.on_started is not None:
                 self.on_started(self)
         return True
@@ -446,6 +580,7 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
+        self._stop_replay()
         if self._source is not None:
             self._source.detach(self)
         self._source = None

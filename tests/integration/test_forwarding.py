@@ -124,13 +124,11 @@ async def test_late_viewer_gets_first_frame_fast(gateway, http):
     early = await start_viewers(gateway, http, "late", 1)
     try:
         await early[0].wait_frames(60, 10)  # the host has been live for a while
-        before = (await stats(gateway, http))["rooms"]
-        requests_before = next(r for r in before if r["room"] == "late")["publications"]["video"]
+        # It starts from the keyframe cache, or (a cache past its age) with a refresh asked of the host:
+        # tests/integration/test_keyframe_cache.py tells the two apart.
         late = (await start_viewers(gateway, http, "late", 1))[0]
         ttff = late.video_times[0] - late.posted_at
         print(f"late viewer time to first frame: {ttff * 1000:.0f} ms")
-        after = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "late")
-        assert after["publications"]["video"]["keyframe_requests"] > requests_before["keyframe_requests"]
         # generous bound: one GOP of the test host would be several seconds
         assert ttff < 2.0, f"late viewer waited {ttff:.2f}s for its first frame"
         await late.wait_frames(30, 10)
