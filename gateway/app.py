@@ -193,7 +193,10 @@ async def api_stats(request: web.Request) -> web.Response:
             "viewers": room.viewers,
             "publications": {p.kind: {"codec": p.codec, "packets_in": p.packets_in, "keyframes_in": p.keyframes_in,
                                       "keyframe_requests": p.keyframe_requests, "duplicates": p.duplicates,
-                                      "epochs": p.epochs}
+                                      "epochs": p.epochs, "cache_starts": p.cache_starts,
+                                      "cache_stale_starts": p.cache_stale_starts, "cache_fallbacks": p.cache_fallbacks,
+                                      "cache_empty": p.cache_empty, "cache_bytes": p.cache_bytes,
+                                      "cache_age_ms": p.cache_age_ms}
                              for p in room.publications if p.owner == room.host},
             "sink_failures": t.sink_failures,
             "packets_out": sum(t.egress_packets.values()),

@@ -365,6 +365,12 @@ class Operations:
         yield pli
         yield CounterMetricFamily("cherry_keyframes_received", "Video keyframes received from hosts",
                                   value=t.keyframes_in)
+        starts = CounterMetricFamily("cherry_keyframe_cache_joins", "Video joiners by how they started: from the "
+                                     "publication's keyframe cache, or waiting for a keyframe because the GOP "
+                                     "outgrew the cache", labels=["start"])
+        starts.add_metric(["cache"], t.keyframe_cache_starts)
+        starts.add_metric(["fallback"], t.keyframe_cache_fallbacks)
+        yield starts
 
         joins = CounterMetricFamily("cherry_join_requests", "WHIP/WHEP offers answered, by endpoint and "
                                     "HTTP status code", labels=["endpoint", "code"])

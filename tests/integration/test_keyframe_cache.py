@@ -103,6 +103,9 @@ async def test_late_joiners_start_from_the_cache_and_the_host_is_never_asked(fre
         assert video["cache_starts"] == 3 and video["cache_fallbacks"] == 0, video
         state = await cache(fresh, http, room)
         assert all(s["from_cache"] > 0 for s in state["viewers"]), state["viewers"]
+        async with http.get(f"{fresh.base}/metrics") as r:
+            scrape = await r.text()
+        assert 'cherry_keyframe_cache_joins_total{start="cache"} 3.0' in scrape, "the cache starts reach /metrics"
         for viewer in viewers:
             assert_host_picture(viewer)
     finally:
