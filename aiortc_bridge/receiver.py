@@ -10,7 +10,7 @@ from typing import Any
 from aiortc import RTCRtpReceiver
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unwrap_rtx
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, pack_remb_fci, unwrap_rtx
 
 from aiortc_bridge.codecs import NegotiatedCodec, describe
 from aiortc_bridge.guard import PACKETS
@@ -46,6 +46,18 @@ class ReceiverTap:
             receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
 
         receiver.receive = receive  # type: ignore[method-assign]
+        # Told of each RTCP sender report of the media stream: (64-bit NTP time, RTP timestamp, arrival).
+        self.on_sender_report: Callable[[int, int, float], None] | None = None
+        original_rtcp = receiver._handle_rtcp_packet
+
+        async def handle_rtcp(packet: Any) -> None:
+            await original_rtcp(packet)
+            if isinstance(packet, RtcpSrPacket) and self.on_sender_report is not None and (
+                    self.media_ssrc is None or packet.ssrc == self.media_ssrc):
+                info = packet.sender_info
+                self.on_sender_report(info.ntp_timestamp, info.rtp_timestamp, time.monotonic())
+
+        receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
         receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign]
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:

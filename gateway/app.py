@@ -196,7 +196,7 @@ async def api_stats(request: web.Request) -> web.Response:
                                       "epochs": p.epochs, "cache_starts": p.cache_starts,
                                       "cache_stale_starts": p.cache_stale_starts, "cache_fallbacks": p.cache_fallbacks,
                                       "cache_empty": p.cache_empty, "cache_bytes": p.cache_bytes,
-                                      "cache_age_ms": p.cache_age_ms}
+                                      "cache_age_ms": p.cache_age_ms, "sender_reports": p.sender_reports}
                              for p in room.publications if p.owner == room.host},
             "sink_failures": t.sink_failures,
             "packets_out": sum(t.egress_packets.values()),

@@ -96,6 +96,7 @@ class PublicationDump:
     cache_packets: int = 0
     cache_bytes: int = 0
     cache_age_ms: int | None = None
+    sender_reports: int = 0  # RTCP sender reports from the host: its clock mapping, passed on for lip sync
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from aiortc_bridge.codecs import NegotiatedCodec, capabilities_for, describe, negotiated_codec
 from aiortc_bridge.receiver import ReceiverTap
+from relay.clock import HostClock
 from relay.config import MediaConfig
 from relay.dump import SessionDump
 from relay.errors import BadOffer, RelayError
@@ -120,6 +121,7 @@ class EdgePipe:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         except Exception as exc:
             raise BadOffer(f"the origin's pipe answer cannot be used: {exc}") from exc
+        clocks: dict[int, HostClock] = {}  # a slot's audio and video come from one source: one clock offset
         for kind, slot, transceiver in transceivers:
             negotiated = negotiated_codec(transceiver)
             if negotiated is None:
@@ -131,8 +133,9 @@ class EdgePipe:
                                       delay_sampler=self.ctx.hooks.forwarding_delay,
                                       keyframe_cache_bytes=media.keyframe_cache_bytes,
                                       keyframe_cache_max_age=media.keyframe_cache_max_age_ms / 1000,
-                                      fed_by_pipe=True)
+                                      fed_by_pipe=True, host_clock=clocks.setdefault(slot, HostClock()))
             tap = ReceiverTap(transceiver.receiver, publication.on_rtp)
+            tap.on_sender_report = publication.on_sender_report
             tap.on_codec = lambda codec, p=publication: p.set_codec(_codec(codec))
             publication.upstream = tap
             self.publications[(kind, slot)] = publication

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from relay.clock import NTP_UNIT, ClockMap, HostClock
 from relay.dump import PublicationDump, Traffic
 from relay.packet import MediaPacket, PacketCache
 from relay.ports import CodecInfo, KeyframeSource
@@ -65,6 +66,7 @@ class PublicationStats:
     cache_fallbacks: int = 0
     cache_empty: int = 0
     gops_overflowed: int = 0
+    sender_reports: int = 0  # RTCP sender reports from the host (its clock mapping, for lip sync)
 
 
 class Publication:
@@ -83,8 +85,13 @@ class Publication:
         keyframe_cache_bytes: int = 0,
         keyframe_cache_max_age: float = 3.0,
         fed_by_pipe: bool = False,
+        host_clock: HostClock | None = None,
     ) -> None:
         self.kind = kind
+        # The host's RTP-to-NTP mapping from its latest sender report (None before the first), and the clock
+        # offset it shares with the host's other streams.
+        self.clock_map: ClockMap | None = None
+        self._host_clock = host_clock or HostClock()
         self.codec = codec
         self.owner = owner
         self.upstream = upstream
@@ -135,6 +142,11 @@ class Publication:
 
     def detach(self, sink: PacketSink) -> None:
         self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    def on_sender_report(self, ntp: int, rtp_timestamp: int, arrival: float) -> None:
+        """The host's RTCP sender report: NTP time ``ntp`` (64-bit) is RTP time ``rtp_timestamp``."""
+        self.stats.sender_reports += 1
+        self.clock_map = ClockMap(self._host_clock.to_gateway(ntp / NTP_UNIT), rtp_timestamp & 0xFFFFFFFF, arrival)
 
     # -- hot path -------------------------------------------------------------------------------
 
@@ -345,7 +357,7 @@ class Publication:
                                s.keyframes_in, s.keyframe_requests, s.duplicates, s.epochs, s.sink_failures,
                                len(self._sinks), s.cache_starts, s.cache_stale_starts, s.cache_fallbacks,
                                s.cache_empty, s.gops_overflowed, packets, size,
-                               None if age is None else round(age * 1000))
+                               None if age is None else round(age * 1000), s.sender_reports)
 
     def close(self) -> None:
         """Idempotent: sinks are let go (they wait for a new source) and the counters retire."""

@@ -25,6 +25,7 @@ from aiortc_bridge.codecs import capabilities_for, capabilities_matching, descri
 from aiortc_bridge.dtls import prefer_dtls_server
 from aiortc_bridge.receiver import ReceiverTap
 from aiortc_bridge.sender import SenderPort
+from relay.clock import HostClock
 from relay.codec_policy import playback_preferences
 from relay.config import LimitsConfig, MediaConfig, RoomsConfig
 from relay.dump import SessionDump
@@ -221,6 +222,7 @@ class IngestSession(Session):
 
     def _negotiated(self) -> None:
         media = self.ctx.media
+        host_clock = HostClock()  # one host: its audio and video share the offset onto the gateway's clock
         for transceiver in self.pc.getTransceivers():
             negotiated = negotiated_codec(transceiver)
             if negotiated is None or transceiver.mid is None:
@@ -232,8 +234,9 @@ class IngestSession(Session):
                 owner=self.identity, retire_into=self.room.retire_into,
                 delay_sampler=self.ctx.hooks.forwarding_delay,
                 keyframe_cache_bytes=media.keyframe_cache_bytes,
-                keyframe_cache_max_age=media.keyframe_cache_max_age_ms / 1000)
+                keyframe_cache_max_age=media.keyframe_cache_max_age_ms / 1000, host_clock=host_clock)
             tap = ReceiverTap(transceiver.receiver, publication.on_rtp)
+            tap.on_sender_report = publication.on_sender_report
             publication.upstream = tap
             self.publications.append(publication)
             self.taps.append(tap)

@@ -540,10 +540,15 @@ class Subscription:
         if self._last_out_at is None or self.stats.packets_sent == 0:
             return None
         now = self._clock() if now is None else now
-        rtp_ts = self._last_out_ts + int((now - self._last_out_at) * self.clock_rate)
+        # Not before this stream's offset for the current source is known (its first packet from it).
+        clock_map = self._source.clock_map if self._source is not None and not self._new_source else None
+        if clock_map is not None:  # the host's own mapping, shifted by this stream's timestamp offset
+            ntp, rtp_ts = clock_map.at(now, self.clock_rate, self._ts_offset)
+        else:  # no report from the host yet: the forwarding instant stands in for the capture instant
+            ntp, rtp_ts = ntp_now(), (self._last_out_ts + int((now - self._last_out_at) * self.clock_rate)) & 0xFFFFFFFF
         return sender_report(
             self._sink.ssrc,
-            ntp_now(),
+            ntp,
             rtp_ts,
             self.stats.packets_sent,
             self.stats.bytes_sent,

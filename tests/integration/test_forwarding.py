@@ -206,6 +206,10 @@ async def test_viewers_get_sender_reports_for_audio_and_video(gateway, http):
                 if stat.type == "remote-outbound-rtp" and stat.packetsSent > 0:
                     kinds.add(stat.kind)
         assert kinds == {"audio", "video"}, f"sender reports seen for {kinds}"
+        # They state the host's own clock mapping: the host's reports reached both publications.
+        room = next(r for r in (await stats(gateway, http))["rooms"] if r["room"] == "sr")
+        assert {kind: p["sender_reports"] > 0 for kind, p in room["publications"].items()} == {
+            "audio": True, "video": True}, room["publications"]
     finally:
         await close_all(http, host, *viewers)
 
