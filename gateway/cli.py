@@ -152,7 +152,10 @@ def print_startup(config: GatewayConfig, udp_ports: tuple[int, int] | None = Non
     pin_ice_hosts(config.ice.hosts, with_loopback=offers_loopback(config))  # what create_app set up, also here
     report = startup_report(config, offered_host_addresses(), machine_addresses(), udp_ports)
     for line in report.lines:
-        print(f"cherry-gateway: {line}", flush=True)
+        if config.log.json:  # one JSON object per line on the output, for log shippers
+            log.info("%s", line)
+        else:
+            print(f"cherry-gateway: {line}", flush=True)
     for warning in report.warnings:
         log.warning("%s", warning)
 

@@ -70,6 +70,11 @@ from loadtests.webrtc.vp8 import descriptor_length
 
 KEYFRAME_REQUEST_INTERVAL = 0.3  # seconds between our PLIs while the picture is broken
 
+# A burst of cached frames comes well under a frame interval apart (30 fps: 33 ms); past this spacing frames
+# come at the stream's own pace. A join that never settles is measured from this long after its first frame.
+CATCH_UP_SPACING = 0.02
+CATCH_UP_LIMIT = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class ViewerOptions:
@@ -128,6 +133,13 @@ class Viewer:
         self.lost = False
         self.retries = 0  # POSTs refused with Retry-After before one was accepted
         self.whep_ms: float | None = None  # the accepted POST's round trip
+        # Joining ends when frames come at the stream's own pace: a gateway with a keyframe cache sends the GOP
+        # so far in a burst first. Playback (freezes, latency) is measured from there, as it is from the first
+        # keyframe when that keyframe comes live; the burst itself is the join's (TTFF, catch-up).
+        self._catching_up = True
+        self._first_shown: float | None = None
+        self._last_shown = 0.0
+        self.catch_up_ms: float | None = None  # first shown frame -> frames at the stream's pace
         video = self._video = self.pc.addTransceiver("video", direction="recvonly")
         audio = self._audio = self.pc.addTransceiver("audio", direction="recvonly")
         # Taps go in before negotiation: aiortc starts the receivers during setRemoteDescription.
@@ -215,10 +227,26 @@ class Viewer:
 
     def _show(self, at: float, keyframe: bool, ts: int) -> None:
         """A frame a decoder could show now: smoothness, and capture-to-decodable latency."""
+        if self._catching_up and self._caught_up(at):
+            self.freezes.start_window(at)
+            self.latency = Histogram()
         self.freezes.frame(at)
         captured = self._captures.pop(ts, None)
         if captured is not None:
             self.latency.add((at + self._wall_offset - captured) * 1000)
+
+    def _caught_up(self, at: float) -> bool:
+        """True at the first frame shown at the stream's own pace (or ``CATCH_UP_LIMIT`` after the first)."""
+        first, last = self._first_shown, self._last_shown
+        self._last_shown = at
+        if first is None:
+            self._first_shown = at
+            return False
+        if at - last < CATCH_UP_SPACING and at - first < CATCH_UP_LIMIT:
+            return False
+        self._catching_up = False
+        self.catch_up_ms = (at - first) * 1000
+        return True
 
     # -- lifecycle ------------------------------------------------------------
 
