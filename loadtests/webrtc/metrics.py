@@ -138,7 +138,8 @@ class Decodability:
     an earlier one is still missing waits (a jitter buffer waiting for a NACKed packet), and
     is shown when the gap fills. A gap still open ``max_wait`` seconds after a later frame
     completed is a loss: nothing is shown until the next keyframe, as libwebrtc does, and
-    ``on_broken`` is called so the viewer can ask for one. Without picture IDs frames are shown
+    ``on_broken`` is called so the viewer can ask for one. A keyframe that arrives while frames
+    wait for a missing one supersedes them: that is a loss too (``gaps``). Without picture IDs frames are shown
     as they complete.
     """
 
@@ -170,6 +171,10 @@ class Decodability:
             return not self.broken
         expected = self._expected
         if keyframe:
+            if not self.broken and any(not 0 < self._ahead(p, picture_id) < self.MOD // 2 for p in self._held):
+                # Frames were waiting for a missing one and this keyframe supersedes them: lost for good too,
+                # even though the keyframe came before the wait ran out.
+                self.gaps += 1
             self.broken = False
             self._held = {p: v for p, v in self._held.items() if 0 < self._ahead(p, picture_id) < self.MOD // 2}
             self._expected = (picture_id + 1) % self.MOD

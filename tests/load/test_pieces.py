@@ -91,6 +91,17 @@ def test_decodability_waits_for_a_late_frame_then_breaks_until_a_keyframe() -> N
     assert meter.gaps == 1 and meter.broken
     assert not meter.frame(106, False, 0.8, 7)
     assert meter.frame(107, True, 0.9, 8) and shown[-1] == (0.9, 8)
+    assert meter.gaps == 1
+
+
+def test_a_keyframe_superseding_frames_that_wait_for_a_missing_one_counts_a_loss() -> None:
+    meter = Decodability(lambda at, key, ts: None, max_wait=0.5)
+    meter.frame(10, True, 0.0, 1)
+    meter.frame(12, False, 0.07, 3)  # 11 missing: held
+    assert meter.frame(13, True, 0.2, 4)  # the next keyframe came before the wait ran out
+    assert meter.gaps == 1, "frame 11 was lost for good"
+    meter.frame(500, True, 1.0, 5)  # a clean jump (another source starts with a keyframe): nothing held
+    assert meter.gaps == 1
 
 
 async def test_impairment_delays_by_the_configured_time_and_drops_at_the_loss_rate() -> None:
