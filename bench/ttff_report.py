@@ -153,7 +153,8 @@ def describe(result: dict[str, Any]) -> str:
     for c in result.get("cells", []):
         shown = {**c, "caught_up_text": f"{c.get('caught_up')}/{c.get('joined')}"}
         text = c.get("verdict", "-") + (f" ({'; '.join(c['verdict_reasons'])})" if c.get("verdict_reasons") else "")
-        lines.append("  ".join(cell(shown.get(key), w) for _, key, w in _COLUMNS) + "  " + text)
+        lines.append("  ".join(cell(shown.get(key), w, 1 if key.endswith("_pct_max") or key.endswith("_pct")
+                                    else None) for _, key, w in _COLUMNS) + "  " + text)
     lines.append("kf req host: PLI/FIR the synthetic host received over its life (start-up included); kf req gw: "
                  "keyframe requests the gateway sent upstream during the joins (/api/stats); cache miss: "
                  "joiners its keyframe cache could not serve, when it reports them")
