@@ -12,7 +12,7 @@ core, or with the whole machine > 95 % busy, is invalid (a starved generator
 reports stutter the server did not cause) and ends the series. Results: a
 table on stdout and ``bench/results/bench.json``.
 
-The whole run is bounded (``--deadline``, default 840 s) and every child is
+The whole run is bounded (``--deadline``, default 1080 s) and every child is
 killed by pid at the end, on error and on Ctrl-C.
 """
 
@@ -59,13 +59,21 @@ class Settings:
     watch: float = 10.0
     idle_watch: float = 5.0
     viewer_procs: int = 2
-    deadline: float = 840.0
-    targets: tuple[str, ...] = ("gateway", "baseline", "events", "pk", "scaling")
+    deadline: float = 1080.0
+    targets: tuple[str, ...] = ("gateway", "baseline", "events", "pk", "floor", "ttff", "scaling")
     output: Path = RESULTS / "bench.json"
     # The scaling figure (bench/scaling.py): viewer counts N1, N2 and the origin's own viewers in origin + edge.
     scaling_counts: tuple[int, ...] = (20, 60)
     scaling_origin_viewers: int = 10
     scaling_layouts: tuple[str, ...] = ("single", "worker", "workers2", "origin_edge", "single")
+    # The floor step (bench/floor_step.py): the floor forwarder, then the gateway, at these viewer counts.
+    floor_steps: tuple[int, ...] = (10, 50, 100)
+    # The TTFF step (bench/ttff.py): joiners at a steady rate and in one burst, per host keyframe interval
+    # (seconds; 0: keyframes only on PLI/FIR).
+    ttff_joiners: int = 50
+    ttff_rate: float = 5.0
+    ttff_burst: int = 20
+    ttff_intervals: tuple[float, ...] = (1.0, 2.0, 0.0)
 
 
 @dataclass(slots=True)
@@ -126,6 +134,8 @@ def gateway_available() -> bool:
 def server_argv(target: str, port: int) -> list[str]:
     if target == "gateway":
         return [sys.executable, "-m", "gateway", "serve", "--host", ICE_HOST, "--port", str(port)]
+    if target == "floor":
+        return [sys.executable, "-m", "bench.floor", "--host", ICE_HOST, "--port", str(port)]
     return [sys.executable, "-m", "bench.baseline", "--host", ICE_HOST, "--port", str(port)]
 
 
@@ -179,8 +189,10 @@ async def fetch_stats(http: aiohttp.ClientSession, base_url: str, window: float 
 class TargetRun:
     """One server under test with its host and viewer processes."""
 
-    def __init__(self, target: str, settings: Settings, group: Fleet, http: aiohttp.ClientSession) -> None:
+    def __init__(self, target: str, settings: Settings, group: Fleet, http: aiohttp.ClientSession,
+                 label: str | None = None) -> None:
         self.target = target
+        self.label = label or target  # child and log names
         self.settings = settings
         self.group = group
         self.http = http
@@ -193,7 +205,7 @@ class TargetRun:
 
     async def start(self) -> dict[str, Any]:
         self.server = await self.group.spawn(
-            self.target, server_argv(self.target, self.port) + _server_extra(self.target)
+            self.label, server_argv(self.target, self.port) + _server_extra(self.target)
         )
         await wait_healthy(self.base_url, self.server, timeout=30)
         published = await self.start_host(self.base_url)
@@ -203,7 +215,7 @@ class TargetRun:
     async def start_host(self, base_url: str) -> dict[str, Any]:
         """The synthetic host, publishing to ``base_url``: its ``publishing`` message."""
         self.host = await self.group.spawn(
-            f"{self.target}-host",
+            f"{self.label}-host",
             [sys.executable, "-m", "loadtests.webrtc.synthetic_host", "--base-url", base_url]
             + ["--room", ROOM, "--ice-host", ICE_HOST],
         )
@@ -217,7 +229,7 @@ class TargetRun:
         for index in range(self.settings.viewer_procs):
             self.viewers.append(
                 await self.group.spawn(
-                    f"{self.target}-viewers-{index}",
+                    f"{self.label}-viewers-{index}",
                     [sys.executable, "-m", "loadtests.webrtc.viewer", "--serve", "--base-url", base_url]
                     + ["--room", ROOM, "--ice-host", ICE_HOST],
                 )
@@ -374,7 +386,8 @@ def _survived(step: dict[str, Any]) -> bool:
 
 
 async def run_target(
-    target: str, steps: Sequence[int], settings: Settings, ends_at: float, result: dict[str, Any]
+    target: str, steps: Sequence[int], settings: Settings, ends_at: float, result: dict[str, Any],
+    label: str | None = None,
 ) -> None:
     """Idle-with-host, then each N while valid (and, for the baseline, while it survives).
 
@@ -388,7 +401,7 @@ async def run_target(
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
         fleet(log_dir) as group,
     ):
-        run = TargetRun(target, settings, group, http)
+        run = TargetRun(target, settings, group, http, label)
         try:
             result.update(await run.start())
             await asyncio.sleep(settings.warmup)  # let the host's stream settle before the idle window
@@ -410,7 +423,7 @@ async def run_target(
                 joins = await run.join(n)
                 await asyncio.sleep(settings.warmup)
                 step = _step_result(n, joins, await run.window(settings.watch), idle)
-                if target == "gateway":
+                if target in ("gateway", "floor"):  # the floor too: its CPU figure means nothing if it fell behind
                     step["verdict"], step["verdict_reasons"] = report.step_verdict(step, stutter_max)
                     step["passed"] = step["verdict"] == "ok"
                 if target == "baseline":
@@ -469,6 +482,9 @@ async def bench(settings: Settings) -> dict[str, Any]:
                 "viewer_procs": settings.viewer_procs,
                 "scaling_counts": list(settings.scaling_counts),
                 "scaling_origin_viewers": settings.scaling_origin_viewers,
+                "floor_steps": list(settings.floor_steps),
+                "ttff": {"joiners": settings.ttff_joiners, "rate_per_s": settings.ttff_rate,
+                         "burst": settings.ttff_burst, "keyframe_intervals_s": list(settings.ttff_intervals)},
             },
         }
     }
@@ -508,6 +524,18 @@ async def bench(settings: Settings) -> dict[str, Any]:
                     document["pk"] = await pk.pk_bench(PK_VIEWERS_PER_ROOM, 10.0, log_dir)
                 except (ChildExited, RuntimeError, OSError, aiohttp.ClientError) as exc:
                     document["pk"] = {"error": f"{type(exc).__name__}: {exc}", "passed": False}
+            if "floor" in settings.targets:
+                from bench import floor_step  # imports this module: load it only when used
+
+                print("floor: the minimal forwarder, then the gateway, at the same viewer counts", flush=True)
+                document["floor"] = {}
+                await floor_step.floor_bench(settings, ends_at, document["floor"])
+            if "ttff" in settings.targets:
+                from bench import ttff  # imports this module: load it only when used
+
+                print("TTFF: joiners one by one and in a burst, per host keyframe interval", flush=True)
+                document["ttff"] = {"cells": []}
+                await ttff.ttff_bench(settings, ends_at, log_dir, document["ttff"])
             if "scaling" in settings.targets:
                 from bench import scaling  # imports this module: load it only when used
 
@@ -552,6 +580,26 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+TARGETS = ("gateway", "baseline", "events", "pk", "floor", "ttff", "scaling")
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not chosen or any(t not in TARGETS for t in chosen):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {','.join(TARGETS)}")
+    return chosen
+
+
+def _intervals(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(0.0 if p.strip().lower() == "pli" else float(p) for p in text.split(",") if p.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("keyframe intervals in seconds, or pli") from exc
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("keyframe intervals in seconds (>= 0), or pli")
+    return values
+
+
 def _layouts(text: str) -> tuple[str, ...]:
     known = ("single", "worker", "workers2", "origin_edge")
     layouts = tuple(part.strip() for part in text.split(",") if part.strip())
@@ -570,8 +618,16 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--idle-watch", type=float, default=defaults.idle_watch)
     parser.add_argument("--viewer-procs", type=int, choices=(1, 2), default=defaults.viewer_procs)
     parser.add_argument("--deadline", type=float, default=defaults.deadline, help="hard limit, seconds")
-    parser.add_argument("--target", choices=("all", "both", "gateway", "baseline", "events", "pk", "scaling"),
-                        default="all")
+    parser.add_argument("--target", choices=("all", "both", *TARGETS), default="all")
+    parser.add_argument("--only", type=_targets, metavar="T1,T2",
+                        help=f"run only these steps, in the bench's order (of {','.join(TARGETS)}); overrides --target")
+    parser.add_argument("--floor-steps", type=_ints, default=defaults.floor_steps,
+                        help="floor step: viewer counts (the floor, then the gateway); the gate is at 100")
+    parser.add_argument("--ttff-joiners", type=int, default=defaults.ttff_joiners, help="TTFF step: steady joiners")
+    parser.add_argument("--ttff-rate", type=float, default=defaults.ttff_rate, help="TTFF step: joiners per second")
+    parser.add_argument("--ttff-burst", type=int, default=defaults.ttff_burst, help="TTFF step: joiners at once")
+    parser.add_argument("--ttff-intervals", type=_intervals, default=defaults.ttff_intervals, metavar="1,2,pli",
+                        help="TTFF step: host keyframe intervals in seconds; pli (or 0): only on request")
     parser.add_argument("--output", type=Path, default=defaults.output)
     parser.add_argument("--scaling-counts", type=_counts, default=defaults.scaling_counts, metavar="N1,N2",
                         help="scaling step: the two viewer counts of the slope")
@@ -584,6 +640,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     if not 0 < args.scaling_origin_viewers < args.scaling_counts[0]:
         parser.error("--scaling-origin-viewers must be between 0 and N1 (the origin's share stays fixed)")
     targets = {"all": Settings().targets, "both": ("gateway", "baseline")}.get(args.target, (args.target,))
+    if args.only:
+        targets = tuple(t for t in TARGETS if t in args.only)
+    if args.ttff_joiners < 2 or args.ttff_burst < 2 or args.ttff_rate <= 0:
+        parser.error("--ttff-joiners and --ttff-burst need at least 2 (two viewer processes), --ttff-rate > 0")
     return Settings(
         args.steps,
         args.baseline_steps,
@@ -597,6 +657,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         args.scaling_counts,
         args.scaling_origin_viewers,
         args.scaling_layouts,
+        args.floor_steps,
+        args.ttff_joiners,
+        args.ttff_rate,
+        args.ttff_burst,
+        args.ttff_intervals,
     )
 
 
@@ -650,6 +715,16 @@ async def _main(settings: Settings) -> int:
 
         print()
         print(scaling.describe(document["scaling"]))
+    if "floor" in document:
+        from bench import floor_report
+
+        print()
+        print(floor_report.describe(document["floor"]))
+    if "ttff" in document:
+        from bench import ttff_report
+
+        print()
+        print(ttff_report.describe(document["ttff"]))
     if document.get("scaling_skipped"):
         print(f"scaling: skipped ({document['scaling_skipped']})")
     if document.get("aborted"):
@@ -660,6 +735,9 @@ async def _main(settings: Settings) -> int:
         failed.append("pk")
     if (document.get("scaling") or {}).get("failed"):
         failed.append("scaling")
+    for name in ("floor", "ttff"):
+        if (document.get(name) or {}).get("verdict") == "FAIL":
+            failed.append(name)
     if failed:
         print(f"FAILED: {', '.join(failed)} missed the targets (see the verdict column)")
     if document.get("aborted") == "interrupted":

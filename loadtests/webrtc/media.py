@@ -4,7 +4,10 @@ Encoding 640x360 VP8 live costs a good part of a core per host, which would
 make the load generator, not the gateway, the bottleneck. So a clip of a few
 seconds is encoded once at start-up and then replayed as ``av.Packet`` s; the
 clip starts with a keyframe and has one every ``keyframe_interval`` frames, so
-the loop seam and keyframe requests can always jump to a keyframe.
+the loop seam and keyframe requests can always jump to a keyframe. With no
+interval (a browser-like sender: keyframes only when asked), the only keyframe
+is the first frame and the loop seam plays :attr:`EncodedClip.seam`, the same
+picture coded as an inter frame.
 
 numpy is not a dependency, so pictures are built from ``bytes`` slices.
 """
@@ -39,6 +42,7 @@ class EncodedClip:
     frame_interval: float  # seconds between frames
     pts_step: int  # pts increment per frame, in time_base units
     time_base: Fraction
+    seam: EncodedFrame | None = None  # played instead of frame 0 when the loop wraps unasked (None: frame 0)
 
     @property
     def keyframe_indexes(self) -> tuple[int, ...]:
@@ -80,10 +84,16 @@ def encode_video_clip(
     fps: int = 30,
     seconds: float = 2.0,
     bitrate: int = 1_000_000,
-    keyframe_interval: int = 30,
+    keyframe_interval: int | None = 30,
 ) -> EncodedClip:
-    """Encode a moving test picture with libvpx (VP8), CBR, realtime settings."""
+    """Encode a moving test picture with libvpx (VP8), CBR, realtime settings.
+
+    ``keyframe_interval``: frames between keyframes; None: only the first frame is one, and one more
+    frame (the first picture again, inter-coded) is encoded as the loop's seam.
+    """
     count = round(fps * seconds)
+    encoded = count + 1 if keyframe_interval is None else count
+    gop = keyframe_interval or encoded + 1
     codec = av.CodecContext.create("libvpx", "w")
     assert isinstance(codec, av.VideoCodecContext)
     codec.width = width
@@ -92,7 +102,7 @@ def encode_video_clip(
     codec.time_base = Fraction(1, fps)
     codec.framerate = Fraction(fps, 1)
     codec.bit_rate = bitrate
-    codec.gop_size = keyframe_interval
+    codec.gop_size = gop
     # Same rate-control family as aiortc's own Vp8Encoder, so packet sizes look like a live sender's.
     codec.options = {
         "deadline": "realtime",
@@ -111,7 +121,7 @@ def encode_video_clip(
     chroma_v = bytes(128 for _ in range(width // 2)) * (height // 2)
     frames: list[EncodedFrame] = []
     packets: list[av.Packet[Any]] = []
-    for index in range(count):
+    for index in range(encoded):
         noise = os.urandom(width * (height // 10)).translate(level)
         frame = av.VideoFrame(width, height, "yuv420p")
         frame.planes[0].update(_luma_picture(width, height, index, count, noise))
@@ -119,15 +129,20 @@ def encode_video_clip(
         frame.planes[2].update(chroma_v)
         frame.pts = index
         frame.time_base = Fraction(1, fps)
-        if index % keyframe_interval == 0:
+        if index % gop == 0:
             # gop_size is only an upper bound; force the keyframes we rely on.
             frame.pict_type = av.video.frame.PictureType.I
         packets.extend(codec.encode(frame))
     packets.extend(codec.encode(None))
-    frames = [EncodedFrame(bytes(p), bool(p.is_keyframe)) for p in packets[:count]]
+    frames = [EncodedFrame(bytes(p), bool(p.is_keyframe)) for p in packets[:encoded]]
     if not frames or not frames[0].keyframe:
         raise RuntimeError("video clip does not start with a keyframe")
-    return EncodedClip(tuple(frames), 1 / fps, VIDEO_CLOCK_RATE // fps, Fraction(1, VIDEO_CLOCK_RATE))
+    seam = None
+    if keyframe_interval is None:
+        seam = frames.pop() if len(frames) > count else None
+        if seam is None or seam.keyframe or any(f.keyframe for f in frames[1:]):
+            raise RuntimeError("libvpx placed keyframes of its own in a clip meant to have only the first")
+    return EncodedClip(tuple(frames), 1 / fps, VIDEO_CLOCK_RATE // fps, Fraction(1, VIDEO_CLOCK_RATE), seam)
 
 
 def encode_audio_clip(seconds: float = 2.0, tone_hz: float = 440.0, bitrate: int = 64_000) -> EncodedClip:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
@@ -41,6 +42,8 @@ from loadtests.webrtc.token_options import TokenError, TokenSettings, add_token_
 from loadtests.webrtc.tokens import DevTokenSource, TokenSource
 from loadtests.webrtc.tracks import FreezeSchedule, PacketLoopTrack
 
+FPS = 30
+
 
 @dataclass(frozen=True, slots=True)
 class HostMedia:
@@ -50,8 +53,15 @@ class HostMedia:
     audio: EncodedClip
 
     @classmethod
-    def encode(cls, seconds: float = 2.0, bitrate: int = 1_000_000) -> HostMedia:
-        return cls(encode_video_clip(seconds=seconds, bitrate=bitrate), encode_audio_clip(seconds=seconds))
+    def encode(cls, seconds: float = 2.0, bitrate: int = 1_000_000, keyframe_interval: float | None = 1.0) -> HostMedia:
+        """``keyframe_interval``: seconds between keyframes (the loop grows to a whole number of them);
+        None: keyframes only when asked (PLI/FIR), like a browser."""
+        frames: int | None = None
+        if keyframe_interval is not None:
+            frames = max(1, round(keyframe_interval * FPS))
+            seconds = math.ceil(round(seconds * FPS) / frames) * frames / FPS
+        video = encode_video_clip(fps=FPS, seconds=seconds, bitrate=bitrate, keyframe_interval=frames)
+        return cls(video, encode_audio_clip(seconds=seconds))
 
 
 @dataclass(slots=True)
@@ -144,8 +154,10 @@ def _emit(event: str, **fields: Any) -> None:
 
 async def _run(args: argparse.Namespace) -> int:
     configure_ice(args.ice_host or DEFAULT_ICE_HOSTS)
-    media = HostMedia.encode(seconds=args.loop_seconds, bitrate=args.bitrate)
-    _emit("encoded", video_bps=round(media.video.bitrate), audio_bps=round(media.audio.bitrate))
+    interval = args.keyframe_interval or None  # 0: only when asked
+    media = HostMedia.encode(seconds=args.loop_seconds, bitrate=args.bitrate, keyframe_interval=interval)
+    _emit("encoded", video_bps=round(media.video.bitrate), audio_bps=round(media.audio.bitrate),
+          keyframe_interval_s=interval)
     freeze = FreezeSchedule(args.freeze_every, args.freeze_for, args.freeze_first) if args.freeze_every else None
     settings = TokenSettings.from_args(args)
     try:
@@ -188,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to publish; 0: until SIGTERM")
     parser.add_argument("--loop-seconds", type=float, default=2.0, help="length of the pre-encoded loop")
     parser.add_argument("--bitrate", type=int, default=1_000_000, help="video bits per second")
+    parser.add_argument("--keyframe-interval", type=float, default=1.0,
+                        help="seconds between keyframes (the loop grows to a multiple); 0: only on PLI/FIR")
     parser.add_argument("--freeze-every", type=float, default=0.0, help="truth tests: pause video every N s")
     parser.add_argument("--freeze-for", type=float, default=0.5, help="... for this many seconds")
     parser.add_argument("--freeze-first", type=float, default=2.0, help="... the first pause this long after start")

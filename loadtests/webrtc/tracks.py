@@ -104,10 +104,13 @@ class PacketLoopTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         if self._first_at is None:
             self._first_at = loop.time()
-        if self._keyframe_requested and self._keyframes:
+        requested = self._keyframe_requested and bool(self._keyframes)
+        if requested:
             self._keyframe_requested = False
             self._index = self._next_keyframe_index()
         frame = self._clip.frames[self._index]
+        if self._index == 0 and self._sent and not requested and self._clip.seam is not None:
+            frame = self._clip.seam  # a keyframe-on-request-only sender: the loop wraps without one
         if frame.keyframe:
             self.keyframes_sent += 1
         wall = time.time()

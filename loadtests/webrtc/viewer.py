@@ -23,6 +23,8 @@ summary, or (``--serve``) takes JSON-line commands on stdin and answers on
 stdout, so a benchmark or a Locust worker can drive it::
 
     {"op": "join", "count": 10}   -> {"op": "join", "ok": 10, "failed": 0, "ttff_ms": [...]}
+        (optional: "interval": s between offers, "concurrency": negotiating at once, "follow_s": each joiner's
+         [ms since its offer, latency ms] of the frames shown in its first seconds, as "early_latency")
     {"op": "mark"}                -> {"op": "mark"}            (watch window starts)
     {"op": "report"}              -> {"op": "report", ...window stats...}
     {"op": "leave"}               -> {"op": "leave", "left": 10}
@@ -130,6 +132,8 @@ class Viewer:
         self.ttff_ms: float | None = None  # first complete keyframe
         self.first_frame_ms: float | None = None  # first complete frame of any kind
         self.first_keyframe = asyncio.Event()
+        self.follow_s = 0.0  # record (ms since the offer, latency ms) of shown frames this long after the offer
+        self.early_latency: list[tuple[float, float]] = []
         self.lost = False
         self.retries = 0  # POSTs refused with Retry-After before one was accepted
         self.whep_ms: float | None = None  # the accepted POST's round trip
@@ -233,7 +237,10 @@ class Viewer:
         self.freezes.frame(at)
         captured = self._captures.pop(ts, None)
         if captured is not None:
-            self.latency.add((at + self._wall_offset - captured) * 1000)
+            latency = (at + self._wall_offset - captured) * 1000
+            self.latency.add(latency)
+            if self.posted_at is not None and at - self.posted_at <= self.follow_s:
+                self.early_latency.append((round((at - self.posted_at) * 1000, 1), round(latency, 1)))
 
     def _caught_up(self, at: float) -> bool:
         """True at the first frame shown at the stream's own pace (or ``CATCH_UP_LIMIT`` after the first)."""
@@ -338,14 +345,21 @@ class ViewerPool:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.options.first_frame_timeout))
         return self._http
 
-    async def join(self, count: int) -> dict[str, Any]:
-        """Add ``count`` viewers (a few negotiating at a time); report the joins."""
-        gate = asyncio.Semaphore(self._concurrency)
+    async def join(self, count: int, interval: float = 0.0, concurrency: int | None = None,
+                   follow_s: float = 0.0) -> dict[str, Any]:
+        """Add ``count`` viewers (a few negotiating at a time, offers ``interval`` s apart); report the joins.
+
+        ``follow_s``: the report waits until each joiner has watched that long since its offer and gives its
+        early frames' latency (catch-up after joining)."""
+        gate = asyncio.Semaphore(concurrency or self._concurrency)
         errors: Counter[str] = Counter()
         joined: list[Viewer] = []
 
-        async def one() -> None:
+        async def one(index: int) -> None:
+            if interval > 0:
+                await asyncio.sleep(index * interval)  # the arrival schedule itself
             viewer = Viewer(self.options, self.session())
+            viewer.follow_s = follow_s
             async with gate:
                 try:
                     await viewer.start()
@@ -356,7 +370,10 @@ class ViewerPool:
             joined.append(viewer)
 
         started = time.monotonic()
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(one(index) for index in range(count)))
+        if follow_s > 0:
+            last = max((v.posted_at for v in joined if v.posted_at is not None), default=time.monotonic())
+            await asyncio.sleep(max(0.0, last + follow_s - time.monotonic()))  # the observation period itself
         self.viewers.extend(joined)
         if self._window_start is not None:
             for viewer in joined:  # late joiners watch from now on
@@ -371,6 +388,7 @@ class ViewerPool:
             "ttff_ms": [round(t, 1) for t in ttff],
             "first_frame_ms": [round(v.first_frame_ms, 1) for v in joined if v.first_frame_ms is not None],
             "viewers": len(self.viewers),
+            **({"early_latency": [v.early_latency for v in joined]} if follow_s > 0 else {}),
         }
 
     def mark(self) -> None:
@@ -465,7 +483,8 @@ async def _serve(pool: ViewerPool) -> None:
             _emit({"op": "error", "error": "bad command"})
             continue
         if op == "join":
-            _emit({"op": "join", **await pool.join(int(command.get("count", 1)))})
+            _emit({"op": "join", **await pool.join(int(command.get("count", 1)), float(command.get("interval", 0.0)),
+                                                   command.get("concurrency"), float(command.get("follow_s", 0.0)))})
         elif op == "mark":
             pool.mark()
             _emit({"op": "mark"})
