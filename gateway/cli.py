@@ -189,7 +189,7 @@ def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
     cl = config.cluster
     print_startup(config, (cl.udp_port_min, cl.udp_port_max) if cl.udp_port_max else None)
     # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
-    supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15)
+    supervisor = Supervisor(count, command, env, stop_timeout=config.drain.timeout_s + 15, reloads=not config.dev)
     return asyncio.run(supervisor.run())
 
 

@@ -53,8 +53,10 @@ class Supervisor:
     """Runs ``count`` workers; ``command(i)`` is worker i's argv. :meth:`run` returns the exit code."""
 
     def __init__(self, count: int, command: Callable[[int], Sequence[str]], env: Mapping[str, str], *,
-                 policy: RestartPolicy | None = None, stop_timeout: float = 45.0) -> None:
+                 policy: RestartPolicy | None = None, stop_timeout: float = 45.0, reloads: bool = True) -> None:
         self.count = count
+        # False (dev mode): SIGHUP is a hang-up, as for the workers, and stops everything like SIGINT.
+        self.reloads = reloads
         self._command = command
         self._env = dict(env)
         self.policy = policy or RestartPolicy()
@@ -73,7 +75,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.terminate)
         loop.add_signal_handler(signal.SIGINT, self.kill)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload if self.reloads else self.kill)
         try:
             await asyncio.gather(*(self._keep(i) for i in range(self.count)))
         finally:

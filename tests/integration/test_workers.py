@@ -247,6 +247,21 @@ async def test_a_second_sigterm_or_a_sigint_kills_workers_that_do_not_stop(tmp_p
         await asyncio.wait_for(run, 5)
 
 
+async def test_in_dev_mode_a_hang_up_stops_everything_instead_of_reloading(tmp_path):
+    """A closed terminal must end `make cluster`, not leave it holding the port (dev workers do not reload)."""
+    log = tmp_path / "starts"
+    supervisor = Supervisor(2, stand_in(STUBBORN, log), os.environ, stop_timeout=60, reloads=False)
+    run = asyncio.ensure_future(supervisor.run())
+    try:
+        await wait_starts(log, 2)
+        os.kill(os.getpid(), signal.SIGHUP)  # to this process: the supervisor's own signal handlers
+        assert await within(run, 5, "a hang-up did not stop the supervisor") == 1
+        assert [p.returncode for p in supervisor.workers.values()] == [-signal.SIGKILL] * 2
+    finally:
+        supervisor.kill()
+        await asyncio.wait_for(run, 5)
+
+
 async def test_workers_that_outlast_the_stop_timeout_are_killed(tmp_path):
     log = tmp_path / "starts"
     supervisor = Supervisor(1, stand_in(STUBBORN, log), os.environ, stop_timeout=0.3)
