@@ -2,6 +2,8 @@
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   iceFailure, mediaDevices, PageError, roomFromUrl, sleep } from "/static/common.js";
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
+// Frames decoded after a "host offline" event before the player shows the stream as playing again.
+const RESUME_FRAMES = 5;
 
 const room = roomFromUrl();
 const video = $("#player");
@@ -29,6 +31,8 @@ async function roomStatus() {
 async function playOnce() {
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   state.pc = pc;
+  state.frames = 0; // a new connection counts its decoded frames from zero
+  state.resumeAfter = 0;
   // Slot 0 is this room's host; further slots carry a PK partner or guests on mic when the layout says so.
   for (let i = 0; i < SLOTS; i++) pc.addTransceiver("video", { direction: "recvonly" });
   for (let i = 0; i < SLOTS; i++) pc.addTransceiver("audio", { direction: "recvonly" });
@@ -303,6 +307,8 @@ function startRoomEvents() {
     host(message) {
       if (!message.live && state.playing) {
         state.playing = false;
+        // Frames still on their way when the host left must not read as the stream being back.
+        state.resumeAfter = state.frames + RESUME_FRAMES;
         stage("Waiting for host… The stream resumes when the host is back.");
       }
       if (message.live && !state.pc) connectLoop();
@@ -403,7 +409,7 @@ async function watchQuality() {
       if (state.firstFrameMs == null) state.firstFrameMs = now - state.openedAt;
       state.frames = decoded;
       state.framesAt = now;
-      if (!state.playing) { state.playing = true; stage(""); }
+      if (!state.playing && decoded >= (state.resumeAfter || 0)) { state.playing = true; stage(""); }
     } else if (state.playing && now - state.framesAt > 2500) {
       state.playing = false;
       const status = await roomStatus();
