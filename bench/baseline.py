@@ -26,6 +26,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
+from bench.stand_in import StandInServer, created, error
 from loadtests.webrtc.peer import configure_ice, new_peer_connection
 
 log = logging.getLogger("bench.baseline")
@@ -49,27 +50,11 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
-class BaselineServer:
+class BaselineServer(StandInServer):
+    TOKEN = "baseline"
+
     def __init__(self) -> None:
         self.rooms: dict[str, BaselineRoom] = {}
-
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 16)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/dev/token", self.dev_token)
-        app.router.add_get("/api/stats", self.stats)
-        app.router.add_post("/whip/{room}", self.whip)
-        app.router.add_delete("/whip/{room}/{session}", self.whip_delete)
-        app.router.add_post("/whep/{room}", self.whep)
-        app.router.add_delete("/whep/{room}/{session}", self.whep_delete)
-        app.on_shutdown.append(self.shutdown)
-        return app
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def dev_token(self, request: web.Request) -> web.Response:
-        return web.json_response({"token": "baseline", "room": request.query.get("room")})
 
     async def stats(self, request: web.Request) -> web.Response:
         # No forwarding-delay figure: the baseline has no packet path to time.
@@ -79,7 +64,7 @@ class BaselineServer:
     async def whip(self, request: web.Request) -> web.Response:
         name = request.match_info["room"]
         if name in self.rooms:
-            return _error(409, "room_busy", "room already has a host")
+            return error(409, "room_busy", "room already has a host")
         pc = new_peer_connection()
         room = BaselineRoom(pc, uuid.uuid4().hex)
 
@@ -92,13 +77,13 @@ class BaselineServer:
         await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         self.rooms[name] = room
-        return _created(pc, f"/whip/{name}/{room.host_id}")
+        return created(pc, f"/whip/{name}/{room.host_id}")
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         name = request.match_info["room"]
         room = self.rooms.get(name)
         if room is None or room.host_id != request.match_info["session"]:
-            return _error(404, "not_found", "no such session")
+            return error(404, "not_found", "no such session")
         del self.rooms[name]
         await _close_room(room)
         return web.Response(status=200)
@@ -106,7 +91,7 @@ class BaselineServer:
     async def whep(self, request: web.Request) -> web.Response:
         room = self.rooms.get(request.match_info["room"])
         if room is None or not room.tracks:
-            return _error(404, "room_not_live", "room has no live host")
+            return error(404, "room_not_live", "room has no live host")
         pc = new_peer_connection()
         await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
         for track in room.tracks.values():
@@ -115,13 +100,13 @@ class BaselineServer:
         await pc.setLocalDescription(await pc.createAnswer())
         session = uuid.uuid4().hex
         room.viewers[session] = pc
-        return _created(pc, f"/whep/{request.match_info['room']}/{session}")
+        return created(pc, f"/whep/{request.match_info['room']}/{session}")
 
     async def whep_delete(self, request: web.Request) -> web.Response:
         room = self.rooms.get(request.match_info["room"])
         pc = room.viewers.pop(request.match_info["session"], None) if room else None
         if pc is None:
-            return _error(404, "not_found", "no such session")
+            return error(404, "not_found", "no such session")
         await pc.close()
         return web.Response(status=200)
 
@@ -137,17 +122,6 @@ async def _close_room(room: BaselineRoom) -> None:
     await room.host_pc.close()
 
 
-def _created(pc: RTCPeerConnection, location: str) -> web.Response:
-    return web.Response(
-        status=201,
-        text=pc.localDescription.sdp,
-        content_type="application/sdp",
-        headers={"Location": location, "ETag": f'"{uuid.uuid4().hex[:8]}"'},
-    )
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from aiortc_bridge.dtls import prefer_dtls_server
 from aiortc_bridge.ice import pin_ice_hosts
 from aiortc_bridge.receiver import ReceiverTap
 from aiortc_bridge.sender import SenderPort
+from bench.stand_in import StandInServer, created, error
 from loadtests.webrtc.vp8 import frame_start
 
 log = logging.getLogger("bench.floor")
@@ -118,27 +119,11 @@ def _peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
-class FloorServer:
+class FloorServer(StandInServer):
+    TOKEN = "floor"
+
     def __init__(self) -> None:
         self.rooms: dict[str, FloorRoom] = {}
-
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 16)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/dev/token", self.dev_token)
-        app.router.add_get("/api/stats", self.stats)
-        app.router.add_post("/whip/{room}", self.whip)
-        app.router.add_delete("/whip/{room}/{session}", self.whip_delete)
-        app.router.add_post("/whep/{room}", self.whep)
-        app.router.add_delete("/whep/{room}/{session}", self.whep_delete)
-        app.on_shutdown.append(self.shutdown)
-        return app
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def dev_token(self, request: web.Request) -> web.Response:
-        return web.json_response({"token": "floor", "room": request.query.get("room")})
 
     async def stats(self, request: web.Request) -> web.Response:
         # The shape of the gateway's rooms list where the bench reads it (live, viewers, packets in).
@@ -150,7 +135,7 @@ class FloorServer:
     async def whip(self, request: web.Request) -> web.Response:
         name = request.match_info["room"]
         if name in self.rooms:
-            return _error(409, "room_busy", "room already has a host")
+            return error(409, "room_busy", "room already has a host")
         pc = _peer_connection()
         room = FloorRoom(pc, uuid.uuid4().hex)
         for kind, mime_type in CODECS.items():
@@ -165,20 +150,20 @@ class FloorServer:
             await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
         except Exception as exc:  # aiortc refuses unusable offers with many exception types
             await pc.close()
-            return _error(400, "bad_offer", f"offer cannot be used: {exc}"[:200])
+            return error(400, "bad_offer", f"offer cannot be used: {exc}"[:200])
         prefer_dtls_server(pc)
         for transceiver in pc.getTransceivers():
             track = room.tracks[transceiver.kind] = Track(transceiver.kind)
             room.taps.append(ReceiverTap(transceiver.receiver, track.on_rtp))
         await pc.setLocalDescription(await pc.createAnswer())
         self.rooms[name] = room
-        return _created(pc, f"/whip/{name}/{room.host_id}")
+        return created(pc, f"/whip/{name}/{room.host_id}")
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         name = request.match_info["room"]
         room = self.rooms.get(name)
         if room is None or room.host_id != request.match_info["session"]:
-            return _error(404, "not_found", "no such session")
+            return error(404, "not_found", "no such session")
         del self.rooms[name]
         await _close_room(room)
         return web.Response(status=200)
@@ -187,7 +172,7 @@ class FloorServer:
         name = request.match_info["room"]
         room = self.rooms.get(name)
         if room is None or not room.tracks:
-            return _error(404, "room_not_live", "room has no live host")
+            return error(404, "room_not_live", "room has no live host")
         pc = _peer_connection()
         ports: dict[str, SenderPort] = {}
         for kind, mime_type in CODECS.items():
@@ -198,7 +183,7 @@ class FloorServer:
             await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
         except Exception as exc:
             await pc.close()
-            return _error(400, "bad_offer", f"offer cannot be used: {exc}"[:200])
+            return error(400, "bad_offer", f"offer cannot be used: {exc}"[:200])
         prefer_dtls_server(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         session = uuid.uuid4().hex
@@ -214,13 +199,13 @@ class FloorServer:
             elif state in ("failed", "closed"):
                 _drop_viewer(room, session)
 
-        return _created(pc, f"/whep/{name}/{session}")
+        return created(pc, f"/whep/{name}/{session}")
 
     async def whep_delete(self, request: web.Request) -> web.Response:
         room = self.rooms.get(request.match_info["room"])
         viewer = _drop_viewer(room, request.match_info["session"]) if room else None
         if viewer is None:
-            return _error(404, "not_found", "no such session")
+            return error(404, "not_found", "no such session")
         await viewer.pc.close()
         return web.Response(status=200)
 
@@ -244,13 +229,6 @@ async def _close_room(room: FloorRoom) -> None:
     await room.host_pc.close()
 
 
-def _created(pc: RTCPeerConnection, location: str) -> web.Response:
-    return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
-                        headers={"Location": location, "ETag": f'"{uuid.uuid4().hex[:8]}"'})
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -145,11 +145,11 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
 
 
 def print_startup(config: GatewayConfig, udp_ports: tuple[int, int] | None = None) -> None:
-    """The start-up report on stdout (where ``make run`` shows it), its warnings in the log too."""
-    from aiortc_bridge.ice import machine_addresses, offered_host_addresses, pin_ice_hosts
-    from gateway.startup import offers_loopback, startup_report
+    """The start-up report on stdout (where ``make run`` shows it), its warnings in the log too. ICE hosts must be
+    pinned already (``create_app`` does it; the supervisor for itself)."""
+    from aiortc_bridge.ice import machine_addresses, offered_host_addresses
+    from gateway.startup import startup_report
 
-    pin_ice_hosts(config.ice.hosts, with_loopback=offers_loopback(config))  # what create_app set up, also here
     report = startup_report(config, offered_host_addresses(), machine_addresses(), udp_ports)
     for line in report.lines:
         if config.log.json:  # one JSON object per line on the output, for log shippers
@@ -186,6 +186,10 @@ def supervise(config: GatewayConfig, serve_args: Sequence[str]) -> int:
     # Not the Redis URL: it may carry a password.
     log.info("supervisor: %d workers on %s://%s:%d", count, "https" if config.server.tls_cert else "http",
              config.server.host, config.server.port)
+    from aiortc_bridge.ice import pin_ice_hosts
+    from gateway.startup import offers_loopback
+
+    pin_ice_hosts(config.ice.hosts, with_loopback=offers_loopback(config))  # as each worker's create_app does
     cl = config.cluster
     print_startup(config, (cl.udp_port_min, cl.udp_port_max) if cl.udp_port_max else None)
     # Long enough for a worker to drain (drain.timeout_s) and then shut down (aiohttp's 5 s), with margin.
