@@ -183,6 +183,7 @@ class Viewer:
                         self._progress.set()
                     else:
                         self.slot_audio[slot] = self.slot_audio.get(slot, 0) + 1
+                        self._progress.set()
                     continue
                 if track.kind == "video":
                     self.video_times.append(time.monotonic())
@@ -208,6 +209,19 @@ class Viewer:
             except TimeoutError:
                 raise AssertionError(f"slot {slot} got {len(times) - target + count}/{count} frames "
                                      f"in {timeout}s") from None
+
+    async def wait_slot_audio(self, slot: int, count: int, timeout: float) -> None:
+        """Wait until slot ``slot`` has ``count`` audio frames in all. Its video may come from the keyframe
+        cache's catch-up burst, a second of frames in a fraction of one, so video frames say nothing of audio."""
+        deadline = time.monotonic() + timeout
+        while self.slot_audio.get(slot, 0) < count:
+            self._progress.clear()
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(self._progress.wait(), max(remaining, 0.001))
+            except TimeoutError:
+                raise AssertionError(f"slot {slot} audio: {self.slot_audio.get(slot, 0)}/{count} frames "
+                                     f"in {timeout}s (partner audio missing)") from None
 
     def frames_between(self, start: float, end: float) -> list[float]:
         return [t for t in self.video_times if start <= t <= end]

@@ -276,12 +276,11 @@ async def test_a_pk_between_rooms_on_two_nodes_shows_both_hosts_to_both_audience
         # Every viewer of both rooms, on the origins and on the edge, gets the other host in slot 1 without
         # posting again: the partner is one more pulled slot of the pipes already there.
         await asyncio.gather(*(v.wait_slot_frames(1, 30, 15) for v in va + vb))
+        await asyncio.gather(*(v.wait_slot_audio(1, 5, 15) for v in va + vb))
         for v in va:
             assert lumas(v.bars[-3:]) == {bucket(LUMA_A)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_B)}
-            assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
         for v in vb:
             assert lumas(v.bars[-3:]) == {bucket(LUMA_B)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_A)}
-            assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
         # Host A watches its partner with a PK grant; B's origin honours it while the link lasts.
         partner_token = TokenService(SECRET, "cherry-gateway", 60).mint("pkb", "viewer", "alice", scope="pk")
         partner_view = Viewer(a.base, "pkb", partner_token)

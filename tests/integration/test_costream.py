@@ -91,9 +91,9 @@ async def test_pk_battle_both_audiences_see_both_hosts_and_gifts_score(gateway, 
         print(f"\nslowest viewer's first partner frame after the accept: {joined * 1000:.0f} ms")
         assert joined < 2.0, f"partner reached the last viewer {joined:.2f}s after the accept"
         await asyncio.gather(*(v.wait_slot_frames(1, 30, 10) for v in va + vb))
+        await asyncio.gather(*(v.wait_slot_audio(1, 5, 10) for v in va + vb))
         for v in va:
             assert lumas(v.bars[-3:]) == {bucket(LUMA_A)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_B)}
-            assert v.slot_audio.get(1, 0) > 0, "partner audio missing"
         for v in vb:
             assert lumas(v.bars[-3:]) == {bucket(LUMA_B)} and lumas(v.slot_bars[1][-3:]) == {bucket(LUMA_A)}
         # the standard player kept playing its own host, smoothly, through the PK start
