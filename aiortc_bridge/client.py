@@ -13,6 +13,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpreceiver import StreamStatistics
 
 from aiortc_bridge.dtls import rx_srtp
+from aiortc_bridge.heap import drop_bitrate_estimator
 from aiortc_bridge.receiver import ReceiverTap, log_task_failure
 
 RtpCallback = Callable[[int, int, bool, bytes, float], None]  # (seq, timestamp, marker, payload, arrival)
@@ -127,6 +128,7 @@ class LeanRtpPath:
         remote SDP) when given, which several m-lines of one payload type need, else by its
         negotiated payload types (and their RTX). The first route of a payload type is the
         fallback for SSRCs nobody announced."""
+        drop_bitrate_estimator(transceiver.receiver)  # its packets never reach aiortc's path, which uses it
         for codec in transceiver._codecs:
             pt = codec.payloadType
             if pt is None:

@@ -100,6 +100,7 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
           reload: Callable[[], GatewayConfig] | None = None) -> None:
     """Run one gateway process: the only one (one worker), or worker ``slot.index`` of a supervisor's.
     ``reload``: how SIGHUP reads the configuration again (gateway/reload.py); default: ``config`` as it is."""
+    from aiortc_bridge.heap import freeze_start_up_heap
     from aiortc_bridge.ice import use_port_range
     from gateway.app import create_app
     from gateway.drain import handle_signals
@@ -141,7 +142,14 @@ def serve(config: GatewayConfig, slot: WorkerSlot | None = None,
     listeners = [Listener(config.server.host, config.server.port, ssl_context=tls, reuse_port=several)]
     if config.operations.port:
         listeners.append(Listener(config.operations.host, config.operations.port + slot.index))
-    run(app, listeners, loop, on_listening=(lambda: print_startup(config, ports)) if not several else None)
+
+    def listening() -> None:
+        # Started: what exists now lives as long as the worker, so full collections need not walk it again.
+        log.debug("start-up heap frozen: %d objects", freeze_start_up_heap())
+        if not several:
+            print_startup(config, ports)
+
+    run(app, listeners, loop, on_listening=listening)
 
 
 def print_startup(config: GatewayConfig, udp_ports: tuple[int, int] | None = None) -> None:

@@ -30,6 +30,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import port_pool
+from gateway import gc_pauses
 from relay.dump import DROP_REASONS, KINDS, RelayDump, Traffic
 from relay.stats import DelaySampler
 from signaling.context import SignalingContext
@@ -289,6 +290,7 @@ class Operations:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        self.registry.register(gc_pauses.watch())
         self.registry.register(_Collector(self))
         self.exported = self.registry  # what /metrics renders (label_all: with a worker's labels)
 

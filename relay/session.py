@@ -23,6 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from aiortc_bridge.codecs import capabilities_for, capabilities_matching, describe, negotiated_codec
 from aiortc_bridge.dtls import prefer_dtls_server
+from aiortc_bridge.heap import drop_bitrate_estimator
 from aiortc_bridge.receiver import ReceiverTap
 from aiortc_bridge.sender import SenderPort
 from relay.clock import HostClock
@@ -271,6 +272,7 @@ class PlaybackSession(Session):
         for kind, slot in self.plan:
             codec = self.room.codecs[kind]
             transceiver = self.pc.addTransceiver(kind, direction="sendonly")
+            drop_bitrate_estimator(transceiver.receiver)  # a send-only receiver never gets a packet
             accepted = media.video_codecs if kind == "video" else media.audio_codecs
             # The host's codec first (with its exact parameters); the others let a co-streamer with another
             # codec through.

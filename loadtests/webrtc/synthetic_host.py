@@ -31,6 +31,7 @@ import aiohttp
 from aiortc import RTCRtpSender, RTCSessionDescription
 
 from aiortc_bridge.client import route_keyframe_requests
+from aiortc_bridge.heap import freeze_start_up_heap
 from loadtests.webrtc.media import EncodedClip, encode_audio_clip, encode_video_clip
 from loadtests.webrtc.peer import DEFAULT_ICE_HOSTS, configure_ice, new_peer_connection, wait_connected
 from loadtests.webrtc.signaling_client import (
@@ -158,6 +159,7 @@ async def _run(args: argparse.Namespace) -> int:
     media = HostMedia.encode(seconds=args.loop_seconds, bitrate=args.bitrate, keyframe_interval=interval)
     _emit("encoded", video_bps=round(media.video.bitrate), audio_bps=round(media.audio.bitrate),
           keyframe_interval_s=interval)
+    freeze_start_up_heap()  # the clip and imports: a full collection's pause would hold frames back
     freeze = FreezeSchedule(args.freeze_every, args.freeze_for, args.freeze_first) if args.freeze_every else None
     settings = TokenSettings.from_args(args)
     try:

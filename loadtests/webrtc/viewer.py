@@ -48,6 +48,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 
 from aiortc_bridge.client import LeanRtpPath, RtpCallback, tap_receiver, wrap_ice_delivery
+from aiortc_bridge.heap import freeze_start_up_heap
 from aiortc_bridge.receiver import ReceiverTap
 from loadtests.network import Impairment, NetworkCondition
 from loadtests.webrtc import capture_tag
@@ -510,6 +511,7 @@ async def _once(pool: ViewerPool, count: int, warmup: float, watch: float) -> No
 async def _run(args: argparse.Namespace) -> int:
     configure_ice(args.ice_host or DEFAULT_ICE_HOSTS)
     pool = ViewerPool(ViewerOptions(args.base_url, args.room, args.token, args.timeout), args.concurrency)
+    freeze_start_up_heap()  # a full collection's pause would show up as stutter in what this measures
     settings = TokenSettings.from_args(args)
     if settings.given:  # otherwise each viewer asks the gateway's /dev/token
         try:
