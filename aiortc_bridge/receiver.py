@@ -38,6 +38,12 @@ class ReceiverTap:
         self.media_ssrc: int | None = None
         self.packets = 0
         self.failures = 0
+        # aiortc makes these once per receiver and only fills them (renegotiation included): resolved here, not
+        # per packet. Small containers: the bandwidth estimator is read per packet instead (below).
+        self._codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        self._streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        self._rtx_ssrc: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        self._nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
         original_receive = receiver.receive
 
         async def receive(parameters: Any) -> None:
@@ -61,12 +67,13 @@ class ReceiverTap:
         receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign]
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        r = self._receiver
-        codecs = r._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        codecs = self._codecs
         codec = codecs.get(packet.payload_type)
         if codec is None:
             return
-        estimator = r._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+        # Read each time: a receiver whose packets bypass this path drops it (aiortc_bridge/heap.py), and a
+        # reference kept here would keep its 1000 objects alive.
+        estimator = self._receiver._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
                 abs_send_time=packet.extensions.abs_send_time,
@@ -74,12 +81,13 @@ class ReceiverTap:
                 payload_size=len(packet.payload) + packet.padding_size,
                 ssrc=packet.ssrc,
             )
-            rtcp_ssrc = r._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+            r = self._receiver
+            rtcp_ssrc = r._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]  # set late, rarely read
             if rtcp_ssrc is not None and remb is not None:
                 await r._send_rtcp(
                     RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
                 )
-        streams = r._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        streams = self._streams
         stream = streams.get(packet.ssrc)
         if stream is None:
             if len(streams) >= 8:  # a publisher cycling SSRCs must not grow this without bound
@@ -87,12 +95,12 @@ class ReceiverTap:
             stream = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
         stream.add(packet)
         if is_rtx(codec):
-            original_ssrc = r._RTCRtpReceiver__rtx_ssrc.get(packet.ssrc)  # type: ignore[attr-defined]
+            original_ssrc = self._rtx_ssrc.get(packet.ssrc)
             apt = codec.parameters.get("apt")
             if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
                 return  # unknown RTX source, or a padding-only bandwidth probe (no media sequence number)
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
-        nack = r._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+        nack = self._nack
         if nack is not None and nack.max_seq is not None and (
                 packet.ssrc != self.media_ssrc
                 or MAX_NACK_GAP < (packet.sequence_number - nack.max_seq) & 0xFFFF < 0x8000):
@@ -101,7 +109,7 @@ class ReceiverTap:
             nack.max_seq = None
             nack.missing.clear()
         if nack is not None and nack.add(packet):
-            await r._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+            await self._receiver._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
         self.media_ssrc = packet.ssrc
         self.packets += 1
         if packet.payload_type != self._payload_type:
