@@ -30,6 +30,7 @@ from typing import ClassVar
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from aiortc_bridge.codecs import NegotiatedCodec, capabilities_for, describe, negotiated_codec
+from aiortc_bridge.heap import release_later
 from aiortc_bridge.receiver import ReceiverTap
 from relay.clock import HostClock
 from relay.config import MediaConfig
@@ -205,6 +206,8 @@ class EdgePipe:
             await self.pc.close()
         except Exception:
             log.exception("room=%s error while closing the pipe", self.room.name)
+        finally:
+            release_later(self.pc)
 
     def dump(self) -> SessionDump:
         return SessionDump(self.session_id, self.kind, self.identity, self.role, self.pc.connectionState,

@@ -23,7 +23,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from aiortc_bridge.codecs import capabilities_for, capabilities_matching, describe, negotiated_codec
 from aiortc_bridge.dtls import prefer_dtls_server
-from aiortc_bridge.heap import drop_bitrate_estimator
+from aiortc_bridge.heap import drop_bitrate_estimator, release_later
 from aiortc_bridge.receiver import ReceiverTap
 from aiortc_bridge.sender import SenderPort
 from relay.clock import HostClock
@@ -197,6 +197,7 @@ class Session:
         except Exception:
             log.exception("%s error while closing peer connection", self.tag)
         finally:
+            release_later(self.pc)  # its cycles, freed a session at a time rather than in one long GC pass
             self.done.set()
 
     def dump(self) -> SessionDump:

@@ -48,7 +48,7 @@ import aiohttp
 from aiortc import RTCSessionDescription
 
 from aiortc_bridge.client import LeanRtpPath, RtpCallback, tap_receiver, wrap_ice_delivery
-from aiortc_bridge.heap import freeze_start_up_heap
+from aiortc_bridge.heap import freeze_start_up_heap, release_later
 from aiortc_bridge.receiver import ReceiverTap
 from loadtests.network import Impairment, NetworkCondition
 from loadtests.webrtc import capture_tag
@@ -305,6 +305,7 @@ class Viewer:
             await delete_resource(self._http, self.resource.url, self._token)
             self.resource = None
         await self.pc.close()
+        release_later(self.pc)  # a churning generator's full GC passes would otherwise show up as stutter
 
     def start_window(self, at: float) -> None:
         self.freezes.start_window(at)
