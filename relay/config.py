@@ -40,7 +40,7 @@ class MediaConfig:
     keyframe_cache_bytes: int = 1048576
     # A cache older than this is still served (it decodes), but its joiner asks the host for one
     # refreshing keyframe (through the host's keyframe throttle), so later joiners catch up faster.
-    keyframe_cache_max_age_ms: int = 3000
+    keyframe_cache_max_age_ms: int = 2000
     # A joiner is sent the cache in bursts of at most this many bytes, one burst per this many ms
     # (and only while its send queue is empty), then goes live.
     keyframe_cache_burst_bytes: int = 16384

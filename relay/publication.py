@@ -83,7 +83,7 @@ class Publication:
         delay_sampler: DelaySampler | None = None,
         clock: Callable[[], float] = time.monotonic,
         keyframe_cache_bytes: int = 0,
-        keyframe_cache_max_age: float = 3.0,
+        keyframe_cache_max_age: float = 2.0,
         fed_by_pipe: bool = False,
         host_clock: HostClock | None = None,
     ) -> None:
