@@ -36,18 +36,20 @@ def check_ingest(offered: Sequence[OfferedMedia], preferences: Mapping[str, Sequ
 
 
 def playback_plan(offered: Sequence[OfferedMedia], room_codecs: Mapping[str, CodecInfo],
-                  max_slots: int) -> list[tuple[str, int]]:
+                  max_slots: int, first_slot: int = 0) -> list[tuple[str, int]]:
     """(kind, slot) per usable offered m-line, in offer order.
 
     The first m-line of each kind shows the room's own host and must share its codec; further ones
     are co-stream slots (PK partner, guests) filled as they come, up to ``max_slots`` per kind.
+    ``first_slot`` 1: a co-streamer's monitor, whose m-lines begin at the first co-stream slot (its own
+    host's picture and voice are not sent back to the host).
     """
     plan: list[tuple[str, int]] = []
     for media in offered:
         codec = room_codecs.get(media.kind)
         if codec is None:
             continue
-        slot = sum(1 for kind, _ in plan if kind == media.kind)
+        slot = first_slot + sum(1 for kind, _ in plan if kind == media.kind)
         if slot >= max_slots:
             continue
         if slot == 0:

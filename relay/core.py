@@ -149,17 +149,18 @@ class Relay:
         if room is None:
             raise RoomNotLive(f"room {grant.room!r} has no live host")
         pk_view = grant.scope == "pk"
-        if pk_view:
+        monitor = grant.scope == "costream"
+        if pk_view or monitor:
             room.check_live()
         else:
             room.check_can_view()
         if pk_view and not room.pk_view_allowed(grant.identity):
             raise PkLinkEnded(f"the PK link with room {grant.room!r} this grant was for has ended")
-        plan = playback_plan(offer.media, room.codecs, self.config.costream.max_slots)
+        plan = playback_plan(offer.media, room.codecs, self.config.costream.max_slots, first_slot=1 if monitor else 0)
         session = PlaybackSession(self._ctx, room, grant, plan, pk_view)
         try:
             await session.negotiate(offer)
-            room.add_viewer(session, session.subscriptions, pk_view)
+            room.add_viewer(session, session.subscriptions, pk_view, monitor)
         except CapacityExceeded:
             # Filled by viewers that negotiated alongside: full, as if it had been at the start (in a cluster
             # the viewer then goes to an edge), not a room that changed.

@@ -24,7 +24,9 @@ class Grant:
     identity: str
     role: str
     display_name: str = ""
-    scope: str = ""  # "pk": a PK partner's view of this room, valid only while the link lasts
+    # "pk": a PK partner's view of this room, valid only while the link lasts; "costream": the host's or a
+    # guest's monitor of the co-stream slots (WHEP ``?monitor=costream``)
+    scope: str = ""
 
 
 @dataclass(frozen=True, slots=True)

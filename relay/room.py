@@ -54,6 +54,7 @@ class _Viewer:
     session: Member
     subscriptions: list[Subscription]
     pk_view: bool  # a PK partner host watching this room: ends with the link
+    monitor: bool = False  # the host or a guest hearing the co-stream slots (not slot 0): not an audience member
 
 
 class BanList:
@@ -130,7 +131,8 @@ class Room:
 
     @property
     def viewer_count(self) -> int:
-        return len(self.viewers)
+        """The audience: a co-streamer's monitor of the other slots is not one of it."""
+        return sum(1 for viewer in self.viewers.values() if not viewer.monitor)
 
     @property
     def retire_into(self) -> tuple[Traffic, Traffic]:
@@ -400,13 +402,15 @@ class Room:
         if len(self.viewers) >= limit:
             raise CapacityExceeded(f"room {self.name!r} is full ({limit} viewers)")
 
-    def add_viewer(self, session: Member, subscriptions: list[Subscription], pk_view: bool = False) -> None:
-        # The partner host's view (one per link) is the battle itself: a full room does not refuse it.
-        if pk_view:
+    def add_viewer(self, session: Member, subscriptions: list[Subscription], pk_view: bool = False,
+                   monitor: bool = False) -> None:
+        # The partner host's view (one per link) is the battle itself, and a co-streamer's monitor the room's own
+        # stage: a full room refuses neither.
+        if pk_view or monitor:
             self.check_live()
         else:
             self.check_can_view()
-        self.viewers[session.session_id] = _Viewer(session, subscriptions, pk_view)
+        self.viewers[session.session_id] = _Viewer(session, subscriptions, pk_view, monitor)
         self._follow(subscriptions, self.layout())
         self._check_idle()
         self._registry.observers.participant_joined(self, session)
@@ -545,7 +549,7 @@ class Room:
         return RoomDump(
             name=self.name, title=self.title or self.name, live=self.live, live_since=self.live_since,
             created_at=self.created_at, host=self.host.identity if self.host else None,
-            viewers=len(self.viewers), guests=tuple(g.identity for g in self.guests.values()),
+            viewers=self.viewer_count, guests=tuple(g.identity for g in self.guests.values()),
             pk_partner=self.pk_partner.name if self.pk_partner else None, publications=tuple(publications),
             traffic=traffic, participants=participants)
 

@@ -57,9 +57,13 @@ def answer_response(request: web.Request, opened: Opened) -> web.Response:
     return response
 
 
-async def open_session(request: web.Request, endpoint: str, at_least: str) -> web.Response:
-    """POST /whip/{room} and /whep/{room}: checked here, opened wherever the broker places it."""
+async def open_session(request: web.Request, endpoint: str, at_least: str,
+                       refine: Callable[[web.Request, Offer], Offer] | None = None) -> web.Response:
+    """POST /whip/{room} and /whep/{room}: checked here, opened wherever the broker places it (``refine``: the
+    endpoint's own checks of its query, which may narrow the grant that travels with the offer)."""
     offer = await read_offer(request, at_least)
+    if refine is not None:
+        offer = refine(request, offer)
     broker = context(request).broker
     if request.query.get("redirect") == "307":
         # RFC 9725 4.5: an encoder that follows redirects may go straight to the room's node. Nothing depends

@@ -228,7 +228,8 @@ function planMoveOffDrainingGateway(message) {
 
 // -- room events: chat, gifts, moderation ------------------------------------------------------------
 
-const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null };
+const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null, layout: [],
+  monitor: null };
 window.cherryStudioChat = chat;
 
 function moderationActions(message) {
@@ -297,18 +298,96 @@ function stopPartner() {
   $("#partner").hidden = true;
 }
 
+// Guests on mic: the studio sees and hears each one through a monitor of the room's co-stream slots
+// (WHEP ?monitor=costream: slot 0, the host's own picture and voice, is never sent back, so no echo).
+const MONITOR_SLOTS = 3; // co-stream slots after the host's own: one tile each
+
+function guestTile(slot) {
+  let tile = document.querySelector(`#guests .guest[data-slot="${slot}"]`);
+  if (!tile) {
+    tile = document.createElement("div");
+    tile.className = "guest";
+    tile.dataset.slot = slot;
+    tile.hidden = true;
+    const element = document.createElement("video");
+    element.autoplay = true;
+    element.playsInline = true;
+    const bar = document.createElement("div");
+    bar.className = "guest-bar";
+    tile.append(element, bar);
+    $("#guests").append(tile);
+  }
+  return tile;
+}
+
 function showGuests(slots) {
+  chat.layout = slots;
   const guests = slots.filter((s) => s.role === "guest");
-  $("#guests").replaceChildren(...guests.map((g) => {
-    const span = document.createElement("span");
-    span.textContent = `${g.identity} on mic${g.live ? "" : " (connecting)"} `;
+  for (let slot = 1; slot <= MONITOR_SLOTS; slot++) {
+    const tile = guestTile(slot);
+    const guest = guests.find((g) => g.slot === slot);
+    tile.hidden = !guest;
+    // A PK partner in a co-stream slot plays in its own player (#partner): silent here, never twice.
+    tile.querySelector("video").muted = !guest || tile.dataset.muted === "yes";
+    if (!guest) continue;
+    tile.dataset.identity = guest.identity;
+    const name = document.createElement("span");
+    name.textContent = `${guest.identity} on mic${guest.live ? "" : " (connecting)"}`;
+    const hear = document.createElement("button");
+    hear.className = "mini";
+    hear.textContent = tile.dataset.muted === "yes" ? "unmute for me" : "mute for me";
+    hear.onclick = () => {
+      tile.dataset.muted = tile.dataset.muted === "yes" ? "no" : "yes";
+      showGuests(chat.layout);
+    };
     const end = document.createElement("button");
     end.className = "mini";
     end.textContent = "end";
-    end.onclick = () => chat.events.send({ type: "guest_end", identity: g.identity });
-    span.append(end);
-    return span;
-  }));
+    end.title = "take this guest off mic";
+    end.onclick = () => chat.events.send({ type: "guest_end", identity: guest.identity });
+    tile.querySelector(".guest-bar").replaceChildren(name, hear, end);
+  }
+  if (guests.length && state.token) openMonitor();
+  else closeMonitor();
+}
+
+async function openMonitor() {
+  if (chat.monitor) return;
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const monitor = { pc, session: null, streams: [] };
+  chat.monitor = monitor;
+  for (let i = 0; i < MONITOR_SLOTS; i++) pc.addTransceiver("video", { direction: "recvonly" });
+  for (let i = 0; i < MONITOR_SLOTS; i++) pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.addEventListener("track", (event) => {
+    const kind = event.track.kind;
+    const slot = 1 + pc.getTransceivers().filter((t) => t.receiver.track.kind === kind).indexOf(event.transceiver);
+    monitor.streams[slot] = monitor.streams[slot] || new MediaStream();
+    monitor.streams[slot].addTrack(event.track);
+    const element = guestTile(slot).querySelector("video");
+    element.srcObject = monitor.streams[slot];
+    element.play().catch(() => {});
+  });
+  try {
+    monitor.session = await exchange(pc, `/whep/${encodeURIComponent(room)}?monitor=costream`, state.token);
+  } catch (error) {
+    pc.close();
+    if (chat.monitor === monitor) chat.monitor = null;
+    pkStatus(`Cannot show your guests: ${explain(error)}`);
+    return;
+  }
+  if (chat.monitor !== monitor) { // the last guest left while this negotiated
+    pc.close();
+    endSession(monitor.session, state.token);
+  }
+}
+
+function closeMonitor() {
+  const monitor = chat.monitor;
+  if (!monitor) return;
+  chat.monitor = null;
+  monitor.pc.close();
+  if (monitor.session) endSession(monitor.session, state.token);
+  document.querySelectorAll("#guests .guest video").forEach((v) => { v.srcObject = null; });
 }
 
 const costreamHandlers = {

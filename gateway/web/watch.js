@@ -179,8 +179,11 @@ function applyLayout(slots) {
     const visible = slot.slot === 0 || slot.live;
     tile.hidden = !visible;
     if (visible) shown++;
+    // On mic, this page's own slot comes back from the gateway too: shown (a preview) but never heard (no echo).
+    const mine = slot.role === "guest" && slot.identity === chat.me && chat.guest !== null;
+    if (slot.slot > 0) tile.querySelector("video").muted = mine || video.muted;
     const label = slot.role === "partner" ? `${slot.identity || "partner"} · ${slot.room}`
-      : slot.role === "guest" ? `${slot.identity} · on mic` : (slots.length > 1 ? slot.identity || "" : "");
+      : slot.role === "guest" ? `${mine ? "you" : slot.identity} · on mic` : (slots.length > 1 ? slot.identity || "" : "");
     $(`#name-${slot.slot}`).textContent = label;
   }
   document.querySelectorAll(".tile").forEach((tile) => {
@@ -216,7 +219,7 @@ setInterval(tickBattle, 500);
 
 // -- room events: danmaku, chat, gifts, likes, counts ---------------------------------------------
 
-const chat = { events: null, danmaku: true, lanes: [], likes: 0, layout: [], battle: null, guest: null };
+const chat = { events: null, danmaku: true, lanes: [], likes: 0, layout: [], battle: null, guest: null, me: null };
 window.cherryChat = chat;
 
 function flyDanmaku(text) {
@@ -255,6 +258,7 @@ function startRoomEvents() {
   chat.events = new RoomEvents(room, state.token, {
     welcome(message) {
       const snap = message.snapshot;
+      chat.me = message.you.identity;
       $("#chat-state").textContent = "";
       $("#feed").replaceChildren(...snap.chat.map((m) => feedLine(m)));
       $("#chat-input").maxLength = snap.max_chat_length;
@@ -347,9 +351,29 @@ async function goOnMic(token) {
     const session = await exchange(pc, `/whip/${encodeURIComponent(room)}`, token);
     chat.guest = { pc, stream, session, token };
     $("#on-mic").hidden = false;
+    setToggle("#mic-toggle", stream.getAudioTracks(), "mic");
+    setToggle("#camera-toggle", stream.getVideoTracks(), "camera");
+    applyLayout(chat.layout); // its own tile goes silent now
   } catch (error) {
     showChatError(explain(error));
   }
+}
+
+// Mic and camera toggles while on mic: the track stays negotiated, it sends silence or black meanwhile.
+function setToggle(selector, tracks, what) {
+  const button = $(selector);
+  const show = () => {
+    const on = tracks.some((t) => t.enabled);
+    button.textContent = on ? `Turn ${what} off` : `Turn ${what} on`;
+    button.setAttribute("aria-pressed", on ? "false" : "true");
+  };
+  button.onclick = () => {
+    const on = !tracks.some((t) => t.enabled);
+    tracks.forEach((t) => { t.enabled = on; });
+    show();
+  };
+  button.disabled = tracks.length === 0;
+  show();
 }
 
 function leaveMic() {
@@ -360,6 +384,7 @@ function leaveMic() {
   endSession(guest.session, guest.token);
   chat.guest = null;
   $("#on-mic").hidden = true;
+  applyLayout(chat.layout);
 }
 
 function setViewers(count, online) {

@@ -144,6 +144,7 @@ class Viewer:
     _progress: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     slots: int = 1  # video+audio m-line pairs offered: 1 is a standard WHEP player
+    query: str = ""  # e.g. "?monitor=costream"
     # slot > 0: frame arrival times, bar samples and audio frames of co-stream slots
     slot_times: dict[int, list[float]] = field(default_factory=dict)
     slot_bars: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
@@ -158,7 +159,7 @@ class Viewer:
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.posted_at = time.monotonic()
-        status, body, headers = await post_sdp(http, f"{self.base}/whep/{self.room}", self.token,
+        status, body, headers = await post_sdp(http, f"{self.base}/whep/{self.room}{self.query}", self.token,
                                                self.pc.localDescription.sdp)
         assert status == 201, f"WHEP watch failed: {status} {body}"
         self.location = headers["Location"]
@@ -193,6 +194,7 @@ class Viewer:
                     self._progress.set()
                 else:
                     self.audio_frames += 1
+                    self._progress.set()
         except MediaStreamError:
             pass
 
@@ -214,14 +216,17 @@ class Viewer:
         """Wait until slot ``slot`` has ``count`` audio frames in all. Its video may come from the keyframe
         cache's catch-up burst, a second of frames in a fraction of one, so video frames say nothing of audio."""
         deadline = time.monotonic() + timeout
-        while self.slot_audio.get(slot, 0) < count:
+
+        def have() -> int:
+            return self.audio_frames if slot == 0 else self.slot_audio.get(slot, 0)
+
+        while have() < count:
             self._progress.clear()
             remaining = deadline - time.monotonic()
             try:
                 await asyncio.wait_for(self._progress.wait(), max(remaining, 0.001))
             except TimeoutError:
-                raise AssertionError(f"slot {slot} audio: {self.slot_audio.get(slot, 0)}/{count} frames "
-                                     f"in {timeout}s (partner audio missing)") from None
+                raise AssertionError(f"slot {slot} audio: {have()}/{count} frames in {timeout}s") from None
 
     def frames_between(self, start: float, end: float) -> list[float]:
         return [t for t in self.video_times if start <= t <= end]

@@ -226,6 +226,7 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
     guest_token_plain = await dev_token(http, gateway.base, "mic", "viewer", "singer")
     singer = await EventsClient.connect(http, gateway.base, "mic", guest_token_plain)
     guest = None
+    monitors: list[Viewer] = []
     try:
         await ev.send(type="guest_invite", identity="nobody", ref="n")
         assert (await ev.next("error", ref="n"))["code"] == "unknown_target"
@@ -243,6 +244,20 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         await asyncio.gather(*(v.wait_slot_frames(1, 20, 10) for v in vs))
         for v in vs:
             assert lumas(v.slot_bars[1][-2:]) == {bucket(LUMA_GUEST)}
+        # The host's monitor (the studio plays it): the co-stream slots only, so the guest and never the host's
+        # own picture or voice; not one of the audience, which only the room's own viewer sessions are.
+        for query, who, code in (("?monitor=costream", "viewer", 403), ("?monitor=all", "host", 400)):
+            asker = await dev_token(http, gateway.base, "mic", who, f"monitor-{who}")
+            status, body, _ = await post_sdp(http, f"{gateway.base}/whep/mic{query}", asker, vs[0].answer)
+            assert status == code, body
+        monitor = Viewer(gateway.base, "mic", host.token, query="?monitor=costream")
+        monitors.append(monitor)
+        await monitor.watch(http)
+        await monitor.wait_frames(20, 10)
+        assert lumas(monitor.bars[-2:]) == {bucket(LUMA_GUEST)}
+        await monitor.wait_slot_audio(0, 5, 10)  # the guest's voice
+        async with http.get(f"{gateway.base}/rooms/mic") as response:
+            assert (await response.json())["viewers"] == len(vs)
         # While on mic, the guest grant carries guest rights on the room socket too (moderation).
         singer_guest = await EventsClient.connect(http, gateway.base, "mic", token)
         second = await EventsClient.connect(http, gateway.base, "mic",
@@ -271,7 +286,7 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         for client in sockets:
             await client.close()
     finally:
-        await stop_all(http, host, ev, singer, *vs, *([guest] if guest else []))
+        await stop_all(http, host, ev, singer, *vs, *monitors, *([guest] if guest else []))
 
 
 async def test_pk_start_and_end_go_out_as_webhooks(tmp_path, http):

@@ -1,0 +1,69 @@
+"""Co-streaming in the pages: the host sees and hears a guest it put on mic, and nobody hears themselves."""
+
+from __future__ import annotations
+
+from tests.browser.test_pages import PIXELS, go_live
+
+# The studio's monitor of its co-stream slots: the guest's inbound audio, as Chromium measures it.
+AUDIO_JS = """async () => {
+  const monitor = window.cherryStudioChat.monitor;
+  if (!monitor) return null;
+  const report = await monitor.pc.getStats();
+  let energy = 0, level = 0, bytes = 0;
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      energy += s.totalAudioEnergy || 0; level = Math.max(level, s.audioLevel || 0); bytes += s.bytesReceived || 0;
+    }
+  });
+  return {energy, level, bytes};
+}"""
+GUEST_VIDEO = '#guests .guest[data-slot="1"] video'
+
+
+def _audio(page):  # type: ignore[no-untyped-def]
+    return page.evaluate(AUDIO_JS)
+
+
+def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "mic1", identity="anchor")
+    guest = context.new_page()
+    guest.goto(f"{gateway.base}/watch?room=mic1&identity=singer")
+    guest.wait_for_selector("#gift-buttons button", timeout=15000)
+    guest.fill("#chat-input", "can I sing?")
+    guest.click("#composer button")
+    host.click("#feed li[data-identity=singer] button:has-text('on mic')", timeout=10000)
+    guest.wait_for_selector("#guest-prompt:not([hidden])", timeout=10000)
+    guest.click("#guest-accept")
+    guest.wait_for_selector("#on-mic:not([hidden])", timeout=15000)
+
+    # The studio shows the guest's picture, moving, and plays its voice (Chromium's fake microphone beeps).
+    host.wait_for_selector('#guests .guest[data-slot="1"]:not([hidden])', timeout=15000)
+    host.wait_for_function(f"document.querySelector('{GUEST_VIDEO}').videoWidth > 0", timeout=15000)
+    first = host.eval_on_selector(GUEST_VIDEO, PIXELS)
+    host.wait_for_timeout(1000)  # let the picture move on
+    second = host.eval_on_selector(GUEST_VIDEO, PIXELS)
+    assert second["mean"] > 10 and first["fingerprint"] != second["fingerprint"], "guest picture black or still"
+    assert host.eval_on_selector(GUEST_VIDEO, "v => v.muted") is False, "the studio does not play the guest's voice"
+    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level > 0)", timeout=10000)
+    # (That the monitor never carries the host's own slot is checked on the wire: tests/integration/test_costream.py.)
+    assert "singer on mic" in host.inner_text("#guests")
+
+    # The guest's own slot comes back to its page too: shown, never heard.
+    guest.wait_for_selector('.tile[data-slot="1"]:not([hidden])', timeout=15000)
+    assert guest.eval_on_selector('.tile[data-slot="1"] video', "v => v.muted") is True
+    assert "you · on mic" in guest.inner_text('.tile[data-slot="1"]')
+
+    # Mic off: the track stays, silent, so the host's monitor measures no more voice; on again: it comes back.
+    guest.click("#mic-toggle")
+    assert guest.inner_text("#mic-toggle") == "Turn mic on"
+    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level < 0.001)", timeout=10000)
+    guest.click("#mic-toggle")
+    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level > 0)", timeout=10000)
+    guest.click("#camera-toggle")
+    assert guest.inner_text("#camera-toggle") == "Turn camera on"
+
+    # Leaving the mic takes the guest's tile off the studio, and its monitor with it.
+    guest.click("#leave-mic")
+    host.wait_for_selector('#guests .guest[data-slot="1"]', state="hidden", timeout=10000)
+    host.wait_for_function("window.cherryStudioChat.monitor === null", timeout=10000)
+    host.click("#stop")
