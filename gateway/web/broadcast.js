@@ -114,9 +114,17 @@ async function goLive() {
   }
 }
 
+// Refusals a retry would not change: said once, not looped on.
+const PERMANENT = ["unauthorized", "forbidden", "banned", "bad_room_name", "host_already_live", "no_common_codec",
+  "bad_sdp"];
+
+function permanentError(error) {
+  return (error instanceof GatewayError && PERMANENT.includes(error.code))
+    || (error instanceof PageError && error.code !== "ice_failed");
+}
+
 function failed(error) {
-  const permanent = (error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live",
-    "no_common_codec", "bad_sdp"].includes(error.code)) || (error instanceof PageError && error.code !== "ice_failed");
+  const permanent = permanentError(error);
   if (permanent || !state.wantLive) {
     state.wantLive = false;
     teardown();
@@ -143,8 +151,7 @@ async function reconnect(why) {
         await publishOnce();
         return;
       } catch (error) {
-        if ((error instanceof GatewayError && ["unauthorized", "forbidden", "host_already_live"].includes(error.code))
-            || (error instanceof PageError && error.code !== "ice_failed")) {
+        if (permanentError(error)) {
           failed(error);
           return;
         }
@@ -454,6 +461,13 @@ function startRoomEvents() {
       box.textContent = message.message;
       box.hidden = false;
       setTimeout(() => { box.hidden = true; }, 4000);
+    },
+    // The room socket was refused for good (a bad token or room name, a ban): said, not retried.
+    refused(code, message) {
+      const box = $("#chat-error");
+      box.textContent = `Chat is off: ${explain(new GatewayError(0, { code, message }))}`;
+      box.hidden = false;
+      if (code === "unauthorized" || code === "forbidden") $("#token-row").hidden = false;
     },
   });
   chat.events.connect();

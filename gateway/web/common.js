@@ -124,6 +124,8 @@ export function explain(error) {
     switch (error.code) {
       case "unauthorized": return "Your access token was rejected (missing, expired or invalid). Get a new link.";
       case "forbidden": return "Your access token does not allow this in this room.";
+      case "banned": return "You are banned from this room.";
+      case "bad_room_name": return "There is no such room: room names are 1-64 letters, digits, '_', '-' or '.'.";
       case "host_already_live": return "This room is already live with another host.";
       case "room_not_live": return "The host is not live yet.";
       case "capacity": return "The room is full right now. Retrying shortly…";

@@ -1,6 +1,8 @@
 // Room events over /ws/{room} (docs/protocol.md): reconnects with backoff, dispatches by type.
 import { backoff } from "/static/common.js";
 
+const PAST = { mute: "muted", unmute: "unmuted", kick: "kicked", ban: "banned", unban: "unbanned" };
+
 export class RoomEvents {
   constructor(room, token, handlers) {
     this.room = room;
@@ -16,20 +18,38 @@ export class RoomEvents {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws/${encodeURIComponent(this.room)}?token=${encodeURIComponent(this.token)}`);
     this.ws = ws;
-    ws.onopen = () => { this.attempt = 0; };
+    let opened = false;
+    ws.onopen = () => { opened = true; this.attempt = 0; };
     ws.onmessage = (event) => {
       let message;
       try { message = JSON.parse(event.data); } catch { return; }
       const handler = this.handlers[message.type];
       if (handler) handler(message);
     };
-    ws.onclose = (event) => {
+    ws.onclose = async (event) => {
       if (ws !== this.ws) return;
       this.handlers.closed?.(event.code, event.reason);
       // Kicked, banned or expired: reconnecting would only be refused again.
       if (this.stopped || [4001, 4003].includes(event.code)) return;
+      if (!opened && await this.refused()) return;
       setTimeout(() => this.connect(), backoff(this.attempt++));
     };
+  }
+
+  // A refused handshake shows the page nothing but a close: the same URL without the upgrade answers the
+  // refusal itself. A bad token, room name or a ban ends the reconnecting (handlers.refused), anything else
+  // (capacity, draining, the network) is tried again.
+  async refused() {
+    try {
+      const response = await fetch(`/ws/${encodeURIComponent(this.room)}?token=${encodeURIComponent(this.token)}`);
+      if (![400, 401, 403].includes(response.status)) return false;
+      const body = await response.json().catch(() => ({}));
+      this.stopped = true;
+      this.handlers.refused?.(body.error?.code || `http_${response.status}`, body.error?.message || "");
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   send(frame) {
@@ -63,7 +83,7 @@ export function feedLine(message, actions = []) {
     li.append(`sent ${message.count} × ${giftIcon(message.kind)} ${message.kind}`);
   } else if (message.type === "moderation") {
     li.className = "mod-line";
-    li.textContent = `${message.target} was ${message.action === "ban" ? "banned" : message.action + "d"} by ${message.by}`;
+    li.textContent = `${message.target} was ${PAST[message.action] || message.action} by ${message.by}`;
   } else {
     li.append(message.text);
   }

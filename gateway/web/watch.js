@@ -59,7 +59,14 @@ async function playOnce() {
   state.mainMid = pc.getTransceivers()[0].mid; // slot 0: this room's host, whose quality the overlay shows
 }
 
+// What retrying cannot change: the end of the page, not a loop.
+const FINAL_REFUSALS = ["unauthorized", "forbidden", "banned", "bad_room_name", "bad_query"];
 let running = false;
+// The loop's waits end early when the page starts over (a pasted token), so the old loop is gone at once.
+let wake = null;
+function nap(ms) {
+  return new Promise((resolve) => { wake = resolve; setTimeout(resolve, ms); });
+}
 async function connectLoop(reason = "") {
   if (running) return;
   running = true;
@@ -74,21 +81,24 @@ async function connectLoop(reason = "") {
         teardown();
         if (error instanceof GatewayError && error.code === "room_not_live") {
           stage("Waiting for host… The stream starts as soon as the host goes live.");
-          await sleep(3000);
+          await nap(3000);
           continue;
         }
         if (error instanceof PageError) {  // nothing a retry would change
           stage(explain(error));
           return;
         }
-        if (error instanceof GatewayError && ["unauthorized", "forbidden", "no_common_codec"].includes(error.code)) {
+        if (error instanceof GatewayError && error.code === "no_common_codec") {
           stage(explain(error));
-          if (error.code !== "no_common_codec") $("#token-row").hidden = false;
+          return;
+        }
+        if (error instanceof GatewayError && FINAL_REFUSALS.includes(error.code)) {
+          refusedWith(error.code, error.message);
           return;
         }
         const wait = error.retryAfter ? Number(error.retryAfter) * 1000 : backoff(state.attempt++);
         stage(`${explain(error)} Retrying in ${Math.ceil(wait / 1000)} s…`);
-        await sleep(wait);
+        await nap(wait);
       }
     }
   } finally {
@@ -320,9 +330,12 @@ function startRoomEvents() {
     moderation(message) { appendCapped($("#feed"), feedLine(message)); },
     draining(message) { moveOffDrainingGateway(message); },
     error(message) { showChatError(CHAT_ERRORS[message.code] || message.message); },
-    closed(code) {
-      $("#chat-state").textContent = code === 4003 ? "removed from this room" : code === 4001 ? "session expired" : "reconnecting…";
+    closed(code, reason) {
+      if (code === 4003) return endWatching(String(reason).startsWith("banned") ? "banned" : "removed");
+      if (code === 4001) return endWatching("expired");
+      $("#chat-state").textContent = "reconnecting…";
     },
+    refused(code, message) { refusedWith(code, message); },
   });
   chat.events.connect();
   $("#composer").onsubmit = (event) => {
@@ -465,6 +478,7 @@ async function init() {
     video.muted = !video.muted;
     $("#unmute").textContent = video.muted ? "Unmute" : "Mute";
     document.querySelectorAll(".tile video").forEach((v) => { v.muted = video.muted; v.play().catch(() => {}); });
+    applyLayout(chat.layout); // a guest's own tile stays silent
   };
   $("#toggle-quality").onclick = () => { $("#quality").hidden = !$("#quality").hidden; };
   $("#toggle-danmaku").onclick = () => {
@@ -473,11 +487,17 @@ async function init() {
     $("#toggle-danmaku").setAttribute("aria-pressed", String(chat.danmaku));
     if (!chat.danmaku) $("#danmaku").replaceChildren();
   };
-  $("#token-save").onclick = () => {
+  $("#token-save").onclick = async () => {
+    // Start over with this token: whatever the old one left running ends first.
+    state.stopped = true;
+    teardown();
+    wake?.();
+    while (running) await sleep(20);
     state.token = $("#token").value.trim();
     rememberToken(room, "viewer", state.token);
     $("#token-row").hidden = true;
-    connectLoop();
+    state.stopped = false;
+    begin(); // the video and the room events, both with this token
   };
   window.addEventListener("pagehide", () => { state.stopped = true; teardown(); leaveMic(); chat.events?.close(); });
   const status = await roomStatus();
@@ -489,10 +509,51 @@ async function init() {
     return;
   }
   if (!state.token) { stage("A viewer token is needed to watch."); $("#token-row").hidden = false; return; }
-  watchQuality();
-  connectLoop();
+  begin();
+}
+
+let begun = false;
+function begin() {
+  if (chat.events) chat.events.close(); // a new token: the room events start again with it
   startRoomEvents();
+  connectLoop();
+  if (begun) return;
+  begun = true;
+  watchQuality();
   reportQuality();
+}
+
+// The end of watching, said plainly, with nothing retried: removed, banned, or refused for a reason a retry
+// would not change (a bad room name or token). The room's list is one click away.
+const ENDINGS = {
+  removed: "You were removed from this room.",
+  banned: "You are banned from this room.",
+  expired: "Your session expired. Reload the page to watch again.",
+};
+function endWatching(kind, text) {
+  state.stopped = true;
+  teardown();
+  leaveMic();
+  chat.events?.close();
+  document.body.dataset.state = kind;
+  const status = $("#stage-status");
+  status.replaceChildren(document.createTextNode(`${text || ENDINGS[kind]} `));
+  const back = document.createElement("a");
+  back.href = "/";
+  back.textContent = "Other live rooms";
+  status.append(back);
+  status.hidden = false;
+}
+
+function refusedWith(code, message) {
+  if (code === "banned") return endWatching("banned");
+  if (code === "unauthorized" || code === "forbidden") {
+    endWatching("refused", `This token cannot watch this room: ${message || code}. Paste another one.`);
+    $("#token-row").hidden = false;
+    return;
+  }
+  endWatching("refused", code === "bad_room_name" ? "There is no such room: room names are 1-64 letters, digits, "
+    + "'_', '-' or '.'." : `The gateway refused: ${message || code}.`);
 }
 
 init();

@@ -45,6 +45,11 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
     # Refused before the upgrade at the room limit (503 capacity, via the relay error table); the room
     # then lives at least as long as this socket.
     ctx.rooms.get_or_create(room)
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        # A browser never sees why a WebSocket handshake was refused: a page asks with a plain GET, which gets
+        # every refusal above (the room limit included), or this once the socket would be accepted.
+        raise HttpError(426, "upgrade_required", "this is a WebSocket endpoint: every check passed",
+                        {"Upgrade": "websocket"})
     # In a cluster: who decides the room's events, and its state if that is another worker (bounded wait).
     await hub.prepare(room)
 

@@ -154,9 +154,9 @@ def test_dashboard_drills_into_a_room_kicks_a_viewer_and_hovers(context, gateway
     kicked = dash.evaluate("window.cherryDashboard.drill.kicked")
     assert kicked["kicked"] == "drillviewer" and kicked["sessions"] >= 1 and kicked["sockets"] >= 1, kicked
     assert "Kicked drillviewer" in dash.inner_text("#drill-status")
-    # The player is told: its room socket was closed as kicked (4003), which it does not reopen.
-    viewer.wait_for_function("document.querySelector('#chat-state').textContent === 'removed from this room'",
-                             timeout=10000)
+    # The player is told: its room socket was closed as kicked (4003); it says so and reconnects nothing.
+    viewer.wait_for_selector("body[data-state=removed]", timeout=10000)
+    viewer.wait_for_function("window.cherryPlayer.stopped === true && window.cherryPlayer.pc === null", timeout=5000)
     assert dash.evaluate("sessionStorage.getItem('token:*:admin')"), "the admin token is kept for the tab"
     assert not errors, errors
 

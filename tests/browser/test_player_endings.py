@@ -1,0 +1,74 @@
+"""How watching ends, in Chromium: removed, banned, a bad token or room name; each said plainly, none retried.
+
+"Not retried" is the player's own state (``stopped``, no connection), which nothing restarts: proving an
+absence by waiting would only prove it for as long as the wait.
+"""
+
+from __future__ import annotations
+
+from tests.browser.test_pages import go_live
+
+ENDED = "window.cherryPlayer.stopped === true && window.cherryPlayer.pc === null"
+
+
+def _viewer(context, base: str, room: str, identity: str):  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(f"{base}/watch?room={room}&identity={identity}")
+    page.wait_for_selector("body[data-state=playing]", timeout=20000)
+    page.wait_for_selector("#gift-buttons button", timeout=15000)  # the room socket is open
+    page.fill("#chat-input", "hello")
+    page.click("#composer button")
+    return page
+
+
+def test_a_kicked_viewer_sees_it_was_removed_and_is_not_rejoined(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "end1", identity="anchor1")
+    viewer = _viewer(context, gateway.base, "end1", "fan9")
+    host.click("#feed li[data-identity=fan9] button:has-text('kick')", timeout=10000)
+    viewer.wait_for_selector("body[data-state=removed]", timeout=10000)
+    assert "You were removed from this room." in viewer.inner_text("#stage-status")
+    viewer.wait_for_function(ENDED, timeout=5000)
+    assert viewer.is_visible("#stage-status a[href='/']")
+    host.wait_for_selector("#feed li.mod-line:has-text('fan9 was kicked')", timeout=5000)
+    host.click("#stop")
+
+
+def test_a_banned_viewer_sees_a_clear_screen_now_and_on_its_next_visit(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "end2", identity="anchor2")
+    viewer = _viewer(context, gateway.base, "end2", "fan8")
+    host.click("#feed li[data-identity=fan8] button:has-text('ban')", timeout=10000)
+    viewer.wait_for_selector("body[data-state=banned]", timeout=10000)
+    assert "You are banned from this room." in viewer.inner_text("#stage-status")
+    viewer.wait_for_function(ENDED, timeout=5000)
+    again = context.new_page()
+    again.goto(f"{gateway.base}/watch?room=end2&identity=fan8")
+    again.wait_for_selector("body[data-state=banned]", timeout=10000)
+    again.wait_for_function(ENDED, timeout=5000)
+    host.click("#stop")
+
+
+def test_a_bad_token_is_explained_once_and_a_pasted_one_starts_video_and_chat(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "end3", identity="anchor3")
+    page = context.new_page()
+    page.goto(f"{gateway.base}/watch?room=end3#token=not-a-token")
+    page.wait_for_selector("body[data-state=refused]", timeout=10000)
+    assert "This token cannot watch this room" in page.inner_text("#stage-status")
+    assert page.is_visible("#token-row")
+    page.wait_for_function(ENDED, timeout=5000)
+    good = page.evaluate("async () => (await (await fetch('/dev/token?room=end3&role=viewer')).json()).token")
+    page.fill("#token", good)
+    page.click("#token-save")
+    page.wait_for_selector("body[data-state=playing]", timeout=20000)
+    page.wait_for_selector("#gift-buttons button", timeout=15000)  # the room events started with the token too
+    page.fill("#chat-input", "pasted")
+    page.click("#composer button")
+    host.wait_for_selector("#feed li:has-text('pasted')", timeout=5000)
+    host.click("#stop")
+
+
+def test_a_bad_room_name_is_explained_without_retrying(context, gateway):  # type: ignore[no-untyped-def]
+    page = context.new_page()
+    page.goto(f"{gateway.base}/watch?room=no%20such%20room")
+    page.wait_for_function("document.querySelector('#stage-status').textContent.includes('There is no such room')",
+                           timeout=10000)
+    assert page.evaluate("window.cherryPlayer.pc") is None
