@@ -22,7 +22,7 @@ from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig, operations_token
 from gateway.operations import WEBHOOKS, install_operations, metrics_response
 from gateway.pages import add_page_routes
-from gateway.security import operations_gate, request_id_middleware, security_headers
+from gateway.security import operations_gate, page_policy, request_id_middleware, security_headers
 from gateway.startup import offers_loopback
 from gateway.webhooks import RoomWebhooks
 from relay.core import Relay, RelayConfig
@@ -247,7 +247,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
     app[RETRY_AFTER] = config.limits.retry_after
     app[STARTED_AT] = time.time()
     app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
-    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(security_headers(page_policy(config.pages.token_url)))
     ops = install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
     _pk_webhooks(app)
     r = app.router
@@ -267,7 +267,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
     add_admin_routes(app)
     if config.dev:
         r.add_get("/dev/token", dev_token)
-    add_page_routes(app)
+    add_page_routes(app, config.pages, config.dev)
     app.on_shutdown.append(_close_room_sockets)
     if config.cluster.redis_url:
         # Before _lifecycle: at shutdown the rooms close first, then the worker leaves the registry.

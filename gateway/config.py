@@ -114,6 +114,14 @@ class OperationsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PagesConfig:
+    # Where the pages get a token when the link they were opened with has none: the app's endpoint, asked with
+    # GET ?room=NAME&role=viewer|host (cookies included, so the app knows its signed-in user) and answering
+    # {"token": "<jwt>"}. "" : only dev mode's /dev/token, or a token in the link (#token=...).
+    token_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DrainConfig:
     # After SIGTERM: stop taking sessions, then exit once every session has ended or after this long.
     timeout_s: float = 30.0
@@ -134,6 +142,7 @@ class GatewayConfig:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     drain: DrainConfig = field(default_factory=DrainConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
+    pages: PagesConfig = field(default_factory=PagesConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dev: bool = False
 
@@ -160,6 +169,10 @@ class GatewayConfig:
             resolve_secrets(self.auth, self.dev)
         except SecretError as exc:
             raise ConfigError(str(exc)) from exc
+        token_url = urlsplit(self.pages.token_url)
+        need(not self.pages.token_url or (self.pages.token_url.startswith("/") and not token_url.netloc)
+             or (token_url.scheme in ("http", "https") and bool(token_url.netloc)), "pages.token_url",
+             "must be a path on this site (/...) or an http(s):// URL")
         need(self.auth.default_ttl > 0, "auth.default_ttl", "must be positive")
         need(self.auth.max_ttl >= self.auth.default_ttl, "auth.max_ttl", "must be at least auth.default_ttl")
         need(self.auth.leeway >= 0, "auth.leeway", "must be >= 0")

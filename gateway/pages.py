@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.config import PagesConfig
 from relay.dump import RoomDump
 from signaling.context import context
 
@@ -45,15 +46,26 @@ async def room_status(request: web.Request) -> web.Response:
     return web.json_response(_room_summary(room.dump()))
 
 
+def pages_config(pages: PagesConfig, dev: bool):  # type: ignore[no-untyped-def]
+    """What the pages need to know of this gateway: where they get tokens (docs/tokens.md, ``pages.token_url``)."""
+    body = {"token_url": pages.token_url or None, "dev": dev}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(body, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
 async def favicon(request: web.Request) -> web.Response:
     """Browsers ask for it on every page: an empty answer, cached, instead of a 404 in the error counts."""
     return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
 
 
-def add_page_routes(app: web.Application) -> None:
+def add_page_routes(app: web.Application, pages: PagesConfig, dev: bool) -> None:
     for path, name in PAGES.items():
         app.router.add_get(path, _page(name))
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/rooms", live_rooms)
     app.router.add_get("/rooms/{room}", room_status)
+    app.router.add_get("/pages/config", pages_config(pages, dev))
     app.router.add_static("/static/", WEB, append_version=False)

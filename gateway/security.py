@@ -15,6 +15,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -50,14 +51,26 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+def page_policy(token_url: str = "") -> str:
+    """The pages' policy; an app's token endpoint on another origin (``pages.token_url``) may be fetched too."""
+    parts = urlsplit(token_url)
+    if not parts.netloc:
+        return PAGE_POLICY
+    return PAGE_POLICY.replace("connect-src 'self'", f"connect-src 'self' {parts.scheme}://{parts.netloc}")
+
+
+def security_headers(policy: str = PAGE_POLICY) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """``on_response_prepare``: errors, files and WebSocket upgrades included."""
-    headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    if (response.content_type or "").startswith("text/html"):
-        headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-        headers.setdefault("X-Frame-Options", "DENY")
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        if (response.content_type or "").startswith("text/html"):
+            headers.setdefault("Content-Security-Policy", policy)
+            headers.setdefault("X-Frame-Options", "DENY")
+
+    return on_prepare
 
 
 def is_operations_path(path: str) -> bool:

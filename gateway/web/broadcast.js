@@ -1,7 +1,7 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
-  iceFailure, mediaDevices, PageError, roomFromUrl, sleep } from "/static/common.js";
+  iceFailure, mediaDevices, PageError, pageSettings, roomFromUrl, sleep } from "/static/common.js";
 
 const PRESETS = {
   360: { width: 640, height: 360, fps: 30, bitrate: 800_000 },
@@ -494,6 +494,11 @@ async function init() {
   const watch = `/watch?room=${encodeURIComponent(room)}`;
   $("#watch-link").href = watch;
   $("#watch-link").textContent = location.origin + watch;
+  pageSettings().then(({ token_url: tokenUrl, dev }) => {
+    // The link carries no token: viewers get theirs from the app's token URL (or dev mode's /dev/token).
+    if (!tokenUrl && !dev) $("#watch-note").textContent = " · viewers need a token from your app (set pages.token_url "
+      + "so the player asks for one, or add #token=... to the links you hand out)";
+  });
   try {
     state.token = await getToken(room, "host");
   } catch (error) {

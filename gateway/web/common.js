@@ -7,10 +7,33 @@ export function roomFromUrl() {
   return params.get("room") || "";
 }
 
-/** A token for this room and role: from the URL fragment, the session store, or /dev/token in dev mode. */
+let settings = null;
+/** What the gateway tells its pages (GET /pages/config): the app's token URL (`pages.token_url`), dev mode. */
+export async function pageSettings() {
+  if (!settings) {
+    const response = await fetch("/pages/config").catch(() => null);
+    settings = response && response.ok ? await response.json() : { token_url: null, dev: false };
+  }
+  return settings;
+}
+
+/** A token for this room and role: from the URL fragment, the session store, the app's token URL
+ * (`pages.token_url`: GET ?room=&role=, cookies included, answering {"token": ...}), or /dev/token in dev mode. */
 export async function getToken(room, role) {
   const given = fragment.get("token") || sessionStorage.getItem(`token:${room}:${role}`);
   if (given) return given;
+  const { token_url: tokenUrl } = await pageSettings();
+  if (tokenUrl) {
+    const url = new URL(tokenUrl, location.href);
+    url.searchParams.set("room", room);
+    url.searchParams.set("role", role);
+    const response = await fetch(url, { credentials: "include" });
+    if (!response.ok) throw new GatewayError(response.status, await errorOf(response));
+    const token = (await response.json()).token;
+    if (typeof token !== "string" || !token) throw new GatewayError(502, { code: "bad_token_url",
+      message: "the app's token URL answered without a token" });
+    return token;
+  }
   const response = await fetch(`/dev/token?room=${encodeURIComponent(room)}&role=${role}` +
     (params.get("identity") ? `&identity=${encodeURIComponent(params.get("identity"))}` : ""));
   if (response.status === 404) return null; // not dev mode: the page must be handed a token

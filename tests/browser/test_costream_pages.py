@@ -18,6 +18,17 @@ AUDIO_JS = """async () => {
   return {energy, level, bytes};
 }"""
 GUEST_VIDEO = '#guests .guest[data-slot="1"] video'
+# What the studio's monitor got, for a failure's message.
+MONITOR_STATE_JS = """async () => {
+  const m = window.cherryStudioChat.monitor;
+  const v = document.querySelector('#guests .guest[data-slot="1"] video');
+  const out = {monitor: Boolean(m), state: m && m.pc.connectionState, layout: window.cherryStudioChat.layout,
+               tracks: v.srcObject ? v.srcObject.getTracks().map((t) => `${t.kind}:${t.readyState}`) : null};
+  if (m) (await m.pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp") out[`${s.kind}-${s.mid}`] = [s.packetsReceived, s.framesDecoded];
+  });
+  return out;
+}"""
 
 
 def _audio(page):  # type: ignore[no-untyped-def]
@@ -25,6 +36,8 @@ def _audio(page):  # type: ignore[no-untyped-def]
 
 
 def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gateway):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     host = go_live(context, gateway.base, "mic1", identity="anchor")
     guest = context.new_page()
     guest.goto(f"{gateway.base}/watch?room=mic1&identity=singer")
@@ -38,7 +51,10 @@ def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gate
 
     # The studio shows the guest's picture, moving, and plays its voice (Chromium's fake microphone beeps).
     host.wait_for_selector('#guests .guest[data-slot="1"]:not([hidden])', timeout=15000)
-    host.wait_for_function(f"document.querySelector('{GUEST_VIDEO}').videoWidth > 0", timeout=15000)
+    try:
+        host.wait_for_function(f"document.querySelector('{GUEST_VIDEO}').videoWidth > 0", timeout=15000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"the studio shows no guest picture: {host.evaluate(MONITOR_STATE_JS)}") from None
     first = host.eval_on_selector(GUEST_VIDEO, PIXELS)
     host.wait_for_timeout(1000)  # let the picture move on
     second = host.eval_on_selector(GUEST_VIDEO, PIXELS)

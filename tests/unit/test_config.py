@@ -180,3 +180,26 @@ def test_an_operations_token_must_be_long_enough(tmp_path, monkeypatch):
     (tmp_path / "token").write_text("a-long-enough-operations-token\n")
     config = load_config(write(tmp_path, f'[operations]\ntoken_file = "{tmp_path / "token"}"\n'), {"dev": True})
     assert config.operations.token_file
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("", True), ("/api/live-token", True), ("https://app.example.com/live/token", True),
+    ("http://127.0.0.1:9000/token", True), ("javascript:alert(1)", False), ("app.example.com/token", False),
+    ("//evil.example/token", False), ("ftp://app.example.com/token", False),
+])
+def test_pages_token_url_is_a_path_here_or_an_http_url(tmp_path, url, ok):
+    text = f'[pages]\ntoken_url = "{url}"\n'
+    if ok:
+        assert load_config(write(tmp_path, text), {"dev": True}).pages.token_url == url
+    else:
+        with pytest.raises(ConfigError, match=r"pages\.token_url"):
+            load_config(write(tmp_path, text), {"dev": True})
+
+
+def test_a_token_url_of_another_origin_joins_the_pages_connect_src_and_nothing_else():
+    from gateway.security import PAGE_POLICY, page_policy
+
+    assert page_policy("") == page_policy("/api/token") == PAGE_POLICY
+    policy = page_policy("https://app.example.com:8443/live/token?x=1")
+    assert "connect-src 'self' https://app.example.com:8443;" in policy
+    assert policy.replace(" https://app.example.com:8443", "") == PAGE_POLICY
