@@ -4,7 +4,7 @@ CPython's full (generation 2) collection stops the event loop while it walks eve
 worker's heap is the imports (aiortc, aiohttp, av: ~75k objects) plus its peers' state, and a closed
 peer's state is a reference cycle that only such a pass frees. With 50 viewers one pass took 110-145 ms
 here (`make bench`'s TTFF step, keyframes only on PLI): every viewer got one frame that late, which a
-player shows as a freeze. Two things keep it short:
+player shows as a freeze. Three things keep it short:
 
 * :func:`freeze_start_up_heap`: what start-up built lives as long as the process, so it is moved out of
   the collector's sight once (``gc.freeze``) and never walked again;
@@ -15,7 +15,7 @@ player shows as a freeze. Two things keep it short:
   methods as event listeners, transceivers and transports point at each other, our ports are patched into
   its senders), ~480 objects that only a full pass frees: in a churning room, tens of thousands per pass.
   Once the peer has been closed for a while, its own objects let go of each other, so that reference
-  counting frees nearly all of it at once, a session at a time (~95 objects are left to the collector).
+  counting frees nearly all of it at once, a session at a time (~110 objects a peer are left to the collector).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def release_later(pc: RTCPeerConnection) -> None:
 
 
 def released(pc: RTCPeerConnection) -> bool:
+    """``pc`` has been hollowed out by :func:`release`."""
     return pc.connectionState == "closed" and getattr(pc, "_RTCPeerConnection__configuration", None) is None
 
 
@@ -70,11 +71,12 @@ def release(pc: RTCPeerConnection) -> None:
 
 
 def _hollow(item: Any) -> None:
-    """Let go of what ``item`` references, keeping every attribute readable: states and the closed flag stay,
-    containers are emptied, anything else becomes None (a late reader finds a closed, empty object)."""
+    """Let go of what ``item`` references, keeping every attribute readable: states, the closed flag and locks
+    (an event emitted late still takes its emitter's lock) stay, containers are emptied, anything else becomes
+    None (a late reader finds a closed, empty object)."""
     attributes = vars(item)
     for name, value in attributes.items():
-        if "state" in name.lower() or name.endswith("__isClosed"):
+        if "state" in name.lower() or name.endswith(("__isClosed", "_lock")):
             continue
         attributes[name] = type(value)() if isinstance(value, (list, dict, set, deque)) else None
 
