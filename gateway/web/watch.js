@@ -170,6 +170,7 @@ function tileVideo(slot) {
     element.autoplay = true;
     element.playsInline = true;
     element.muted = video.muted;
+    element.volume = Number($("#volume").value);
     const name = document.createElement("span");
     name.className = "tile-name";
     name.id = `name-${slot}`;
@@ -474,6 +475,21 @@ async function watchQuality() {
 async function init() {
   if (!room) { stage("No room given: open /watch?room=NAME."); return; }
   $("#room-title").textContent = room;
+  // Volume for every slot's sound (a guest's own tile stays silent); moving it up unmutes, as players do.
+  $("#volume").oninput = () => {
+    const level = Number($("#volume").value);
+    document.querySelectorAll("#tiles video").forEach((v) => { v.volume = level; });
+    if (level > 0 && video.muted) $("#unmute").click();
+    else if (level === 0 && !video.muted) $("#unmute").click();
+  };
+  // Fullscreen is the stage (picture, co-stream tiles, danmaku, scoreboard), not the bare <video>.
+  $("#fullscreen").onclick = () => {
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    else $(".stage").requestFullscreen().catch((error) => showChatError(`Fullscreen refused: ${error.message}`));
+  };
+  document.addEventListener("fullscreenchange", () => {
+    $("#fullscreen").textContent = document.fullscreenElement ? "Exit fullscreen" : "Fullscreen";
+  });
   $("#unmute").onclick = () => {
     video.muted = !video.muted;
     $("#unmute").textContent = video.muted ? "Unmute" : "Mute";

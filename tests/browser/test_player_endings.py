@@ -72,3 +72,28 @@ def test_a_bad_room_name_is_explained_without_retrying(context, gateway):  # typ
     page.wait_for_function("document.querySelector('#stage-status').textContent.includes('There is no such room')",
                            timeout=10000)
     assert page.evaluate("window.cherryPlayer.pc") is None
+
+
+def test_fullscreen_and_volume_controls_work(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "ctl1", identity="anchor4")
+    page = context.new_page()
+    page.goto(f"{gateway.base}/watch?room=ctl1")
+    page.wait_for_selector("body[data-state=playing]", timeout=20000)
+    page.click("#fullscreen")
+    page.wait_for_function("document.fullscreenElement === document.querySelector('.stage')", timeout=5000)
+    assert page.inner_text("#fullscreen") == "Exit fullscreen"
+    box = page.eval_on_selector(".stage", "e => [e.clientWidth, e.clientHeight, innerWidth, innerHeight]")
+    assert box[0] == box[2] and box[1] == box[3], f"the stage does not fill the screen: {box}"
+    page.click("#fullscreen")
+    page.wait_for_function("document.fullscreenElement === null", timeout=5000)
+    assert page.inner_text("#fullscreen") == "Fullscreen"
+    # Volume: raising it from muted unmutes; zero mutes again; every slot's element follows.
+    assert page.evaluate("document.querySelector('#player').muted") is True
+    set_volume = "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }"
+    page.eval_on_selector("#volume", set_volume, "0.3")
+    state = page.evaluate("[...document.querySelectorAll('#tiles video')].map(v => [v.volume, v.muted])")
+    assert all(abs(volume - 0.3) < 1e-6 and not muted for volume, muted in state), state
+    assert page.inner_text("#unmute") == "Mute"
+    page.eval_on_selector("#volume", set_volume, "0")
+    assert page.evaluate("document.querySelector('#player').muted") is True
+    host.click("#stop")
