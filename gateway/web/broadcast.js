@@ -12,7 +12,7 @@ const PRESETS = {
 
 const room = roomFromUrl();
 const state = { stream: null, pc: null, session: null, token: null, wantLive: false, attempt: 0, statsTimer: null,
-  last: null };
+  last: null, micOff: false, cameraOff: false, screen: null, liveSince: null };
 window.cherryStudio = state; // read by tests and by curious operators in the console
 
 function show(text, kind = "") {
@@ -55,15 +55,74 @@ async function openDevices() {
   const stream = await mediaDevices().getUserMedia(constraints);
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = stream;
-  $("#preview").srcObject = stream;
-  if (state.pc) { // swap tracks without renegotiating
-    for (const sender of state.pc.getSenders()) {
-      const track = stream.getTracks().find((t) => t.kind === sender.track?.kind);
-      if (track) await sender.replaceTrack(track);
-    }
-  }
+  applyToggles();
+  await useTracks();
   stage("");
 }
+
+// -- what goes out: the camera or a shared screen, the microphone; toggles keep the tracks negotiated ----
+
+function outgoingTracks() {
+  const audio = state.stream.getAudioTracks();
+  const video = state.screen ? [state.screen] : state.stream.getVideoTracks();
+  return [...video, ...audio];
+}
+
+async function useTracks() {
+  const tracks = outgoingTracks();
+  $("#preview").srcObject = new MediaStream(tracks.filter((t) => t.kind === "video"));
+  if (!state.pc) return;
+  for (const sender of state.pc.getSenders()) { // swap without renegotiating
+    const track = tracks.find((t) => t.kind === sender.track?.kind);
+    if (track && track !== sender.track) await sender.replaceTrack(track);
+  }
+}
+
+function applyToggles() {
+  // A disabled track sends silence or black: viewers keep their session and see the host come back at once.
+  state.stream.getAudioTracks().forEach((t) => { t.enabled = !state.micOff; });
+  state.stream.getVideoTracks().forEach((t) => { t.enabled = !state.cameraOff; });
+  const set = (selector, off, what) => {
+    $(selector).textContent = off ? `${what} on` : `${what} off`;
+    $(selector).setAttribute("aria-pressed", String(off));
+    $(selector).disabled = false;
+  };
+  set("#mic-toggle", state.micOff, "Mic");
+  set("#camera-toggle", state.cameraOff, "Camera");
+  $("#screen-share").textContent = state.screen ? "Stop sharing" : "Share screen";
+  $("#screen-share").setAttribute("aria-pressed", String(Boolean(state.screen)));
+  $("#screen-share").disabled = !navigator.mediaDevices?.getDisplayMedia;
+}
+
+async function toggleScreen() {
+  if (state.screen) {
+    const screen = state.screen;
+    state.screen = null;
+    screen.stop();
+  } else {
+    try {
+      const display = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 30 } }, audio: false });
+      state.screen = display.getVideoTracks()[0];
+      // The browser's own "Stop sharing" bar ends the track: back to the camera.
+      state.screen.addEventListener("ended", () => { if (state.screen) toggleScreen(); });
+    } catch (error) {
+      if (error.name !== "NotAllowedError") show(`Cannot share the screen: ${explain(error)}`, "error");
+      return;
+    }
+  }
+  applyToggles();
+  await useTracks();
+}
+
+function formatUptime(ms) {
+  const s = Math.floor(ms / 1000);
+  const [h, m] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60)];
+  const mmss = `${String(m).padStart(h ? 2 : 1, "0")}:${String(s % 60).padStart(2, "0")}`;
+  return h ? `${h}:${mmss}` : mmss;
+}
+setInterval(() => {
+  $("#fig-uptime").textContent = state.liveSince && state.wantLive ? formatUptime(Date.now() - state.liveSince) : "–";
+}, 500);
 
 async function applyBitrate() {
   if (!state.pc) return;
@@ -81,13 +140,14 @@ async function applyBitrate() {
 async function publishOnce() {
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   state.pc = pc;
-  for (const track of state.stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  for (const track of outgoingTracks()) pc.addTransceiver(track, { direction: "sendonly" });
   let connected = false;
   pc.addEventListener("connectionstatechange", () => {
     if (pc !== state.pc) return;
     if (pc.connectionState === "connected") {
       connected = true;
       state.attempt = 0;
+      state.liveSince = state.liveSince || Date.now(); // a reconnect keeps the broadcast's own start
       setLive(true);
       show("You are live.", "ok");
     } else if (pc.connectionState === "failed" || pc.connectionState === "disconnected") {
@@ -171,6 +231,7 @@ function teardown() {
 
 function stop() {
   state.wantLive = false;
+  state.liveSince = null;
   teardown();
   stopStats();
   setLive(false);
@@ -516,6 +577,9 @@ async function init() {
   };
   $("#go-live").onclick = goLive;
   $("#stop").onclick = stop;
+  $("#mic-toggle").onclick = () => { state.micOff = !state.micOff; applyToggles(); };
+  $("#camera-toggle").onclick = () => { state.cameraOff = !state.cameraOff; applyToggles(); };
+  $("#screen-share").onclick = () => toggleScreen();
   $("#preset").onchange = async () => { await openDevices().catch((e) => show(explain(e), "error")); await applyBitrate(); };
   $("#camera").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
   $("#microphone").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
