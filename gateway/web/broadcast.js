@@ -300,11 +300,54 @@ const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, i
   monitor: null };
 window.cherryStudioChat = chat;
 
-function moderationActions(message) {
-  if (!message.from || message.from.identity === chat.me || ["host", "admin"].includes(message.from.role)) return [];
-  const act = (action, extra = {}) => (m) => chat.events.send({ type: action, identity: m.from.identity, ...extra });
-  return [["on mic", act("guest_invite")], ["mute", act("mute", { duration_s: 600 })], ["kick", act("kick")],
-    ["ban", act("ban", { duration_s: 3600 })]];
+// -- the user card: moderation behind one click on a name, and a ban only after its confirmation -----------
+
+function moderatable(message) {
+  return message.from && message.from.identity !== chat.me && !["host", "admin"].includes(message.from.role);
+}
+
+function line(message) {
+  return feedLine(message, [], moderatable(message) ? openUserCard : null);
+}
+
+function openUserCard(message, anchor) {
+  const card = $("#user-card");
+  const identity = message.from.identity;
+  card.dataset.identity = identity;
+  $("#card-name").textContent = message.from.name || identity;
+  $("#card-identity").textContent = message.from.name ? `(${identity})` : "";
+  $("#card-confirm").hidden = true;
+  $("#card-actions").hidden = false;
+  const box = anchor.getBoundingClientRect();
+  card.style.top = `${window.scrollY + box.bottom + 4}px`;
+  card.style.left = `${window.scrollX + box.left}px`;
+  card.hidden = false;
+}
+
+function closeUserCard() {
+  $("#user-card").hidden = true;
+}
+
+function cardAction(type, extra = {}) {
+  chat.events.send({ type, identity: $("#user-card").dataset.identity, ...extra });
+  closeUserCard();
+}
+
+function wireUserCard() {
+  $("#card-mic").onclick = () => cardAction("guest_invite");
+  $("#card-mute").onclick = () => cardAction("mute", { duration_s: 600 });
+  $("#card-kick").onclick = () => cardAction("kick");
+  $("#card-ban").onclick = () => {
+    const select = $("#card-ban-for");
+    $("#card-confirm-text").textContent = `Ban ${$("#card-name").textContent} from this room for `
+      + `${select.options[select.selectedIndex].text}? They are removed now and cannot come back until then.`;
+    $("#card-actions").hidden = true;
+    $("#card-confirm").hidden = false;
+  };
+  $("#card-ban-yes").onclick = () => cardAction("ban", { duration_s: Number($("#card-ban-for").value) });
+  $("#card-ban-no").onclick = () => { $("#card-confirm").hidden = true; $("#card-actions").hidden = false; };
+  $("#card-close").onclick = closeUserCard;
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeUserCard(); });
 }
 
 function showGiftTotals() {
@@ -501,15 +544,15 @@ function startRoomEvents() {
       showGiftTotals();
       $("#likes").textContent = message.snapshot.likes;
       $("#audience").textContent = `${message.snapshot.viewers} watching · ${message.snapshot.online} in chat`;
-      $("#feed").replaceChildren(...message.snapshot.chat.map((m) => feedLine(m, moderationActions(m))));
+      $("#feed").replaceChildren(...message.snapshot.chat.map(line));
       showGuests(message.snapshot.layout || []);
       showBattle(message.snapshot.pk);
     },
-    chat(message) { appendCapped($("#feed"), feedLine(message, moderationActions(message))); },
+    chat(message) { appendCapped($("#feed"), line(message)); },
     gift(message) {
       chat.gifts[message.kind] = (chat.gifts[message.kind] || 0) + message.count;
       showGiftTotals();
-      appendCapped($("#feed"), feedLine(message, moderationActions(message)));
+      appendCapped($("#feed"), line(message));
     },
     likes(message) { $("#likes").textContent = message.total; },
     viewers(message) { $("#audience").textContent = `${message.count} watching · ${message.online} in chat`; },
@@ -577,6 +620,7 @@ async function init() {
   };
   $("#go-live").onclick = goLive;
   $("#stop").onclick = stop;
+  wireUserCard();
   $("#mic-toggle").onclick = () => { state.micOff = !state.micOff; applyToggles(); };
   $("#camera-toggle").onclick = () => { state.cameraOff = !state.cameraOff; applyToggles(); };
   $("#screen-share").onclick = () => toggleScreen();

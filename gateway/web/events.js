@@ -71,10 +71,15 @@ export function giftIcon(kind) {
 }
 
 /** One chat or gift line for a list, built with text nodes only (never innerHTML). */
-export function feedLine(message, actions = []) {
+// ``onName``: the sender's name becomes a button (the studio opens its user card there).
+export function feedLine(message, actions = [], onName = null) {
   const li = document.createElement("li");
   li.dataset.identity = message.from?.identity || "";
-  const who = document.createElement("b");
+  const who = document.createElement(onName ? "button" : "b");
+  if (onName) {
+    who.className = "name";
+    who.onclick = () => onName(message, who);
+  }
   who.textContent = message.from ? message.from.name || message.from.identity : "";
   if (message.from?.role === "host") who.className = "role-host";
   li.append(who, " ");

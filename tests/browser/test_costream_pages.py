@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.browser.test_pages import PIXELS, go_live
+from tests.browser.test_pages import PIXELS, go_live, moderate
 
 # The studio's monitor of its co-stream slots: the guest's inbound audio, as Chromium measures it.
 AUDIO_JS = """async () => {
@@ -44,7 +44,7 @@ def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gate
     guest.wait_for_selector("#gift-buttons button", timeout=15000)
     guest.fill("#chat-input", "can I sing?")
     guest.click("#composer button")
-    host.click("#feed li[data-identity=singer] button:has-text('on mic')", timeout=10000)
+    moderate(host, "singer", "on mic")
     guest.wait_for_selector("#guest-prompt:not([hidden])", timeout=10000)
     guest.click("#guest-accept")
     guest.wait_for_selector("#on-mic:not([hidden])", timeout=15000)

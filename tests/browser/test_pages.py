@@ -43,6 +43,19 @@ def go_live(context, base: str, room: str, identity: str = "host1", title: str =
     return page
 
 
+CARD_BUTTONS = {"on mic": "#card-mic", "mute": "#card-mute", "kick": "#card-kick", "ban": "#card-ban"}
+
+
+def moderate(host, identity: str, action: str) -> None:  # type: ignore[no-untyped-def]
+    """The host acts on a viewer through the user card: its name in the feed, then the action (a ban confirmed)."""
+    host.click(f"#feed li[data-identity={identity}] button.name", timeout=10000)
+    host.wait_for_selector("#user-card:not([hidden])", timeout=5000)
+    host.click(CARD_BUTTONS[action])
+    if action == "ban":
+        host.click("#card-ban-yes")
+    host.wait_for_selector("#user-card", state="hidden", timeout=5000)
+
+
 def open_player(context, base: str, room: str):  # type: ignore[no-untyped-def]
     page = context.new_page()
     page.goto(f"{base}/watch?room={room}")
@@ -178,8 +191,12 @@ def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway,
     viewer.click("#toggle-danmaku")
     assert viewer.inner_text("#toggle-danmaku") == "Danmaku off"
     viewer.screenshot(path=str(shots / "watch-chat.png"))
+    # No chips on the lines (gifts included): one name button each, the user card behind it.
+    assert host.locator("#feed li button.mini").count() == 0
+    assert host.locator("#feed li[data-identity=fan1] button.name").count() == host.locator(
+        "#feed li[data-identity=fan1]").count()
     # the host mutes the fan from the chat line
-    host.click("#feed li[data-identity=fan1] button:has-text('mute')")
+    moderate(host, "fan1", "mute")
     viewer.wait_for_selector("#feed li.mod-line:has-text('fan1 was muted')", timeout=5000)
     viewer.fill("#chat-input", "am I muted?")
     viewer.click("#composer button")

@@ -6,7 +6,7 @@ absence by waiting would only prove it for as long as the wait.
 
 from __future__ import annotations
 
-from tests.browser.test_pages import go_live
+from tests.browser.test_pages import go_live, moderate
 
 ENDED = "window.cherryPlayer.stopped === true && window.cherryPlayer.pc === null"
 
@@ -24,7 +24,7 @@ def _viewer(context, base: str, room: str, identity: str):  # type: ignore[no-un
 def test_a_kicked_viewer_sees_it_was_removed_and_is_not_rejoined(context, gateway):  # type: ignore[no-untyped-def]
     host = go_live(context, gateway.base, "end1", identity="anchor1")
     viewer = _viewer(context, gateway.base, "end1", "fan9")
-    host.click("#feed li[data-identity=fan9] button:has-text('kick')", timeout=10000)
+    moderate(host, "fan9", "kick")
     viewer.wait_for_selector("body[data-state=removed]", timeout=10000)
     assert "You were removed from this room." in viewer.inner_text("#stage-status")
     viewer.wait_for_function(ENDED, timeout=5000)
@@ -36,7 +36,15 @@ def test_a_kicked_viewer_sees_it_was_removed_and_is_not_rejoined(context, gatewa
 def test_a_banned_viewer_sees_a_clear_screen_now_and_on_its_next_visit(context, gateway):  # type: ignore[no-untyped-def]
     host = go_live(context, gateway.base, "end2", identity="anchor2")
     viewer = _viewer(context, gateway.base, "end2", "fan8")
-    host.click("#feed li[data-identity=fan8] button:has-text('ban')", timeout=10000)
+    # A ban asks first: cancelled, nothing happens; confirmed, the viewer is out.
+    host.click("#feed li[data-identity=fan8] button.name", timeout=10000)
+    host.click("#card-ban")
+    assert "Ban fan8 from this room for 1 day?" in host.inner_text("#card-confirm-text")
+    host.click("#card-ban-no")
+    assert host.is_visible("#card-actions") and not host.is_visible("#card-confirm")
+    host.click("#card-close")
+    assert viewer.evaluate("window.cherryPlayer.pc.connectionState") == "connected"
+    moderate(host, "fan8", "ban")
     viewer.wait_for_selector("body[data-state=banned]", timeout=10000)
     assert "You are banned from this room." in viewer.inner_text("#stage-status")
     viewer.wait_for_function(ENDED, timeout=5000)
