@@ -575,6 +575,14 @@ function startRoomEvents() {
     },
   });
   chat.events.connect();
+  // Opponents to pick from: the rooms live now (not this one, not one already in a battle), fresh on each focus.
+  $("#pk-room").onfocus = async () => {
+    const response = await fetch("/rooms").catch(() => null);
+    if (!response || !response.ok) return;
+    const { rooms } = await response.json();
+    $("#pk-opponents").replaceChildren(...rooms.filter((r) => r.room !== room && !r.pk).map((r) =>
+      new Option(`${r.title || r.room} · ${r.host || "host"} · ${r.viewers} watching`, r.room)));
+  };
   $("#pk-invite").onclick = () => {
     const target = $("#pk-room").value.trim();
     if (target) chat.events.send({ type: "pk_invite", room: target });

@@ -212,6 +212,11 @@ def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gat
     viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
     host_a.wait_for_function("window.cherryStudioChat.events.ws.readyState === 1", timeout=10000)
     host_b.wait_for_function("window.cherryStudioChat.events.ws.readyState === 1", timeout=10000)
+    # The opponent is picked from the rooms live now (this one and rooms in a battle left out).
+    host_a.focus("#pk-room")
+    host_a.wait_for_function("[...document.querySelectorAll('#pk-opponents option')].some(o => o.value === 'pk2')",
+                             timeout=5000)
+    assert "pk1" not in host_a.eval_on_selector_all("#pk-opponents option", "os => os.map(o => o.value)")
     host_a.fill("#pk-room", "pk2")
     host_a.click("#pk-invite")
     host_b.wait_for_selector("#pk-incoming:not([hidden])", timeout=10000)
