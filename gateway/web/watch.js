@@ -236,7 +236,7 @@ window.cherryChat = chat;
 function flyDanmaku(text) {
   if (!chat.danmaku || document.hidden) return;
   const layer = $("#danmaku");
-  const lanes = Math.max(3, Math.floor(layer.clientHeight / 34) - 1);
+  const lanes = Math.max(1, Math.floor(layer.clientHeight / 34));
   const now = performance.now();
   let lane = 0;
   for (let i = 0; i < lanes; i++) {
@@ -246,7 +246,7 @@ function flyDanmaku(text) {
   chat.lanes[lane] = now + 1500; // keep a lane free until the previous line has moved on
   const span = document.createElement("span");
   span.textContent = text;
-  span.style.top = `${8 + lane * 34}px`;
+  span.style.top = `${lane * 34}px`;
   span.style.animationDuration = `${7 + Math.random() * 2}s`;
   span.addEventListener("animationend", () => span.remove());
   layer.append(span);

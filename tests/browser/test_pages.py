@@ -183,6 +183,18 @@ def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway,
     viewer.click("#composer button")
     # the message flies over the video and lands in both feeds
     viewer.wait_for_selector("#danmaku span:has-text('first! 🎉')", timeout=5000)
+    # Danmaku stays clear of the controls and of where the PK scoreboard sits (shown here for the measurement).
+    boxes = viewer.evaluate("""() => {
+      const box = (s) => document.querySelector(s).getBoundingClientRect();
+      const board = document.querySelector('#scoreboard'); board.hidden = false;
+      const out = {layer: box('#danmaku'), controls: box('.stage .controls'), board: box('#scoreboard'),
+                   line: box('#danmaku span')};
+      board.hidden = true;
+      return out;
+    }""")
+    assert boxes["layer"]["bottom"] <= boxes["controls"]["top"], boxes
+    assert boxes["layer"]["top"] >= boxes["board"]["bottom"], boxes
+    assert boxes["line"]["bottom"] <= boxes["controls"]["top"], boxes
     host.wait_for_selector("#feed li:has-text('first! 🎉')", timeout=5000)
     viewer.click("#gift-buttons button[data-gift=rose]")
     host.wait_for_function("document.querySelector('#gift-totals').textContent.includes('1')", timeout=5000)
