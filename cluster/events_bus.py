@@ -376,7 +376,7 @@ class ClusterBus:
     # -- moderation across workers --------------------------------------------------------------------
 
     def control(self, kind: str, room: str, identity: str, until: float | None, reason: str) -> None:
-        """A kick or ban decided here: every worker applies it to its own sessions and sockets."""
+        """A kick, ban or unban decided here: every worker applies it to its own sessions, sockets and ban list."""
         self._control.add(kind, room, identity, until, reason)
         self._wake()
 

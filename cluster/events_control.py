@@ -51,6 +51,8 @@ class ControlStream:
                  "cid": f"{self._boot}:{next(self._ids)}", "from": self._boot}
         if kind == "ban" and until is not None:
             self._bans[(room, identity)] = until
+        elif kind == "unban":
+            self._bans.pop((room, identity), None)
         self._out.append(entry)
         self._recent.append((self._clock(), entry))
 
@@ -77,6 +79,9 @@ class ControlStream:
             for (room, identity), until in bans:
                 if until > now:
                     pipe.hset(wire.BANS, f"{room}\n{identity}", f"{until:.3f}")
+            for entry in batch:
+                if entry["k"] == "unban":
+                    pipe.hdel(wire.BANS, f"{entry['room']}\n{entry['identity']}")
             await pipe.execute()
         for _ in batch:
             self._out.popleft()
@@ -104,6 +109,9 @@ class ControlStream:
                 room.kick(identity, reason, "banned")
         elif entry.get("k") == "kick" and room is not None:
             room.kick(identity, reason)
+        elif entry.get("k") == "unban":
+            self._bans.pop((room_name, identity), None)
+            rooms.bans.unban(room_name, identity)
         log.info("room=%s participant=%s %s decided on another worker applied here", room_name, identity,
                  entry.get("k"))
 

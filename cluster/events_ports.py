@@ -82,6 +82,13 @@ class _ModeratedRoom:
         self._bus.control("ban", self._room.name, identity, until, reason)
         return until
 
+    def unban(self, identity: str, reason: str) -> bool:
+        # Every worker learns each ban (the control stream), so this worker's list answers for the cluster.
+        lifted = self._room.unban(identity, reason)
+        if lifted:
+            self._bus.control("unban", self._room.name, identity, None, reason)
+        return lifted
+
 
 class ClusterModeratedRooms:
     """``ports.ModeratedRooms`` for the moderator of a worker in a cluster."""

@@ -210,6 +210,17 @@ class Room:
         self.kick(identity, reason, "banned")
         return until
 
+    def unban(self, identity: str, reason: str) -> bool:
+        """Lift ``identity``'s ban here; False if it had none (or it had expired)."""
+        lifted = self._registry.bans.unban(self.name, identity)
+        if lifted:
+            self._log("participant=%s unbanned: %s", identity, reason)
+        return lifted
+
+    def bans_here(self) -> dict[str, float]:
+        """The bans in force in this room: identity -> until (epoch seconds)."""
+        return self._registry.bans.in_room(self.name)
+
     def banned_until(self, identity: str) -> float | None:
         return self._registry.bans.banned_until(self.name, identity)
 

@@ -297,7 +297,7 @@ function planMoveOffDrainingGateway(message) {
 // -- room events: chat, gifts, moderation ------------------------------------------------------------
 
 const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null, layout: [],
-  monitor: null };
+  monitor: null, bans: new Map() };
 window.cherryStudioChat = chat;
 
 // -- the user card: moderation behind one click on a name, and a ban only after its confirmation -----------
@@ -322,6 +322,25 @@ function openUserCard(message, anchor) {
   card.style.top = `${window.scrollY + box.bottom + 4}px`;
   card.style.left = `${window.scrollX + box.left}px`;
   card.hidden = false;
+}
+
+// The bans in force (the host's welcome lists them; moderation events keep the list current), each liftable.
+function showBans() {
+  const items = [...chat.bans.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([identity, until]) => {
+    const li = document.createElement("li");
+    li.dataset.identity = identity;
+    const when = until ? new Date(until).toLocaleString() : "";
+    li.append(`${identity} `, Object.assign(document.createElement("span"), { className: "meta",
+      textContent: when ? `until ${when} ` : "" }));
+    const lift = document.createElement("button");
+    lift.className = "mini";
+    lift.textContent = "unban";
+    lift.onclick = () => chat.events.send({ type: "unban", identity });
+    li.append(lift);
+    return li;
+  });
+  $("#bans").replaceChildren(...items);
+  $("#bans-count").textContent = String(items.length);
 }
 
 function closeUserCard() {
@@ -540,6 +559,8 @@ function startRoomEvents() {
   chat.events = new RoomEvents(room, state.token, {
     welcome(message) {
       chat.me = message.you.identity;
+      chat.bans = new Map((message.snapshot.bans || []).map((b) => [b.identity, b.until]));
+      showBans();
       chat.gifts = { ...message.snapshot.gifts };
       showGiftTotals();
       $("#likes").textContent = message.snapshot.likes;
@@ -556,7 +577,12 @@ function startRoomEvents() {
     },
     likes(message) { $("#likes").textContent = message.total; },
     viewers(message) { $("#audience").textContent = `${message.count} watching · ${message.online} in chat`; },
-    moderation(message) { appendCapped($("#feed"), feedLine(message)); },
+    moderation(message) {
+      appendCapped($("#feed"), feedLine(message));
+      if (message.action === "ban") chat.bans.set(message.target, message.until);
+      if (message.action === "unban") chat.bans.delete(message.target);
+      showBans();
+    },
     draining(message) { planMoveOffDrainingGateway(message); },
     ...costreamHandlers,
     error(message) {

@@ -51,6 +51,7 @@ from signaling.events.protocol import (
     parse_frame,
 )
 from signaling.events.quality import Quality
+from signaling.events.roles import BANNERS
 from signaling.events.scheduler import LoopScheduler
 from signaling.events.state import RoomState, default_layout
 from signaling.events.stats import new_stats
@@ -142,6 +143,9 @@ class EventHub:
             snapshot = replica.snapshot(client.identity, self.scheduler.now(), self.config)
         else:
             snapshot = self._snapshot(room, client.identity)
+        if client.role in BANNERS:  # the studio's unban list (every worker knows every ban)
+            snapshot = {**snapshot, "bans": [{"identity": identity, "until": int(until * 1000)}
+                                             for identity, until in sorted(room.bans_here().items())]}
         return {"type": "welcome", "v": VERSION, "room": room.name, "you": you, "snapshot": snapshot}
 
     def _snapshot(self, room: Room, identity: str) -> dict[str, Any]:

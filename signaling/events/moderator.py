@@ -1,4 +1,4 @@
-"""Moderation frames: mute, unmute, kick, ban.
+"""Moderation frames: mute, unmute, kick, ban, unban.
 
 Kicks and bans go through the relay room (``Room.kick`` / ``Room.ban``), the one place that ends an
 identity's media sessions and room sockets; mutes are chat-only and live in :class:`.Moderation`.
@@ -27,7 +27,7 @@ class Moderator:
     def handle(self, sender: Sender, frame: ClientFrame) -> None:
         action = frame.type
         role = sender.role
-        if role not in (BANNERS if action == "ban" else MODERATORS):
+        if role not in (BANNERS if action in ("ban", "unban") else MODERATORS):
             raise ProtocolError("not_allowed", f"{role} may not {action}", frame.ref)
         target = text_field(frame, "identity", 128)
         room = self._rooms.get(sender.room)
@@ -47,6 +47,8 @@ class Moderator:
         elif action == "ban":
             seconds = int_field(frame, "duration_s", 1, 86400 * 365, self._config.default_ban_s)
             until = room.ban(target, seconds, f"banned by {sender.identity}")
+        elif action == "unban" and not room.unban(target, f"unbanned by {sender.identity}"):
+            raise ProtocolError("unknown_target", f"{target!r} is not banned from this room", frame.ref)
         log.info("room=%s participant=%s moderation=%s target=%s until=%s", sender.room, sender.identity, action,
                  target, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(until)) if until else "-")
         self._fanout.broadcast(sender.room, {"type": "moderation", "action": action, "target": target,

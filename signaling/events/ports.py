@@ -79,6 +79,8 @@ class ModeratedRoom(Protocol):
 
     def ban(self, identity: str, seconds: float, reason: str) -> float: ...
 
+    def unban(self, identity: str, reason: str) -> bool: ...
+
 
 class StageRoom(Protocol):
     """A room as co-streaming sees it: its host, its guests on mic, its PK link."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
-MODERATION = ("mute", "unmute", "kick", "ban")
+MODERATION = ("mute", "unmute", "kick", "ban", "unban")
 PK = ("pk_invite", "pk_accept", "pk_reject", "pk_end")
 GUESTS = ("guest_invite", "guest_accept", "guest_reject", "guest_end")
 CLIENT_TYPES = ("chat", "gift", "like", "ping", "quality", *MODERATION, *PK, *GUESTS)

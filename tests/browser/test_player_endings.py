@@ -52,6 +52,15 @@ def test_a_banned_viewer_sees_a_clear_screen_now_and_on_its_next_visit(context, 
     again.goto(f"{gateway.base}/watch?room=end2&identity=fan8")
     again.wait_for_selector("body[data-state=banned]", timeout=10000)
     again.wait_for_function(ENDED, timeout=5000)
+    # The studio lists the ban, and lifting it lets the viewer back in.
+    host.wait_for_selector("#bans li[data-identity=fan8]", state="attached", timeout=5000)
+    assert host.inner_text("#bans-count") == "1"
+    host.click("#bans-box summary")
+    host.click("#bans li[data-identity=fan8] button:has-text('unban')")
+    host.wait_for_selector("#bans li[data-identity=fan8]", state="detached", timeout=5000)
+    back = context.new_page()
+    back.goto(f"{gateway.base}/watch?room=end2&identity=fan8")
+    back.wait_for_selector("body[data-state=playing]", timeout=20000)
     host.click("#stop")
 
 

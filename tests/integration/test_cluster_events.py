@@ -183,6 +183,18 @@ async def test_a_ban_decided_on_one_node_refuses_the_identity_on_the_other(clust
                 assert r.status == 403, await r.text()
                 assert (await r.json())["error"]["code"] == "banned"
         assert not other.closed.is_set()  # nobody else is touched
+        # Lifted on node a, lifted everywhere: the same socket request is accepted on both nodes again (426: every
+        # check passed, only the upgrade is missing from a plain GET).
+        await host.send(type="unban", identity="troll")
+        await other.next("moderation", action="unban", target="troll")
+        for node in (b, a):
+            token = await dev_token(http, node.base, room, "viewer", "troll")
+            for _ in range(50):  # node a lifted it before answering; node b learns it from the control stream
+                async with http.get(f"{node.base}/ws/{room}?token={token}") as r:
+                    if r.status != 403:
+                        break
+                await asyncio.sleep(0.1)
+            assert r.status == 426, f"node {node.base}: {r.status} {await r.text()}"
     finally:
         await close(host, troll, other)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -287,6 +288,20 @@ async def test_moderation_mute_kick_ban(gateway, http):
                                               again.pc.localDescription.sdp)
         await again.pc.close()
         assert status_code == 403 and "banned" in body
+        # The host's welcome lists the bans in force (its studio's unban list); an unban lifts it for good.
+        boss_again = await join(http, gateway, room, "host", "boss")
+        bans = boss_again.of("welcome")[0]["snapshot"]["bans"]
+        assert [b["identity"] for b in bans] == ["troll"] and bans[0]["until"] > time.time() * 1000, bans
+        await boss_again.close()
+        await fan.send(type="unban", identity="troll", ref="u0")
+        assert (await fan.next("error", ref="u0"))["code"] == "not_allowed"
+        await boss.send(type="unban", identity="troll")
+        assert (await fan.next("moderation", action="unban"))["target"] == "troll"
+        await boss.send(type="unban", identity="troll", ref="u1")
+        assert (await boss.next("error", ref="u1"))["code"] == "unknown_target"
+        back = await EventsClient.connect(http, gateway.base, room, troll_token)
+        assert "bans" not in back.of("welcome")[0]["snapshot"], "a viewer's welcome lists no bans"
+        await back.close()
     finally:
         for c in (boss, fan):
             await c.close()

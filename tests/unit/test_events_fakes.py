@@ -181,6 +181,11 @@ class FakeRoom:
         self.kick(identity, reason, "banned")
         return until
 
+    def unban(self, identity: str, reason: str) -> bool:
+        before = len(self.banned)
+        self.banned = [(who, until) for who, until in self.banned if who != identity]
+        return len(self.banned) < before
+
 
 class FakeRooms:
     def __init__(self, max_guests: int = 2) -> None:
