@@ -98,12 +98,13 @@ def test_fullscreen_and_volume_controls_work(context, gateway):  # type: ignore[
     page.wait_for_selector("body[data-state=playing]", timeout=20000)
     page.click("#fullscreen")
     page.wait_for_function("document.fullscreenElement === document.querySelector('.stage')", timeout=5000)
-    assert page.inner_text("#fullscreen") == "Exit fullscreen"
-    box = page.eval_on_selector(".stage", "e => [e.clientWidth, e.clientHeight, innerWidth, innerHeight]")
-    assert box[0] == box[2] and box[1] == box[3], f"the stage does not fill the screen: {box}"
+    page.wait_for_function("document.querySelector('#fullscreen').textContent === 'Exit fullscreen'", timeout=5000)
+    fills = "(() => { const e = document.querySelector('.stage'); " \
+            "return e.clientWidth === innerWidth && e.clientHeight === innerHeight; })()"
+    page.wait_for_function(fills, timeout=5000)  # the stage fills the screen (once the resize has happened)
     page.click("#fullscreen")
     page.wait_for_function("document.fullscreenElement === null", timeout=5000)
-    assert page.inner_text("#fullscreen") == "Fullscreen"
+    page.wait_for_function("document.querySelector('#fullscreen').textContent === 'Fullscreen'", timeout=5000)
     # Volume: raising it from muted unmutes; zero mutes again; every slot's element follows.
     assert page.evaluate("document.querySelector('#player').muted") is True
     set_volume = "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }"
