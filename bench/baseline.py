@@ -50,11 +50,14 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()
 
 
-class BaselineServer(StandInServer):
+class BaselineServer(StandInServer[BaselineRoom]):
     TOKEN = "baseline"
 
-    def __init__(self) -> None:
-        self.rooms: dict[str, BaselineRoom] = {}
+    async def close_room(self, room: BaselineRoom) -> None:
+        for task in room.drains:
+            task.cancel()
+        await asyncio.gather(*(pc.close() for pc in room.viewers.values()), return_exceptions=True)
+        await room.host_pc.close()
 
     async def stats(self, request: web.Request) -> web.Response:
         # No forwarding-delay figure: the baseline has no packet path to time.
@@ -79,15 +82,6 @@ class BaselineServer(StandInServer):
         self.rooms[name] = room
         return created(pc, f"/whip/{name}/{room.host_id}")
 
-    async def whip_delete(self, request: web.Request) -> web.Response:
-        name = request.match_info["room"]
-        room = self.rooms.get(name)
-        if room is None or room.host_id != request.match_info["session"]:
-            return error(404, "not_found", "no such session")
-        del self.rooms[name]
-        await _close_room(room)
-        return web.Response(status=200)
-
     async def whep(self, request: web.Request) -> web.Response:
         room = self.rooms.get(request.match_info["room"])
         if room is None or not room.tracks:
@@ -109,19 +103,6 @@ class BaselineServer(StandInServer):
             return error(404, "not_found", "no such session")
         await pc.close()
         return web.Response(status=200)
-
-    async def shutdown(self, app: web.Application) -> None:
-        rooms, self.rooms = list(self.rooms.values()), {}
-        await asyncio.gather(*(_close_room(room) for room in rooms), return_exceptions=True)
-
-
-async def _close_room(room: BaselineRoom) -> None:
-    for task in room.drains:
-        task.cancel()
-    await asyncio.gather(*(pc.close() for pc in room.viewers.values()), return_exceptions=True)
-    await room.host_pc.close()
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -119,11 +119,13 @@ def _peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
-class FloorServer(StandInServer):
+class FloorServer(StandInServer[FloorRoom]):
     TOKEN = "floor"
 
-    def __init__(self) -> None:
-        self.rooms: dict[str, FloorRoom] = {}
+    async def close_room(self, room: FloorRoom) -> None:
+        viewers, room.viewers = list(room.viewers.values()), {}
+        await asyncio.gather(*(v.pc.close() for v in viewers), return_exceptions=True)
+        await room.host_pc.close()
 
     async def stats(self, request: web.Request) -> web.Response:
         # The shape of the gateway's rooms list where the bench reads it (live, viewers, packets in).
@@ -158,15 +160,6 @@ class FloorServer(StandInServer):
         await pc.setLocalDescription(await pc.createAnswer())
         self.rooms[name] = room
         return created(pc, f"/whip/{name}/{room.host_id}")
-
-    async def whip_delete(self, request: web.Request) -> web.Response:
-        name = request.match_info["room"]
-        room = self.rooms.get(name)
-        if room is None or room.host_id != request.match_info["session"]:
-            return error(404, "not_found", "no such session")
-        del self.rooms[name]
-        await _close_room(room)
-        return web.Response(status=200)
 
     async def whep(self, request: web.Request) -> web.Response:
         name = request.match_info["room"]
@@ -209,10 +202,6 @@ class FloorServer(StandInServer):
         await viewer.pc.close()
         return web.Response(status=200)
 
-    async def shutdown(self, app: web.Application) -> None:
-        rooms, self.rooms = list(self.rooms.values()), {}
-        await asyncio.gather(*(_close_room(room) for room in rooms), return_exceptions=True)
-
 
 def _drop_viewer(room: FloorRoom, session: str) -> Viewer | None:
     viewer = room.viewers.pop(session, None)
@@ -221,14 +210,6 @@ def _drop_viewer(room: FloorRoom, session: str) -> Viewer | None:
             if kind in room.tracks:
                 room.tracks[kind].remove(port)
     return viewer
-
-
-async def _close_room(room: FloorRoom) -> None:
-    viewers, room.viewers = list(room.viewers.values()), {}
-    await asyncio.gather(*(v.pc.close() for v in viewers), return_exceptions=True)
-    await room.host_pc.close()
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

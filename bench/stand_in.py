@@ -3,16 +3,30 @@ bench drives a gateway through, and their WHIP/WHEP answers. Each stand-in suppl
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Generic, Protocol, TypeVar
 
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
 
-class StandInServer:
-    """The gateway's routes as the bench uses them; ``TOKEN`` is what its /dev/token hands out."""
+class StandInRoom(Protocol):
+    host_id: str
+
+
+R = TypeVar("R", bound=StandInRoom)
+
+
+class StandInServer(Generic[R]):
+    """The gateway's routes as the bench uses them; ``TOKEN`` is what its /dev/token hands out. A stand-in keeps
+    its rooms by name and says how one closes (:meth:`close_room`); ending the host's session and shutting down
+    are the same for both."""
 
     TOKEN = "stand-in"
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, R] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 16)
@@ -39,7 +53,13 @@ class StandInServer:
         raise NotImplementedError
 
     async def whip_delete(self, request: web.Request) -> web.Response:
-        raise NotImplementedError
+        name = request.match_info["room"]
+        room = self.rooms.get(name)
+        if room is None or room.host_id != request.match_info["session"]:
+            return error(404, "not_found", "no such session")
+        del self.rooms[name]
+        await self.close_room(room)
+        return web.Response(status=200)
 
     async def whep(self, request: web.Request) -> web.Response:
         raise NotImplementedError
@@ -48,6 +68,10 @@ class StandInServer:
         raise NotImplementedError
 
     async def shutdown(self, app: web.Application) -> None:
+        rooms, self.rooms = list(self.rooms.values()), {}
+        await asyncio.gather(*(self.close_room(room) for room in rooms), return_exceptions=True)
+
+    async def close_room(self, room: R) -> None:
         raise NotImplementedError
 
 
