@@ -71,17 +71,20 @@ class ControlStream:
             return
         batch = list(self._out)
         now = self._wall()
-        bans = self._bans.items() if self._rewrite_bans else \
-            [((e["room"], e["identity"]), e["until"]) for e in batch if e["k"] == "ban" and e["until"]]
+        # The ban table follows this worker's bans as they are now: every ban or unban in the batch (a ban lifted
+        # and laid again in one batch ends banned), and after a restart all of them.
+        touched = {(e["room"], e["identity"]) for e in batch if e["k"] in ("ban", "unban")}
+        if self._rewrite_bans:
+            touched |= self._bans.keys()
         async with redis.pipeline(transaction=False) as pipe:
             for entry in batch:
                 pipe.xadd(wire.CONTROL, {"e": wire.dumps(entry)}, maxlen=10000, approximate=True)
-            for (room, identity), until in bans:
-                if until > now:
+            for room, identity in touched:
+                until = self._bans.get((room, identity))
+                if until is not None and until > now:
                     pipe.hset(wire.BANS, f"{room}\n{identity}", f"{until:.3f}")
-            for entry in batch:
-                if entry["k"] == "unban":
-                    pipe.hdel(wire.BANS, f"{entry['room']}\n{entry['identity']}")
+                else:
+                    pipe.hdel(wire.BANS, f"{room}\n{identity}")
             await pipe.execute()
         for _ in batch:
             self._out.popleft()

@@ -47,8 +47,10 @@ class Moderator:
         elif action == "ban":
             seconds = int_field(frame, "duration_s", 1, 86400 * 365, self._config.default_ban_s)
             until = room.ban(target, seconds, f"banned by {sender.identity}")
-        elif action == "unban" and not room.unban(target, f"unbanned by {sender.identity}"):
-            raise ProtocolError("unknown_target", f"{target!r} is not banned from this room", frame.ref)
+        elif action == "unban":
+            lifted = room.unban(target, f"unbanned by {sender.identity}")
+            if not lifted:
+                raise ProtocolError("unknown_target", f"{target!r} is not banned from this room", frame.ref)
         log.info("room=%s participant=%s moderation=%s target=%s until=%s", sender.room, sender.identity, action,
                  target, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(until)) if until else "-")
         self._fanout.broadcast(sender.room, {"type": "moderation", "action": action, "target": target,
