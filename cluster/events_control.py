@@ -1,10 +1,11 @@
-"""Kicks and bans across workers: a room's owner decides them, every worker applies them to its own.
+"""Kicks, bans and unbans across workers: a room's owner decides them, every worker applies them to its own.
 
 A kick or ban is decided once, at the room's owner, which ends the identity's sessions and sockets
 there (``relay.room.Room.kick`` / ``ban``). The decision also goes to the ``control`` stream that every
 worker reads: each ends the identity's sessions and sockets it holds in the room, and a ban goes into
 its own ``Rooms.bans``, so WHIP, WHEP and sockets are refused on every worker for as long as it lasts.
-Bans in force are also kept in the ``bans`` hash, loaded by a worker when it starts.
+Bans in force are also kept in the ``bans`` hash, loaded by a worker when it starts; an unban deletes
+its entry there and lifts the ban on every worker.
 
 Entries wait in a bounded backlog while Redis is away, and the last minute's go again after Redis
 was away or restarted; receivers apply each entry once (by its id), so a repeated kick never ends a
