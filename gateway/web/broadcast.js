@@ -1,7 +1,7 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
-  iceFailure, mediaDevices, PageError, pageSettings, roomFromUrl, sleep } from "/static/common.js";
+  iceFailure, mediaDevices, PageError, pageSettings, REFUSED_FOR_GOOD, roomFromUrl, sleep } from "/static/common.js";
 
 const PRESETS = {
   360: { width: 640, height: 360, fps: 30, bitrate: 800_000 },
@@ -174,9 +174,8 @@ async function goLive() {
   }
 }
 
-// Refusals a retry would not change: said once, not looped on.
-const PERMANENT = ["unauthorized", "forbidden", "banned", "bad_room_name", "host_already_live", "no_common_codec",
-  "bad_sdp"];
+// Refusals a retry would not change for a host: the shared ones, a room already live, an unusable offer.
+const PERMANENT = [...REFUSED_FOR_GOOD, "host_already_live", "no_common_codec", "bad_sdp"];
 
 function permanentError(error) {
   return (error instanceof GatewayError && PERMANENT.includes(error.code))

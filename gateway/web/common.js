@@ -54,6 +54,9 @@ export class GatewayError extends Error {
   }
 }
 
+/** Refusals no retry would change (a bad token or room name, a ban): a page says them once and stops. */
+export const REFUSED_FOR_GOOD = ["unauthorized", "forbidden", "banned", "bad_room_name", "bad_query"];
+
 /** A problem on this side (the browser, its network, the page's address), with a code and plain words. */
 export class PageError extends Error {
   constructor(code, message) {

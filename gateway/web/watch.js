@@ -1,6 +1,6 @@
 // Player: WHEP playback, "waiting for host" while the host is away, automatic resume and retry.
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
-  iceFailure, mediaDevices, PageError, roomFromUrl, sleep } from "/static/common.js";
+  iceFailure, mediaDevices, PageError, REFUSED_FOR_GOOD, roomFromUrl, sleep } from "/static/common.js";
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 // Frames decoded after a "host offline" event before the player shows the stream as playing again.
 const RESUME_FRAMES = 5;
@@ -59,8 +59,6 @@ async function playOnce() {
   state.mainMid = pc.getTransceivers()[0].mid; // slot 0: this room's host, whose quality the overlay shows
 }
 
-// What retrying cannot change: the end of the page, not a loop.
-const FINAL_REFUSALS = ["unauthorized", "forbidden", "banned", "bad_room_name", "bad_query"];
 let running = false;
 // The loop's waits end early when the page starts over (a pasted token), so the old loop is gone at once.
 let wake = null;
@@ -92,7 +90,7 @@ async function connectLoop(reason = "") {
           stage(explain(error));
           return;
         }
-        if (error instanceof GatewayError && FINAL_REFUSALS.includes(error.code)) {
+        if (error instanceof GatewayError && REFUSED_FOR_GOOD.includes(error.code)) {
           refusedWith(error.code, error.message);
           return;
         }
