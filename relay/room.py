@@ -47,6 +47,7 @@ class Slot:
     room: str
     identity: str | None
     publications: dict[str, Publication]
+    muted: frozenset[str] = frozenset()  # kinds the host silenced for everyone: the slot carries none of them
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ class Room:
         self.guests: dict[str, Member] = {}  # by session id
         self.guest_publications: dict[str, dict[str, Publication]] = {}
         self.guest_grants: set[str] = set()  # identities the host put on mic (until guest_end)
+        self.guest_mutes: dict[str, frozenset[str]] = {}  # guest identity -> kinds the host muted for everyone
         self.pk_partner: Room | None = None
         self.viewers: dict[str, _Viewer] = {}  # by session id
         # Pipes to edge workers (each carries every slot of the layout once); not viewers of this room.
@@ -199,6 +201,7 @@ class Room:
     def kick(self, identity: str, reason: str, why: str = "kicked") -> tuple[int, int]:
         """End ``identity``'s sessions and sockets here; (sessions, sockets) ended."""
         self.guest_grants.discard(identity)
+        self.guest_mutes.pop(identity, None)
         participant = self.participants.get(identity)
         if participant is None:
             return 0, 0
@@ -234,13 +237,15 @@ class Room:
         if partner is not None:
             slots.append(Slot(len(slots), "partner", partner.name, partner.host_identity, partner.publications))
         for sid, guest in self.guests.items():
-            slots.append(Slot(len(slots), "guest", self.name, guest.identity, self.guest_publications.get(sid, {})))
+            slots.append(Slot(len(slots), "guest", self.name, guest.identity, self.guest_publications.get(sid, {}),
+                              self.guest_mutes.get(guest.identity, frozenset())))
         return slots
 
     def _follow(self, subscriptions: list[Subscription], slots: list[Slot]) -> None:
         for subscription in subscriptions:
             slot = slots[subscription.slot] if subscription.slot < len(slots) else None
-            subscription.switch_source(slot.publications.get(subscription.kind) if slot else None)
+            live = slot is not None and subscription.kind not in slot.muted
+            subscription.switch_source(slot.publications.get(subscription.kind) if live else None)
 
     def _refresh(self) -> None:
         """Point every viewer subscription at its slot's current publication."""
@@ -278,10 +283,29 @@ class Room:
     def revoke_guest(self, identity: str, reason: str) -> int:
         """Off mic: the grant ends and so do the identity's guest sessions; how many ended."""
         self.guest_grants.discard(identity)
+        self.guest_mutes.pop(identity, None)
         ended = [g for g in self.guests.values() if g.identity == identity]
         for guest in ended:
             guest.close(reason)
         return len(ended)
+
+    def mute_guest(self, identity: str, kind: str, muted: bool) -> bool:
+        """The host silences (or gives back) a guest's audio or video for everyone: its slot stops carrying
+        that track, so no viewer, edge or monitor gets a packet of it, whatever the guest's own page does.
+        Lasts while the guest is on mic (a new session of it stays muted); True if it changed anything."""
+        if identity not in self.guest_grants:
+            raise NotOnMic(f"{identity!r} is not on mic in room {self.name!r}")
+        current = self.guest_mutes.get(identity, frozenset())
+        wanted = current | {kind} if muted else current - {kind}
+        if wanted == current:
+            return False
+        if wanted:
+            self.guest_mutes[identity] = wanted
+        else:
+            del self.guest_mutes[identity]
+        self._log("participant=%s %s %s for everyone", identity, "muted" if muted else "unmuted", kind)
+        self._refresh()
+        return True
 
     def claim_guest(self, session: Member) -> None:
         """A guest on mic takes a slot; the same identity replaces its stale session."""
@@ -522,6 +546,7 @@ class Room:
         self.guests.clear()
         self.guest_publications.clear()
         self.guest_grants.clear()
+        self.guest_mutes.clear()
         self.host = None
         self._registry._forget(self, reason)
         for participant in participants:

@@ -1,5 +1,6 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
+import { UserCard } from "/static/usercard.js";
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   iceFailure, mediaDevices, PageError, pageSettings, REFUSED_FOR_GOOD, roomFromUrl, sleep } from "/static/common.js";
 
@@ -296,7 +297,7 @@ function planMoveOffDrainingGateway(message) {
 // -- room events: chat, gifts, moderation ------------------------------------------------------------
 
 const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null, layout: [],
-  monitor: null, bans: new Map() };
+  monitor: null, bans: new Map(), card: null };
 window.cherryStudioChat = chat;
 
 // -- the user card: moderation behind one click on a name, and a ban only after its confirmation -----------
@@ -310,17 +311,7 @@ function line(message) {
 }
 
 function openUserCard(message, anchor) {
-  const card = $("#user-card");
-  const identity = message.from.identity;
-  card.dataset.identity = identity;
-  $("#card-name").textContent = message.from.name || identity;
-  $("#card-identity").textContent = message.from.name ? `(${identity})` : "";
-  $("#card-confirm").hidden = true;
-  $("#card-actions").hidden = false;
-  const box = anchor.getBoundingClientRect();
-  card.style.top = `${window.scrollY + box.bottom + 4}px`;
-  card.style.left = `${window.scrollX + box.left}px`;
-  card.hidden = false;
+  chat.card.open(message.from, anchor, ["invite", "mute", "kick", "ban"]);
 }
 
 // The bans in force (the host's welcome lists them; moderation events keep the list current), each liftable.
@@ -340,32 +331,6 @@ function showBans() {
   });
   $("#bans").replaceChildren(...items);
   $("#bans-count").textContent = String(items.length);
-}
-
-function closeUserCard() {
-  $("#user-card").hidden = true;
-}
-
-function cardAction(type, extra = {}) {
-  chat.events.send({ type, identity: $("#user-card").dataset.identity, ...extra });
-  closeUserCard();
-}
-
-function wireUserCard() {
-  $("#card-mic").onclick = () => cardAction("guest_invite");
-  $("#card-mute").onclick = () => cardAction("mute", { duration_s: 600 });
-  $("#card-kick").onclick = () => cardAction("kick");
-  $("#card-ban").onclick = () => {
-    const select = $("#card-ban-for");
-    $("#card-confirm-text").textContent = `Ban ${$("#card-name").textContent} from this room for `
-      + `${select.options[select.selectedIndex].text}? They are removed now and cannot come back until then.`;
-    $("#card-actions").hidden = true;
-    $("#card-confirm").hidden = false;
-  };
-  $("#card-ban-yes").onclick = () => cardAction("ban", { duration_s: Number($("#card-ban-for").value) });
-  $("#card-ban-no").onclick = () => { $("#card-confirm").hidden = true; $("#card-actions").hidden = false; };
-  $("#card-close").onclick = closeUserCard;
-  document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeUserCard(); });
 }
 
 function showGiftTotals() {
@@ -461,7 +426,8 @@ function showGuests(slots) {
     if (!guest) continue;
     tile.dataset.identity = guest.identity;
     const name = document.createElement("span");
-    name.textContent = `${guest.identity} on mic${guest.live ? "" : " (connecting)"}`;
+    name.textContent = `${guest.identity} on mic${guest.live ? "" : " (connecting)"}`
+      + (guest.muted?.length ? ` · ${guest.muted.map((k) => (k === "audio" ? "muted" : "video hidden")).join(", ")}` : "");
     const hear = document.createElement("button");
     hear.className = "mini";
     hear.textContent = tile.dataset.muted === "yes" ? "unmute for me" : "mute for me";
@@ -469,12 +435,24 @@ function showGuests(slots) {
       tile.dataset.muted = tile.dataset.muted === "yes" ? "no" : "yes";
       showGuests(chat.layout);
     };
+    // Muting for everyone is the gateway's: it stops carrying the track, whatever the guest's page does.
+    const muted = guest.muted || [];
+    const forAll = (kind, on, off) => {
+      const button = document.createElement("button");
+      button.className = "mini";
+      button.dataset.kind = kind;
+      button.textContent = muted.includes(kind) ? off : on;
+      button.onclick = () => chat.events.send({ type: "guest_mute", identity: guest.identity, kind,
+        muted: !muted.includes(kind) });
+      return button;
+    };
     const end = document.createElement("button");
     end.className = "mini";
     end.textContent = "end";
     end.title = "take this guest off mic";
     end.onclick = () => chat.events.send({ type: "guest_end", identity: guest.identity });
-    tile.querySelector(".guest-bar").replaceChildren(name, hear, end);
+    tile.querySelector(".guest-bar").replaceChildren(name, hear, forAll("audio", "mute for all", "unmute for all"),
+      forAll("video", "hide video", "show video"), end);
   }
   if (guests.length && state.token) openMonitor();
   else closeMonitor();
@@ -653,7 +631,7 @@ async function init() {
   };
   $("#go-live").onclick = goLive;
   $("#stop").onclick = stop;
-  wireUserCard();
+  chat.card = new UserCard((frame) => chat.events?.send(frame));
   $("#mic-toggle").onclick = () => { state.micOff = !state.micOff; applyToggles(); };
   $("#camera-toggle").onclick = () => { state.cameraOff = !state.cameraOff; applyToggles(); };
   $("#screen-share").onclick = () => toggleScreen();

@@ -52,6 +52,16 @@ export class RoomEvents {
     }
   }
 
+  /** Go on with another token (a guest's on mic, the viewer's again after): the socket reconnects with it. */
+  useToken(token) {
+    if (token === this.token) return;
+    this.token = token;
+    const old = this.ws;
+    this.ws = null; // its close is not this socket's: no reconnect from it
+    old?.close(1000);
+    this.connect();
+  }
+
   send(frame) {
     if (this.ws?.readyState !== WebSocket.OPEN) return null;
     const ref = `r${++this.refs}`;

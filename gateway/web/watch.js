@@ -2,6 +2,7 @@
 import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
   iceFailure, mediaDevices, PageError, REFUSED_FOR_GOOD, roomFromUrl, sleep } from "/static/common.js";
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
+import { UserCard } from "/static/usercard.js";
 // Frames decoded after a "host offline" event before the player shows the stream as playing again.
 const RESUME_FRAMES = 5;
 
@@ -191,6 +192,11 @@ function applyLayout(slots) {
     // On mic, this page's own slot comes back from the gateway too: shown (a preview) but never heard (no echo).
     const mine = slot.role === "guest" && slot.identity === chat.me && chat.guest !== null;
     if (slot.slot > 0) tile.querySelector("video").muted = mine || video.muted;
+    if (mine) {
+      const muted = slot.muted || [];
+      $("#host-muted").textContent = muted.length ? `The host ${muted.includes("audio") ? "muted your mic" : ""}`
+        + `${muted.length > 1 ? " and " : ""}${muted.includes("video") ? "hid your camera" : ""} for everyone.` : "";
+    }
     const label = slot.role === "partner" ? `${slot.identity || "partner"} · ${slot.room}`
       : slot.role === "guest" ? `${mine ? "you" : slot.identity} · on mic` : (slots.length > 1 ? slot.identity || "" : "");
     $(`#name-${slot.slot}`).textContent = label;
@@ -228,7 +234,8 @@ setInterval(tickBattle, 500);
 
 // -- room events: danmaku, chat, gifts, likes, counts ---------------------------------------------
 
-const chat = { events: null, danmaku: true, lanes: [], likes: 0, layout: [], battle: null, guest: null, me: null };
+const chat = { events: null, danmaku: true, lanes: [], likes: 0, layout: [], battle: null, guest: null, me: null,
+  card: null };
 window.cherryChat = chat;
 
 function flyDanmaku(text) {
@@ -263,13 +270,26 @@ const CHAT_ERRORS = {
   filtered: "That message was not published.",
 };
 
+// A name opens its user card: a guest on mic moderates (mute, kick: what the protocol gives guests), anyone
+// else sees the name alone. The host, admins and this page's own user are nobody's to act on.
+function line(message) {
+  return feedLine(message, [], message.from ? openCard : null);
+}
+
+function openCard(message, anchor) {
+  const from = message.from;
+  const actionable = chat.guest && from.identity !== chat.me && !["host", "admin"].includes(from.role);
+  chat.card.open(from, anchor, actionable ? ["mute", "kick"] : []);
+}
+
 function startRoomEvents() {
+  chat.card = chat.card || new UserCard((frame) => chat.events?.send(frame));
   chat.events = new RoomEvents(room, state.token, {
     welcome(message) {
       const snap = message.snapshot;
       chat.me = message.you.identity;
       $("#chat-state").textContent = "";
-      $("#feed").replaceChildren(...snap.chat.map((m) => feedLine(m)));
+      $("#feed").replaceChildren(...snap.chat.map(line));
       $("#chat-input").maxLength = snap.max_chat_length;
       chat.likes = snap.likes;
       $("#likes").textContent = chat.likes;
@@ -307,12 +327,18 @@ function startRoomEvents() {
       $("#guest-prompt").hidden = false;
     },
     guest_token(message) { goOnMic(message.token); },
+    session_closed(message) {
+      if (message.endpoint !== "whip" || !chat.guest) return;
+      leaveMic();
+      $("#mic-notice").textContent = `You are off mic: ${message.reason}.`;
+      $("#mic-notice").hidden = false;
+    },
     chat(message) {
-      appendCapped($("#feed"), feedLine(message));
+      appendCapped($("#feed"), line(message));
       flyDanmaku(message.text);
     },
     gift(message) {
-      appendCapped($("#feed"), feedLine(message));
+      appendCapped($("#feed"), line(message));
       flyDanmaku(`${message.from.name || message.from.identity} ${giftIcon(message.kind)}×${message.count}`);
     },
     likes(message) { chat.likes = message.total; $("#likes").textContent = chat.likes; },
@@ -355,6 +381,7 @@ function startRoomEvents() {
 
 async function goOnMic(token) {
   $("#guest-prompt").hidden = true;
+  $("#mic-notice").hidden = true;
   try {
     const stream = await mediaDevices().getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 360 } },
       audio: true });
@@ -362,6 +389,7 @@ async function goOnMic(token) {
     for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
     const session = await exchange(pc, `/whip/${encodeURIComponent(room)}`, token);
     chat.guest = { pc, stream, session, token };
+    chat.events.useToken(token); // on mic the socket acts as guest: moderation
     $("#on-mic").hidden = false;
     setToggle("#mic-toggle", stream.getAudioTracks(), "mic");
     setToggle("#camera-toggle", stream.getVideoTracks(), "camera");
@@ -395,7 +423,9 @@ function leaveMic() {
   guest.stream.getTracks().forEach((t) => t.stop());
   endSession(guest.session, guest.token);
   chat.guest = null;
+  chat.events.useToken(state.token);
   $("#on-mic").hidden = true;
+  chat.card.close();
   applyLayout(chat.layout);
 }
 

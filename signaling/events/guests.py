@@ -3,6 +3,9 @@
     invited --guest_accept--> on mic (Room.grant_guest; a guest token to publish with WHIP) --guest_end--> off mic
        \\--guest_reject / no answer in costream.guest_invite_timeout_s / room closed--> dropped
 
+While a guest is on mic the host may mute its audio or video for everyone (``guest_mute``): the relay
+stops carrying that track, and the layout says so (``muted``).
+
 The relay holds the grant (``Room.guest_grants``): a guest token acts as guest only while it lasts.
 """
 
@@ -13,8 +16,9 @@ import logging
 from dataclasses import dataclass
 
 from relay.config import CostreamConfig
+from relay.errors import NotOnMic
 from signaling.events.ports import Fanout, Minter, Scheduler, Sender, StageRooms, Timer
-from signaling.events.protocol import ClientFrame, ProtocolError, text_field
+from signaling.events.protocol import ClientFrame, ProtocolError, bool_field, choice_field, text_field
 from signaling.events.roles import HOSTS, require_host
 
 log = logging.getLogger("cherry.signaling.costream")
@@ -47,6 +51,8 @@ class GuestsOnMic:
             self._answer(sender, frame, frame.type == "guest_accept")
         elif frame.type == "guest_end":
             self._end(sender, frame)
+        elif frame.type == "guest_mute":
+            self._mute(sender, frame)
 
     def _invite(self, sender: Sender, frame: ClientFrame) -> None:
         room = require_host(self._rooms, sender, frame)
@@ -99,6 +105,15 @@ class GuestsOnMic:
         if room is None or identity not in room.guest_grants:
             raise ProtocolError("unknown_target", f"{identity!r} is not on mic", frame.ref)
         room.revoke_guest(identity, f"off mic ({sender.identity})")
+
+    def _mute(self, sender: Sender, frame: ClientFrame) -> None:
+        room = require_host(self._rooms, sender, frame)
+        identity = text_field(frame, "identity", 128)
+        kind = choice_field(frame, "kind", ("audio", "video"))
+        try:
+            room.mute_guest(identity, kind, bool_field(frame, "muted", True))  # the layout frame tells everyone
+        except NotOnMic as exc:
+            raise ProtocolError("unknown_target", f"{identity!r} is not on mic", frame.ref) from exc
 
     def room_closed(self, room: str) -> None:
         for invitation in [i for i in self.invitations.values() if i.room == room]:

@@ -61,7 +61,7 @@ log = logging.getLogger("cherry.signaling.events")
 
 def layout_of(room: Room) -> list[dict[str, Any]]:
     return [{"slot": s.index, "role": s.role, "room": s.room, "identity": s.identity,
-             "live": bool(s.publications)} for s in room.layout()]
+             "live": bool(s.publications), "muted": sorted(s.muted)} for s in room.layout()]
 
 
 class EventHub:

@@ -115,6 +115,9 @@ class Stage:
     def revoke_guest(self, identity: str, reason: str) -> int:
         raise NotImplementedError("guests are granted by the room's owner")
 
+    def mute_guest(self, identity: str, kind: str, muted: bool) -> bool:
+        raise NotImplementedError("guests are muted by the room's owner")
+
 
 def _identity(host: HasIdentity | None) -> str | None:
     return host.identity if host is not None else None
@@ -169,6 +172,9 @@ class LocalStage(Stage):
 
     def revoke_guest(self, identity: str, reason: str) -> int:
         return self.room.revoke_guest(identity, reason)
+
+    def mute_guest(self, identity: str, kind: str, muted: bool) -> bool:
+        return self.room.mute_guest(identity, kind, muted)
 
 
 class RemoteStage(Stage):

@@ -17,7 +17,7 @@ from typing import Any
 VERSION = 1
 MODERATION = ("mute", "unmute", "kick", "ban", "unban")
 PK = ("pk_invite", "pk_accept", "pk_reject", "pk_end")
-GUESTS = ("guest_invite", "guest_accept", "guest_reject", "guest_end")
+GUESTS = ("guest_invite", "guest_accept", "guest_reject", "guest_end", "guest_mute")
 CLIENT_TYPES = ("chat", "gift", "like", "ping", "quality", *MODERATION, *PK, *GUESTS)
 
 # Close codes (docs/protocol.md, "Close codes").
@@ -130,6 +130,20 @@ def text_field(frame: ClientFrame, name: str, max_length: int) -> str:
     value = value.strip()
     if len(value) > max_length:
         raise ProtocolError("bad_message", f"'{name}' is longer than {max_length} characters", frame.ref)
+    return value
+
+
+def choice_field(frame: ClientFrame, name: str, choices: tuple[str, ...]) -> str:
+    value = frame.data.get(name)
+    if value not in choices:
+        raise ProtocolError("bad_message", f"'{name}' must be one of {', '.join(choices)}", frame.ref)
+    return str(value)
+
+
+def bool_field(frame: ClientFrame, name: str, default: bool) -> bool:
+    value = frame.data.get(name, default)
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_message", f"'{name}' must be true or false", frame.ref)
     return value
 
 

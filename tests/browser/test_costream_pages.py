@@ -83,3 +83,65 @@ def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gate
     host.wait_for_selector('#guests .guest[data-slot="1"]', state="hidden", timeout=10000)
     host.wait_for_function("window.cherryStudioChat.monitor === null", timeout=10000)
     host.click("#stop")
+
+
+BYTES_JS = f"({AUDIO_JS})().then(a => a ? a.bytes : 0)"
+
+
+def _on_mic(context, base: str, room: str, host, identity: str):  # type: ignore[no-untyped-def]
+    """A viewer page that chats, is invited on mic through the studio's user card, and accepts."""
+    guest = context.new_page()
+    guest.goto(f"{base}/watch?room={room}&identity={identity}")
+    guest.wait_for_selector("#gift-buttons button", timeout=15000)
+    guest.fill("#chat-input", "can I sing?")
+    guest.click("#composer button")
+    moderate(host, identity, "on mic")
+    guest.wait_for_selector("#guest-prompt:not([hidden])", timeout=10000)
+    guest.click("#guest-accept")
+    guest.wait_for_selector("#on-mic:not([hidden])", timeout=15000)
+    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level > 0)", timeout=15000)
+    return guest
+
+
+def test_the_host_mutes_its_guest_for_everyone_and_the_guest_moderates(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "mic2", identity="anchor2")
+    guest = _on_mic(context, gateway.base, "mic2", host, "singer2")
+    bar = '#guests .guest[data-slot="1"] .guest-bar'
+
+    # Muted for all: the gateway stops carrying the guest's voice (its page still sends), the guest is told.
+    host.click(f'{bar} button[data-kind="audio"]')
+    guest.wait_for_function("document.querySelector('#host-muted').textContent.includes('muted your mic')",
+                            timeout=10000)
+    host.wait_for_function("document.querySelector('#guests').innerText.includes('muted')", timeout=10000)
+    before = host.evaluate(BYTES_JS)
+    host.wait_for_timeout(1500)  # an observation window: no audio bytes may arrive in it
+    settled = host.evaluate(BYTES_JS)
+    host.wait_for_timeout(1500)
+    assert host.evaluate(BYTES_JS) == settled, f"muted guest's audio still arriving ({before} -> {settled} -> more)"
+    host.click(f'{bar} button[data-kind="audio"]')  # unmute for all
+    host.wait_for_function(f"{BYTES_JS}.then(b => b > {settled})", timeout=10000)
+    guest.wait_for_function("document.querySelector('#host-muted').textContent === ''", timeout=10000)
+
+    # On mic, the guest moderates: a viewer's name opens a card with mute and kick (no ban, no invite).
+    fan = context.new_page()
+    fan.goto(f"{gateway.base}/watch?room=mic2&identity=loudfan")
+    fan.wait_for_selector("#gift-buttons button", timeout=15000)
+    fan.fill("#chat-input", "first!!!")
+    fan.click("#composer button")
+    guest.click("#feed li[data-identity=loudfan] button.name", timeout=10000)
+    guest.wait_for_selector("#user-card:not([hidden])", timeout=5000)
+    assert guest.is_visible("#card-mute") and guest.is_visible("#card-kick")
+    assert not guest.is_visible("#card-ban") and not guest.is_visible("#card-mic")
+    guest.click("#card-mute")
+    fan.wait_for_selector("#feed li.mod-line", timeout=10000)
+    assert "loudfan was muted by singer2" in fan.inner_text("#feed")
+    # A plain viewer's card shows the name and offers nothing.
+    fan.click("#feed li[data-identity=singer2] button.name")
+    fan.wait_for_selector("#user-card:not([hidden])", timeout=5000)
+    assert not fan.is_visible("#card-actions")
+
+    # The host ends the guest: its page says so and leaves the mic by itself.
+    host.click(f"{bar} button:text-is('end')")
+    guest.wait_for_selector("#on-mic", state="hidden", timeout=10000)
+    assert "You are off mic" in guest.inner_text("#mic-notice")
+    host.click("#stop")

@@ -255,18 +255,22 @@ class Viewer:
             task.cancel()
 
 
-async def wait_slot_quiet(viewers: list[Viewer], slot: int, what: str, frames: int = 30, windows: int = 3) -> None:
-    """Until ``slot`` gets no frame while slot 0 gets ``frames`` more, on every viewer. Frames already on
-    their way when the slot ended may still arrive (a loaded machine queues them): a slot still forwarded
-    goes on growing through every window and fails; one that drains stops within the first."""
-    counts = [len(v.slot_times[slot]) for v in viewers]
+async def wait_slot_quiet(viewers: list[Viewer], slot: int, what: str, frames: int = 30, windows: int = 3,
+                          kind: str = "video") -> None:
+    """Until ``slot`` gets no frame of ``kind`` while slot 0 gets ``frames`` more video frames, on every viewer.
+    Frames already on their way when the slot ended may still arrive (a loaded machine queues them): a slot
+    still forwarded goes on growing through every window and fails; one that drains stops within the first."""
+    def seen(v: Viewer) -> int:
+        return len(v.slot_times.get(slot, [])) if kind == "video" else v.slot_audio.get(slot, 0)
+
+    counts = [seen(v) for v in viewers]
     for _ in range(windows):
         await asyncio.gather(*(v.wait_frames(frames, 10) for v in viewers))
-        now = [len(v.slot_times[slot]) for v in viewers]
+        now = [seen(v) for v in viewers]
         if now == counts:
             return
         counts = now
-    raise AssertionError(f"{what}: slot {slot} still got frames through {windows} windows of {frames} frames")
+    raise AssertionError(f"{what}: slot {slot} still got {kind} frames through {windows} windows of {frames} frames")
 
 
 def bar_of(frame: av.VideoFrame) -> tuple[int, int]:

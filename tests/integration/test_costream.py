@@ -220,6 +220,17 @@ async def drop_host(events: EventsClient, host: Host) -> None:
     await events.next("layout")  # the partner slot emptied
 
 
+async def guest_muted(ev: EventsClient, kinds: list[str]) -> None:
+    """Until a layout frame says the guest in slot 1 is muted for ``kinds`` (earlier layouts may be queued)."""
+    seen = []
+    for _ in range(10):
+        slots = (await ev.next("layout", timeout=10))["slots"]
+        seen.append(slots[1].get("muted") if len(slots) > 1 else None)
+        if seen[-1] == kinds:
+            return
+    raise AssertionError(f"no layout with the guest muted for {kinds}: {seen}")
+
+
 async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, http):
     host, ev = await live_room(gateway, http, "mic", LUMA_A, "mic-host")
     vs = await viewers(gateway, http, "mic", 3)
@@ -271,6 +282,20 @@ async def test_guest_on_mic_is_seen_by_every_viewer_and_can_be_ended(gateway, ht
         extra = await dev_token(http, gateway.base, "mic", "guest", "second")
         status, body = await whip_status(http, gateway.base, "mic", extra)
         assert status == 403 and "not_on_mic" in body, body
+        # The host mutes the guest's voice, then its picture, for everyone: the relay stops carrying each (the
+        # guest's encoder goes on sending), the layout says so, and unmuting brings the picture back.
+        await ev.send(type="guest_mute", identity="singer", kind="audio")
+        await guest_muted(ev, ["audio"])
+        await wait_slot_quiet(vs, 1, "guest's muted voice still forwarded", kind="audio")
+        await ev.send(type="guest_mute", identity="singer", kind="video")
+        await guest_muted(ev, ["audio", "video"])
+        await wait_slot_quiet(vs, 1, "guest's muted picture still forwarded")
+        await ev.send(type="guest_mute", identity="singer", kind="video", muted=False)
+        await ev.send(type="guest_mute", identity="singer", kind="audio", muted=False)
+        await guest_muted(ev, [])
+        await asyncio.gather(*(v.wait_slot_frames(1, 10, 10) for v in vs))
+        heard = [v.slot_audio.get(1, 0) for v in vs]
+        await asyncio.gather(*(v.wait_slot_audio(1, n + 5, 10) for v, n in zip(vs, heard, strict=True)))
         await ev.send(type="guest_end", identity="singer")
         await ev.next("layout", timeout=10)
         # The guest's pages are told why its broadcast stopped: a notice on each of its sockets.

@@ -253,6 +253,24 @@ def test_guest_refusals() -> None:
     assert full.value.code == "guest_slots_full"
 
 
+def test_the_host_mutes_a_guests_media_and_nobody_else_can() -> None:
+    mic = Mic()
+    mic.frame(mic.singer, "guest_accept", id=mic.invite())
+    mic.frame(mic.host, "guest_mute", identity="singer", kind="audio")
+    mic.frame(mic.host, "guest_mute", identity="singer", kind="video", muted=False)
+    assert mic.room.media_mutes == [("singer", "audio", True), ("singer", "video", False)]
+    cases = [(mic.singer, {"identity": "singer", "kind": "audio"}, "not_allowed"),  # a guest is no host
+             (mic.host, {"identity": "other", "kind": "audio"}, "unknown_target"),  # not on mic
+             (mic.host, {"identity": "singer", "kind": "screen"}, "bad_message"),
+             (mic.host, {"identity": "singer", "kind": "audio", "muted": "yes"}, "bad_message"),
+             (mic.host, {"kind": "audio"}, "bad_message")]
+    for sender, fields, code in cases:
+        with pytest.raises(ProtocolError) as refused:
+            mic.frame(sender, "guest_mute", **fields)
+        assert refused.value.code == code, fields
+    assert len(mic.room.media_mutes) == 2, "a refused frame muted something"
+
+
 def test_a_closed_room_drops_its_guest_invitations_and_their_timers() -> None:
     mic = Mic()
     mic.invite()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.config import CostreamConfig
-from relay.errors import PkBusy
+from relay.errors import NotOnMic, PkBusy
 from relay.room import Room
 from signaling.auth import TokenService
 from signaling.config import EventsConfig
@@ -139,6 +139,7 @@ class FakeRoom:
     kicked: list[tuple[str, str, str]] = field(default_factory=list)
     banned: list[tuple[str, float]] = field(default_factory=list)
     revoked: list[tuple[str, str]] = field(default_factory=list)
+    media_mutes: list[tuple[str, str, bool]] = field(default_factory=list)
     clock: Callable[[], float] = lambda: EPOCH
     acting_role = Room.acting_role  # the relay's own rule, not a copy of it
 
@@ -162,6 +163,12 @@ class FakeRoom:
         self.guest_grants.discard(identity)
         self.revoked.append((identity, reason))
         return 0
+
+    def mute_guest(self, identity: str, kind: str, muted: bool) -> bool:
+        if identity not in self.guest_grants:
+            raise NotOnMic(f"{identity!r} is not on mic")
+        self.media_mutes.append((identity, kind, muted))
+        return True
 
     def role_of(self, identity: str) -> str | None:
         entry = self.present.get(identity)
