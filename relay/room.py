@@ -244,8 +244,8 @@ class Room:
     def _follow(self, subscriptions: list[Subscription], slots: list[Slot]) -> None:
         for subscription in subscriptions:
             slot = slots[subscription.slot] if subscription.slot < len(slots) else None
-            live = slot is not None and subscription.kind not in slot.muted
-            subscription.switch_source(slot.publications.get(subscription.kind) if live else None)
+            carried = slot is not None and subscription.kind not in slot.muted
+            subscription.switch_source(slot.publications.get(subscription.kind) if slot and carried else None)
 
     def _refresh(self) -> None:
         """Point every viewer subscription at its slot's current publication."""
