@@ -16,7 +16,7 @@ from typing import Any
 
 from cluster.internal import InternalClient
 from cluster.registry import RedisRegistry, RegistryUnavailable
-from signaling.admin import LocalAdmin
+from signaling.admin import ROLE_ORDER, LocalAdmin
 
 log = logging.getLogger("cherry.cluster.admin")
 
@@ -76,6 +76,29 @@ class ClusterAdmin:
         origin = detail.get("origin")
         detail["publications"] = per_worker[origin].get("publications", {}) if origin in per_worker else {}
         return _partial(detail, unreachable)
+
+    async def participants(self, name: str) -> list[dict[str, Any]] | None:
+        """Everyone in the room on any worker, once each: an identity with a socket on one worker and a session
+        on another (or sessions on two) is one participant, its sockets and sessions summed."""
+        answers, _ = await self._ask({"op": "participants", "room": name})
+        merged: dict[str, dict[str, Any]] = {}
+        found = False
+        for _, answer in sorted(answers.items()):
+            listed = answer.get("participants") if isinstance(answer, dict) else None
+            if not isinstance(listed, list):
+                continue
+            found = True
+            for p in listed:
+                seen = merged.get(p["identity"])
+                if seen is None:
+                    merged[p["identity"]] = dict(p)
+                    continue
+                seen["sockets"] += p["sockets"]
+                seen["sessions"] += p["sessions"]
+                seen["on_mic"] = seen["on_mic"] or p["on_mic"]
+                if ROLE_ORDER.get(p["role"], 2) < ROLE_ORDER.get(seen["role"], 2):
+                    seen["role"] = p["role"]
+        return list(merged.values()) if found else None
 
     async def end(self, name: str) -> dict[str, Any] | None:
         answers, unreachable = await self._ask({"op": "end", "room": name})

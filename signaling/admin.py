@@ -1,4 +1,5 @@
-"""Admin REST API under /api/ (admin grant): rooms, their participants, ending and kicking.
+"""Admin REST API under /api/ (admin grant): rooms, their participants, ending and kicking; and a room's
+paged participant list for its host (the studio's viewer list: a page asked for, never a broadcast of joins).
 
 The handlers speak to an :class:`AdminScope`: :class:`LocalAdmin` answers for this process; in a cluster
 ``cluster.admin.ClusterAdmin`` asks every worker (each answering with its ``LocalAdmin``) and merges, so
@@ -24,6 +25,8 @@ class AdminScope(Protocol):
     async def rooms(self) -> dict[str, Any]: ...
 
     async def room(self, name: str) -> dict[str, Any] | None: ...
+
+    async def participants(self, name: str) -> list[dict[str, Any]] | None: ...
 
     async def end(self, name: str) -> dict[str, Any] | None: ...
 
@@ -109,6 +112,14 @@ class LocalAdmin:
                                   for p in dump.publications if p.owner == dump.host}
         return detail
 
+    async def participants(self, name: str) -> list[dict[str, Any]] | None:
+        """Who is in the room here, without their sessions' detail: what a participant list shows."""
+        room = self.ctx.rooms.get(name)
+        if room is None:
+            return None
+        return [{"identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
+                 "sockets": p.sockets, "sessions": len(p.sessions)} for p in room.dump(detailed=True).participants]
+
     async def end(self, name: str) -> dict[str, Any] | None:
         room = self.ctx.rooms.get(name)
         if room is None:
@@ -133,18 +144,35 @@ class LocalAdmin:
             raise HttpError(400, "bad_request", "'room' is required")
         if kind == "room":
             return await self.room(name) or {}
+        if kind == "participants":
+            return {"room": name, "participants": await self.participants(name)}
         if kind == "end":
             return await self.end(name) or {}
         identity = op.get("identity")
         if kind == "kick" and isinstance(identity, str) and identity:
             return await self.kick(name, identity) or {}
-        raise HttpError(400, "bad_request", "op must be rooms, room, end or kick (with an identity)")
+        raise HttpError(400, "bad_request", "op must be rooms, room, participants, end or kick (with an identity)")
+
+
+def _scope(request: web.Request) -> AdminScope:
+    ctx = context(request)
+    return ctx.admin if ctx.admin is not None else LocalAdmin(ctx)
 
 
 def _admin(request: web.Request) -> AdminScope:
     authorize(request, "*", "admin")
-    ctx = context(request)
-    return ctx.admin if ctx.admin is not None else LocalAdmin(ctx)
+    return _scope(request)
+
+
+ROLE_ORDER = {"host": 0, "guest": 1}
+MAX_PAGE = 100
+
+
+def _page_bound(request: web.Request, name: str, default: int, high: int) -> int:
+    raw = request.query.get(name, str(default))
+    if not raw.isdigit() or len(raw) > 7 or not 0 <= int(raw) <= high:
+        raise HttpError(400, "bad_query", f"'{name}' must be a whole number from 0 to {high}")
+    return int(raw)
 
 
 def _unknown(name: str) -> HttpError:
@@ -161,6 +189,21 @@ async def room_detail(request: web.Request) -> web.Response:
     if detail is None:
         raise _unknown(name)
     return web.json_response(detail)
+
+
+async def participants(request: web.Request) -> web.Response:
+    """``GET /api/rooms/{room}/participants?offset=&limit=``: the room's host (or an admin) pages through who is
+    there, the host and guests first, then by identity (stable from page to page), with the count of all."""
+    name = request.match_info["room"]
+    authorize(request, name, "host")
+    offset = _page_bound(request, "offset", 0, 1_000_000)
+    limit = _page_bound(request, "limit", 50, MAX_PAGE)
+    everyone = await _scope(request).participants(name)
+    if everyone is None:
+        raise _unknown(name)
+    everyone.sort(key=lambda p: (ROLE_ORDER.get(p["role"], 2), p["identity"]))
+    return web.json_response({"room": name, "count": len(everyone), "offset": offset, "limit": limit,
+                              "participants": everyone[offset:offset + limit]})
 
 
 async def end_room(request: web.Request) -> web.Response:
@@ -191,5 +234,6 @@ def add_admin_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/rooms", list_rooms)
     r.add_get("/api/rooms/{room}", room_detail)
+    r.add_get("/api/rooms/{room}/participants", participants)
     r.add_delete("/api/rooms/{room}", end_room)
     r.add_post("/api/rooms/{room}/kick", kick)

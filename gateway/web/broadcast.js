@@ -314,6 +314,49 @@ function openUserCard(message, anchor) {
   chat.card.open(message.from, anchor, ["invite", "mute", "kick", "ban"]);
 }
 
+// Who is in the room, a page at a time from the gateway while the list is open (joins are never broadcast).
+const PEOPLE_PAGE = 20;
+
+async function showPeople() {
+  if (!$("#people-box").open || !state.token) return;
+  const offset = chat.peopleOffset;
+  let body;
+  try {
+    const response = await fetch(`/api/rooms/${encodeURIComponent(room)}/participants?offset=${offset}&limit=${PEOPLE_PAGE}`,
+      { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!response.ok) return;
+    body = await response.json();
+  } catch {
+    return; // the next refresh may work
+  }
+  if (offset !== chat.peopleOffset) return; // paged on meanwhile
+  if (body.count && offset >= body.count) { chat.peopleOffset = Math.max(0, body.count - PEOPLE_PAGE); showPeople(); return; }
+  $("#people-count").textContent = String(body.count);
+  $("#people-page").textContent = body.count ? `${offset + 1}–${offset + body.participants.length} of ${body.count}` : "";
+  $("#people-prev").disabled = offset === 0;
+  $("#people-next").disabled = offset + body.participants.length >= body.count;
+  $("#people").replaceChildren(...body.participants.map((person) => {
+    const li = document.createElement("li");
+    li.dataset.identity = person.identity;
+    const name = document.createElement("button");
+    name.className = "name";
+    name.textContent = person.display_name || person.identity;
+    const from = { identity: person.identity, name: person.display_name, role: person.role };
+    if (moderatable({ from })) name.onclick = () => openUserCard({ from }, name);
+    const what = person.role === "host" ? "host" : person.on_mic ? "on mic" : person.sessions ? "watching" : "in chat";
+    li.append(name, " ", Object.assign(document.createElement("span"), { className: "meta", textContent: what }));
+    return li;
+  }));
+}
+
+function wirePeople() {
+  chat.peopleOffset = 0;
+  $("#people-box").addEventListener("toggle", showPeople);
+  $("#people-prev").onclick = () => { chat.peopleOffset = Math.max(0, chat.peopleOffset - PEOPLE_PAGE); showPeople(); };
+  $("#people-next").onclick = () => { chat.peopleOffset += PEOPLE_PAGE; showPeople(); };
+  setInterval(showPeople, 5000);
+}
+
 // The bans in force (the host's welcome lists them; moderation events keep the list current), each liftable.
 function showBans() {
   const items = [...chat.bans.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([identity, until]) => {
@@ -632,6 +675,7 @@ async function init() {
   $("#go-live").onclick = goLive;
   $("#stop").onclick = stop;
   chat.card = new UserCard((frame) => chat.events?.send(frame));
+  wirePeople();
   $("#mic-toggle").onclick = () => { state.micOff = !state.micOff; applyToggles(); };
   $("#camera-toggle").onclick = () => { state.cameraOff = !state.cameraOff; applyToggles(); };
   $("#screen-share").onclick = () => toggleScreen();

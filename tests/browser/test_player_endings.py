@@ -115,3 +115,23 @@ def test_fullscreen_and_volume_controls_work(context, gateway):  # type: ignore[
     page.eval_on_selector("#volume", set_volume, "0")
     assert page.evaluate("document.querySelector('#player').muted") is True
     host.click("#stop")
+
+
+def test_the_host_finds_a_viewer_in_the_people_list_and_removes_it(context, gateway):  # type: ignore[no-untyped-def]
+    host = go_live(context, gateway.base, "end4", identity="anchor4")
+    quiet = context.new_page()  # watches and never chats: only the list finds it
+    quiet.goto(f"{gateway.base}/watch?room=end4&identity=lurker")
+    quiet.wait_for_selector("body[data-state=playing]", timeout=20000)
+    _viewer(context, gateway.base, "end4", "talker")
+    host.click("#people-box summary")
+    host.wait_for_selector("#people li[data-identity=lurker]", timeout=10000)
+    assert host.inner_text("#people-count") == "3"  # the host, the lurker and the talker
+    people = [li.get_attribute("data-identity") for li in host.query_selector_all("#people li")]
+    assert people == ["anchor4", "lurker", "talker"], people
+    assert "watching" in host.inner_text("#people li[data-identity=lurker]")
+    host.click("#people li[data-identity=lurker] button.name")
+    host.wait_for_selector("#user-card:not([hidden])", timeout=5000)
+    host.click("#card-kick")
+    quiet.wait_for_selector("body[data-state=removed]", timeout=10000)
+    host.wait_for_function("!document.querySelector('#people li[data-identity=lurker]')", timeout=10000)
+    host.click("#stop")

@@ -367,6 +367,18 @@ async def test_the_cluster_view_and_the_admin_api_answer_for_the_whole_cluster_f
         where = {p["identity"]: p["worker"] for p in detail["participants"] if p["sessions"]}
         assert where["anchor"] == origin and sorted(where.values()).count(edge) >= 1, where
         assert detail["publications"], detail
+        # The host's paged participant list, asked at the node holding neither origin nor edge alone: everyone
+        # once (the host first), across workers, with the host's own token.
+        async with http.get(f"{b.base}/api/rooms/{room}/participants?limit=2",
+                            headers={"Authorization": f"Bearer {host.token}"}) as r:
+            first = await r.json()
+            assert r.status == 200, first
+        async with http.get(f"{b.base}/api/rooms/{room}/participants?offset=2&limit=2",
+                            headers={"Authorization": f"Bearer {host.token}"}) as r:
+            second = await r.json()
+        assert first["count"] == second["count"] == 4, (first, second)
+        listed = [p["identity"] for p in first["participants"] + second["participants"]]
+        assert listed == ["anchor", "fan0", "fan1", "fan2"], listed
         # A kick from the node that holds neither session ends it where it is.
         edge_viewer = next(v for v in viewers if v.location.endswith("~" + edge))  # type: ignore[union-attr]
         target = next(i for i, v in enumerate(viewers) if v is edge_viewer)
