@@ -48,12 +48,24 @@ async function listDevices() {
 
 async function openDevices() {
   const preset = PRESETS[$("#preset").value];
+  // Portrait, as phone-first audiences watch: the same pixels, turned; a landscape webcam is cropped to it by the
+  // browser (resizeMode crop-and-scale), as a vertical canvas would be.
+  const portrait = $("#orientation").value === "portrait";
+  const [width, height] = portrait ? [preset.height, preset.width] : [preset.width, preset.height];
   const constraints = {
     video: { deviceId: $("#camera").value ? { exact: $("#camera").value } : undefined,
-      width: { ideal: preset.width }, height: { ideal: preset.height }, frameRate: { ideal: preset.fps } },
+      width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: preset.fps },
+      ...(portrait ? { aspectRatio: { exact: width / height }, resizeMode: "crop-and-scale" } : {}) },
     audio: { deviceId: $("#microphone").value ? { exact: $("#microphone").value } : undefined },
   };
-  const stream = await mediaDevices().getUserMedia(constraints);
+  let stream;
+  try {
+    stream = await mediaDevices().getUserMedia(constraints);
+  } catch (error) {
+    if (!portrait || error.name !== "OverconstrainedError") throw error;
+    delete constraints.video.aspectRatio; // a camera that cannot crop: its own shape, the closest it has
+    stream = await mediaDevices().getUserMedia(constraints);
+  }
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = stream;
   applyToggles();
@@ -680,6 +692,7 @@ async function init() {
   $("#camera-toggle").onclick = () => { state.cameraOff = !state.cameraOff; applyToggles(); };
   $("#screen-share").onclick = () => toggleScreen();
   $("#preset").onchange = async () => { await openDevices().catch((e) => show(explain(e), "error")); await applyBitrate(); };
+  $("#orientation").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
   $("#camera").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
   $("#microphone").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
   window.addEventListener("pagehide", () => { if (state.session) endSession(state.session, state.token); });

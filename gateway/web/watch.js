@@ -170,6 +170,7 @@ function tileVideo(slot) {
     element.playsInline = true;
     element.muted = video.muted;
     element.volume = Number($("#volume").value);
+    element.addEventListener("resize", fitTiles);
     const name = document.createElement("span");
     name.className = "tile-name";
     name.id = `name-${slot}`;
@@ -205,6 +206,30 @@ function applyLayout(slots) {
     if (!slots.some((s) => s.slot === Number(tile.dataset.slot))) tile.hidden = Number(tile.dataset.slot) !== 0;
   });
   $("#tiles").style.setProperty("--tiles", String(Math.max(1, shown)));
+  fitTiles();
+}
+
+// A PK fills the stage: the two tiles side by side, each as wide as its picture's shape asks (a portrait source
+// gets a portrait tile), the stage as wide as both together within 9:8..16:9, each picture filling its tile.
+const PK_ASPECT = { min: 9 / 8, max: 16 / 9 };
+
+function fitTiles() {
+  const stageBox = document.querySelector(".stage");
+  const tiles = [...document.querySelectorAll(".tile")].filter((t) => !t.hidden);
+  const pk = chat.layout.some((s) => s.role === "partner" && s.live) && tiles.length === 2;
+  stageBox.classList.toggle("pk", pk);
+  if (!pk) {
+    stageBox.style.aspectRatio = "";
+    $("#tiles").style.gridTemplateColumns = "";
+    return;
+  }
+  const aspects = tiles.map((t) => {
+    const v = t.querySelector("video");
+    return v.videoWidth && v.videoHeight ? v.videoWidth / v.videoHeight : 16 / 9;
+  });
+  const total = aspects.reduce((a, b) => a + b, 0);
+  stageBox.style.aspectRatio = String(Math.min(PK_ASPECT.max, Math.max(PK_ASPECT.min, total)));
+  $("#tiles").style.gridTemplateColumns = aspects.map((a) => `minmax(0, ${a.toFixed(3)}fr)`).join(" ");
 }
 
 function showBattle(battle) {
@@ -217,11 +242,28 @@ function showBattle(battle) {
   const other = mine === a ? b : a;
   $("#score-a").textContent = `${battle.hosts[mine] || mine} ${battle.scores[mine]}`;
   $("#score-b").textContent = `${battle.scores[other]} ${battle.hosts[other] || other}`;
+  // This room's side is red, on the left, like its tile; an even bar before the first point.
+  const sum = battle.scores[mine] + battle.scores[other];
+  $("#pk-bar").style.setProperty("--red", `${sum ? (100 * battle.scores[mine]) / sum : 50}%`);
   const select = $("#gift-side");
   if (select.dataset.battle !== battle.id) {
     select.dataset.battle = battle.id;
     select.replaceChildren(new Option(battle.hosts[mine] || mine, mine), new Option(battle.hosts[other] || other, other));
   }
+}
+
+// The result over the stage for a while: who won, by how much.
+function showResult(message, battle) {
+  const hosts = battle?.hosts || {};
+  const winner = Object.keys(message.result).find((r) => message.result[r] === "win");
+  const [a, b] = [room, Object.keys(message.scores).find((r) => r !== room)];
+  const score = `${message.scores[a] ?? 0} : ${message.scores[b] ?? 0}`;
+  const banner = $("#pk-result");
+  banner.dataset.result = message.result[room] || "draw";
+  banner.textContent = winner ? `🏆 ${hosts[winner] || winner} wins · ${score}` : `Draw · ${score}`;
+  banner.hidden = false;
+  clearTimeout(chat.resultTimer);
+  chat.resultTimer = setTimeout(() => { banner.hidden = true; }, 8000);
 }
 
 function tickBattle() {
@@ -319,6 +361,7 @@ function startRoomEvents() {
       const outcome = mine === "win" ? "we won" : mine === "lose" ? "we lost" : "a draw";
       const scores = Object.entries(message.scores).map(([r, p]) => `${r} ${p}`).join(" : ");
       appendCapped($("#feed"), noticeLine(`PK over: ${outcome} (${scores})`));
+      showResult(message, chat.battle);
       showBattle(null);
     },
     guest_invitation(message) {

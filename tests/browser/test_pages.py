@@ -32,10 +32,14 @@ PIXELS = """(video) => {
 }"""
 
 
-def go_live(context, base: str, room: str, identity: str = "host1", title: str = ""):  # type: ignore[no-untyped-def]
+def go_live(context, base: str, room: str, identity: str = "host1", title: str = "",  # type: ignore[no-untyped-def]
+            portrait: bool = False):
     page = context.new_page()
     page.goto(f"{base}/broadcast?room={room}&identity={identity}")
     page.wait_for_function("document.querySelector('#preview').videoWidth > 0", timeout=15000)
+    if portrait:
+        page.select_option("#orientation", "portrait")
+        page.wait_for_function("(v => v.videoHeight > v.videoWidth)(document.querySelector('#preview'))", timeout=15000)
     if title:
         page.fill("#title", title)
     page.click("#go-live")
@@ -217,9 +221,18 @@ def test_danmaku_chat_gifts_likes_and_moderation_between_pages(context, gateway,
     host.click("#stop")
 
 
+PK_BOXES_JS = """() => {
+  const box = (e) => { const r = e.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, width: r.width, height: r.height}; };
+  const tiles = [...document.querySelectorAll('.tile')].filter((t) => !t.hidden);
+  return {stage: box(document.querySelector('.stage')), tiles: tiles.map(box),
+          fit: tiles.map((t) => getComputedStyle(t.querySelector('video')).objectFit)};
+}"""
+
+
 def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gateway, shots):
     host_a = go_live(context, gateway.base, "pk1", identity="alpha")
-    host_b = go_live(context, gateway.base, "pk2", identity="beta")
+    host_b = go_live(context, gateway.base, "pk2", identity="beta", portrait=True)  # a phone-first host
     viewer = open_player(context, gateway.base, "pk1")
     viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
     host_a.wait_for_function("window.cherryStudioChat.events.ws.readyState === 1", timeout=10000)
@@ -245,11 +258,30 @@ def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gat
     for before, after in zip(first, second, strict=True):
         assert after["mean"] > 10 and before["fingerprint"] != after["fingerprint"], "a PK picture is black or still"
     assert viewer.is_visible("#scoreboard")
+    # The two tiles fill the stage side by side, the portrait partner in a portrait tile, each picture covering it.
+    viewer.wait_for_function(f"(v => v.videoHeight > v.videoWidth)(document.querySelector('{partner}'))", timeout=10000)
+    viewer.wait_for_function("document.querySelector('.stage').classList.contains('pk')", timeout=5000)
+    boxes = viewer.evaluate(PK_BOXES_JS)
+    stage, mine, theirs = boxes["stage"], boxes["tiles"][0], boxes["tiles"][1]
+    for tile in (mine, theirs):
+        assert abs(tile["top"] - stage["top"]) <= 1 and abs(tile["bottom"] - stage["bottom"]) <= 1, boxes
+    assert abs(mine["left"] - stage["left"]) <= 1 and abs(theirs["right"] - stage["right"]) <= 1, boxes
+    assert theirs["left"] - mine["right"] <= 3, f"a gap between the tiles: {boxes}"
+    assert theirs["width"] < theirs["height"] and mine["width"] > theirs["width"], f"portrait not portrait: {boxes}"
+    assert boxes["fit"] == ["cover", "cover"], boxes
+    # A gift for the partner's side moves the red/blue bar off even.
+    viewer.wait_for_selector("#gift-buttons button", timeout=10000)
+    assert viewer.eval_on_selector("#pk-bar", "b => b.style.getPropertyValue('--red')") == "50%"
+    viewer.select_option("#gift-side", "pk2")
+    viewer.click("#gift-buttons button[data-gift=rocket]")
+    viewer.wait_for_function("document.querySelector('#pk-bar').style.getPropertyValue('--red') === '0%'", timeout=10000)
     # each host sees its partner
     host_a.wait_for_function("document.querySelector('#partner').videoWidth > 0", timeout=15000)
     viewer.screenshot(path=str(shots / "watch-pk.png"))
     host_a.screenshot(path=str(shots / "broadcast-pk.png"), full_page=True)
     host_a.click("#pk-end")
+    viewer.wait_for_selector("#pk-result:not([hidden])", timeout=10000)
+    assert "beta wins" in viewer.inner_text("#pk-result"), viewer.inner_text("#pk-result")
     viewer.wait_for_selector('.tile[data-slot="1"]', state="hidden", timeout=10000)
     host_b.wait_for_selector("body[data-pk=off]", timeout=10000)
     assert "PK over" in host_b.inner_text("#pk-status")
