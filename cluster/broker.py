@@ -14,6 +14,7 @@ from cluster.placement import Placement, Target
 from cluster.registry import RegistryUnavailable
 from relay.errors import CapacityExceeded, UnknownSession
 from relay.participant import Grant
+from relay.room import Listing
 from signaling.broker import LocalBroker, Opened
 from signaling.errors import HttpError
 
@@ -67,37 +68,38 @@ class ClusterBroker:
             return target.node_url
         return None
 
-    async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
+    async def open(self, endpoint: str, grant: Grant, sdp: str, listing: Listing | None = None) -> Opened:
         target = await self._place(endpoint, grant)
         try:
-            opened = await self._open_at(target, endpoint, grant, sdp, title)
+            opened = await self._open_at(target, endpoint, grant, sdp, listing)
         except WorkerUnreachable as exc:
             # The worker died since its last heartbeat: nothing reached it, so place again without it (a room it
             # was the origin of is taken over).
             log.warning("room=%s worker %s unreachable, placing again: %s", grant.room, target.worker_id, exc)
             self.placement.suspect(target.worker_id)
             target = await self._place(endpoint, grant)
-            opened = await self._open_at(target, endpoint, grant, sdp, title)
+            opened = await self._open_at(target, endpoint, grant, sdp, listing)
         except (HttpError, CapacityExceeded) as exc:
             full = isinstance(exc, CapacityExceeded) or (exc.status == 503 and exc.code == "capacity")
             if endpoint != "whep" or target.edge or not full:
                 raise
             # The origin's share of the room is full sooner than the registry's last count said: an edge.
             target = await self._place(endpoint, grant, force_edge=True)
-            opened = await self._open_at(target, endpoint, grant, sdp, title)
+            opened = await self._open_at(target, endpoint, grant, sdp, listing)
         return Opened(f"{opened.ref}{SEPARATOR}{target.worker_id}", endpoint, grant.room, opened.answer,
                       opened.etag)
 
-    async def _open_at(self, target: Target, endpoint: str, grant: Grant, sdp: str, title: str) -> Opened:
+    async def _open_at(self, target: Target, endpoint: str, grant: Grant, sdp: str,
+                       listing: Listing | None) -> Opened:
         if target.worker_id == self.worker_id:
             if target.edge:
                 return await open_on_edge(self.local, self.client, self.worker_id, grant, sdp, target.origin,
                                           target.origin_url)
-            return await self.local.open(endpoint, grant, sdp, title)
+            return await self.local.open(endpoint, grant, sdp, listing)
         self.relayed["open"] += 1
         if target.edge:
             return await self.client.open_edge(target.url, grant, sdp, target.origin, target.origin_url)
-        return await self.client.open(target.url, endpoint, grant, sdp, title)
+        return await self.client.open(target.url, endpoint, grant, sdp, listing)
 
     async def _url(self, worker: str) -> str:
         try:

@@ -29,6 +29,7 @@ from aiohttp import web
 from relay.errors import RelayError
 from relay.participant import Grant
 from relay.pipe import PIPE_ROLE, Exchange
+from relay.room import Listing
 from signaling.broker import LocalBroker, Mismatch, NotYours, Opened
 from signaling.errors import HttpError, error_response, relay_error
 
@@ -64,6 +65,16 @@ def _grant(data: Any) -> Grant:
                      str(data.get("scope", "")))
     except KeyError as exc:
         raise HttpError(400, "bad_request", f"grant lacks {exc}") from exc
+
+
+def _listing(data: Any) -> Listing | None:
+    """A listing another worker checked already (signaling.listing): only its shape is checked again."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("tags", []), list):
+        raise HttpError(400, "bad_request", "listing must be an object with a list of tags")
+    tags = tuple(str(t) for t in data.get("tags", []))
+    return Listing(str(data.get("title", "")), str(data.get("category", "")), tags)
 
 
 def _field(body: dict[str, Any], name: str, optional: bool = False) -> str | None:
@@ -151,7 +162,7 @@ class InternalServer:
             opened = await open_on_edge(self._broker, self._client, self._worker_id, grant, sdp,
                                         str(edge.get("origin", "")), str(edge.get("origin_url", "")))
         else:
-            opened = await self._broker.open(endpoint, grant, sdp, _field(body, "title", optional=True) or "")
+            opened = await self._broker.open(endpoint, grant, sdp, _listing(body.get("listing")))
         return web.json_response(asdict(opened), status=201)
 
     async def _pipe(self, request: web.Request) -> web.Response:
@@ -258,9 +269,9 @@ class InternalClient:
                             headers_back)
         return status, data
 
-    async def open(self, base_url: str, endpoint: str, grant: Grant, sdp: str, title: str) -> Opened:
-        _, data = await self.call(base_url, "/internal/open", {"endpoint": endpoint, "grant": asdict(grant),
-                                                               "sdp": sdp, "title": title})
+    async def open(self, base_url: str, endpoint: str, grant: Grant, sdp: str, listing: Listing | None) -> Opened:
+        _, data = await self.call(base_url, "/internal/open", {"endpoint": endpoint, "grant": asdict(grant), "sdp": sdp,
+                                                               "listing": asdict(listing) if listing else None})
         return Opened(str(data["ref"]), str(data["endpoint"]), str(data["room"]), str(data["answer"]),
                       str(data["etag"]))
 

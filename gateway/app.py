@@ -83,6 +83,7 @@ def build_context(config: GatewayConfig, bus: RoomBus | None = None) -> Signalin
         offer_limiter=RateLimiter(config.limits.offers_per_second, config.limits.offer_burst),
         ice_servers=tuple(IceServer(tuple(s.urls), s.username, s.credential) for s in config.ice.servers),
         max_body_bytes=config.limits.max_body_bytes,
+        categories=config.rooms.categories,
         retry_after=config.limits.retry_after,
         public_url=config.server.public_url,
         dev=config.dev,
@@ -267,7 +268,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
     add_admin_routes(app)
     if config.dev:
         r.add_get("/dev/token", dev_token)
-    add_page_routes(app, config.pages, config.dev)
+    add_page_routes(app, config.pages, config.dev, config.rooms.categories)
     app.on_shutdown.append(_close_room_sockets)
     if config.cluster.redis_url:
         # Before _lifecycle: at shutdown the rooms close first, then the worker leaves the registry.

@@ -220,6 +220,11 @@ class GatewayConfig:
         need(self.rooms.empty_room_grace_s >= 0, "rooms.empty_room_grace_s", "must be >= 0")
         need(self.rooms.host_absent_timeout_s >= 0, "rooms.host_absent_timeout_s", "must be >= 0")
         need(self.rooms.connect_timeout_s > 0, "rooms.connect_timeout_s", "must be positive")
+        categories = self.rooms.categories
+        need(len(categories) <= 50 and len(set(categories)) == len(categories), "rooms.categories",
+             "must be at most 50 different names")
+        need(all(0 < len(c) <= 32 and c == c.strip() and "," not in c for c in categories), "rooms.categories",
+             "each must be 1-32 characters, without surrounding spaces or commas")
         ev = self.events
         need(ev.max_chat_length > 0, "events.max_chat_length", "must be positive")
         for key in ("chat_per_second", "gifts_per_second", "likes_per_second"):

@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.config import PagesConfig
 from relay.dump import RoomDump
 from signaling.context import context
+from signaling.errors import HttpError
 
 WEB = Path(__file__).parent / "web"
 PAGES = {"/": "index.html", "/broadcast": "broadcast.html", "/watch": "watch.html"}
@@ -30,12 +31,31 @@ def _room_summary(room: RoomDump) -> dict[str, object]:
         "live": room.live,
         "live_since": room.live_since,
         "pk": room.pk_partner is not None,
+        "guests": len(room.guests),
+        "category": room.category,
+        "tags": list(room.tags),
     }
 
 
+MAX_SEARCH = 64
+
+
+def _matches(room: RoomDump, words: list[str], category: str) -> bool:
+    if category and room.category != category:
+        return False
+    text = " ".join((room.name, room.title, room.host or "", room.category, *room.tags)).casefold()
+    return all(word in text for word in words)
+
+
 async def live_rooms(request: web.Request) -> web.Response:
-    """Rooms live now, busiest first (public: what a visitor of / sees)."""
-    live = sorted((r for r in context(request).relay.dump().rooms if r.live), key=lambda r: -r.viewers)
+    """Rooms live now, busiest first (public: what a visitor of / sees); ``?q=`` words that must all appear in
+    the room's name, title, host, category or tags, ``?category=`` one category."""
+    q, category = request.query.get("q", ""), request.query.get("category", "")
+    if len(q) > MAX_SEARCH or len(category) > MAX_SEARCH:
+        raise HttpError(400, "bad_query", f"'q' and 'category' are at most {MAX_SEARCH} characters")
+    words = q.casefold().split()
+    live = sorted((r for r in context(request).relay.dump().rooms if r.live and _matches(r, words, category)),
+                  key=lambda r: -r.viewers)
     return web.json_response({"rooms": [_room_summary(r) for r in live]})
 
 
@@ -46,9 +66,10 @@ async def room_status(request: web.Request) -> web.Response:
     return web.json_response(_room_summary(room.dump()))
 
 
-def pages_config(pages: PagesConfig, dev: bool):  # type: ignore[no-untyped-def]
-    """What the pages need to know of this gateway: where they get tokens (docs/tokens.md, ``pages.token_url``)."""
-    body = {"token_url": pages.token_url or None, "dev": dev}
+def pages_config(pages: PagesConfig, dev: bool, categories: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """What the pages need to know of this gateway: where they get tokens (docs/tokens.md, ``pages.token_url``),
+    and the categories a room may be listed under."""
+    body = {"token_url": pages.token_url or None, "dev": dev, "categories": list(categories)}
 
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(body, headers={"Cache-Control": "no-cache"})
@@ -61,11 +82,11 @@ async def favicon(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
 
 
-def add_page_routes(app: web.Application, pages: PagesConfig, dev: bool) -> None:
+def add_page_routes(app: web.Application, pages: PagesConfig, dev: bool, categories: tuple[str, ...]) -> None:
     for path, name in PAGES.items():
         app.router.add_get(path, _page(name))
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/rooms", live_rooms)
     app.router.add_get("/rooms/{room}", room_status)
-    app.router.add_get("/pages/config", pages_config(pages, dev))
+    app.router.add_get("/pages/config", pages_config(pages, dev, categories))
     app.router.add_static("/static/", WEB, append_version=False)

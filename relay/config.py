@@ -84,6 +84,9 @@ class RoomsConfig:
     host_absent_timeout_s: float = 300.0
     # Seconds a session may take to connect (ICE + DTLS) before it is dropped.
     connect_timeout_s: float = 20.0
+    # What a host may list its room under (WHIP ?category=); the room list filters by them. Empty: no categories.
+    categories: tuple[str, ...] = ("Just chatting", "Music", "Gaming", "Dance", "Outdoors", "Food", "Sports",
+                                   "Learning")
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from relay.errors import (
 from relay.offer import CheckedOffer, check_offer, parse_trickle
 from relay.participant import Grant
 from relay.pipe import EdgePipes, Exchange, PipeSession
-from relay.room import Room, Rooms
+from relay.room import Listing, Room, Rooms
 from relay.session import IngestSession, PlaybackSession, RelayHooks, Session, SessionContext, SessionRegistry
 
 log = logging.getLogger("cherry.relay")
@@ -93,15 +93,15 @@ class Relay:
         if grant.role != "admin" and self.rooms.bans.banned_until(grant.room, grant.identity):
             raise Banned("you are banned from this room")
 
-    async def open_ingest(self, grant: Grant, offer_sdp: str, title: str = "") -> IngestSession:
+    async def open_ingest(self, grant: Grant, offer_sdp: str, listing: Listing | None = None) -> IngestSession:
         """A host (or a guest on mic) publishes: check, claim the room's slot, negotiate, publish."""
         offer = check_offer(offer_sdp, sending=True, limits=self.config.limits)
         self._check_ban(grant)
         self.admission.check_loop()
         with self.admission.media_ports():
-            return await self._open_ingest(grant, offer, title)
+            return await self._open_ingest(grant, offer, listing)
 
-    async def _open_ingest(self, grant: Grant, offer: CheckedOffer, title: str) -> IngestSession:
+    async def _open_ingest(self, grant: Grant, offer: CheckedOffer, listing: Listing | None) -> IngestSession:
         existing = self.rooms.get(grant.room)
         as_guest = grant.role == "guest"
         media = self.config.media
@@ -126,8 +126,9 @@ class Relay:
             raise
         try:
             await session.negotiate(offer)
-            if title:
-                room.title = title[:120]
+            if listing is not None and not as_guest:  # the host's: a guest's offer never relists the room
+                room.title = listing.title or room.title
+                room.category, room.tags = listing.category or room.category, listing.tags or room.tags
             for publication in session.publications:
                 room.publish(session, publication)
         except BaseException as exc:

@@ -39,6 +39,15 @@ log = logging.getLogger("cherry.relay.room")
 
 
 @dataclass(frozen=True, slots=True)
+class Listing:
+    """How a room shows in the room list, as its host set it going live (checked by signaling)."""
+
+    title: str = ""
+    category: str = ""
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Slot:
     """Who a viewer sees in one slot of a room's layout."""
 
@@ -98,6 +107,8 @@ class Room:
     def __init__(self, name: str, registry: Rooms) -> None:
         self.name = name
         self.title = ""
+        self.category = ""  # what its host lists it under (rooms.categories), and its tags
+        self.tags: tuple[str, ...] = ()
         self.created_at = time.time()
         self.live_since: float | None = None
         self.participants: dict[str, Participant] = {}
@@ -587,7 +598,7 @@ class Room:
             created_at=self.created_at, host=self.host.identity if self.host else None,
             viewers=self.viewer_count, guests=tuple(g.identity for g in self.guests.values()),
             pk_partner=self.pk_partner.name if self.pk_partner else None, publications=tuple(publications),
-            traffic=traffic, participants=participants)
+            traffic=traffic, participants=participants, category=self.category, tags=self.tags)
 
 
 class Rooms:

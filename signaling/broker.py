@@ -14,6 +14,7 @@ from typing import Protocol
 from relay.core import Relay
 from relay.errors import UnknownSession
 from relay.participant import Grant
+from relay.room import Listing
 from relay.session import Session
 
 
@@ -29,7 +30,7 @@ class Opened:
 
 
 class SessionBroker(Protocol):
-    async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened: ...
+    async def open(self, endpoint: str, grant: Grant, sdp: str, listing: Listing | None = None) -> Opened: ...
 
     async def redirect(self, endpoint: str, grant: Grant) -> str | None:
         """The base URL of another node to send this offer to (the opt-in WHIP 307), or None: open it here."""
@@ -57,9 +58,9 @@ class LocalBroker:
     async def redirect(self, endpoint: str, grant: Grant) -> str | None:
         return None  # one process: nowhere else to go
 
-    async def open(self, endpoint: str, grant: Grant, sdp: str, title: str = "") -> Opened:
+    async def open(self, endpoint: str, grant: Grant, sdp: str, listing: Listing | None = None) -> Opened:
         if endpoint == "whip":
-            session: Session = await self.relay.open_ingest(grant, sdp, title)
+            session: Session = await self.relay.open_ingest(grant, sdp, listing)
         else:
             session = await self.relay.open_playback(grant, sdp)
         return Opened(session.session_id, endpoint, grant.room, session.answer, session.etag)

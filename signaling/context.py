@@ -37,6 +37,7 @@ class SignalingContext:
     offer_limiter: RateLimiter
     ice_servers: tuple[IceServer, ...] = ()
     max_body_bytes: int = 65536
+    categories: tuple[str, ...] = ()  # what a host may list its room under (rooms.categories)
     retry_after: int = 5
     public_url: str = ""
     dev: bool = False

@@ -21,6 +21,7 @@ from signaling.context import (
     room_name,
 )
 from signaling.errors import HttpError
+from signaling.listing import listing_from
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A session's public reference: its id, and in a cluster "~" and the worker holding it.
@@ -62,6 +63,7 @@ async def open_session(request: web.Request, endpoint: str, at_least: str,
     """POST /whip/{room} and /whep/{room}: checked here, opened wherever the broker places it (``refine``: the
     endpoint's own checks of its query, which may narrow the grant that travels with the offer)."""
     offer = await read_offer(request, at_least)
+    listing = listing_from(request.query, context(request).categories) if endpoint == "whip" else None
     if refine is not None:
         offer = refine(request, offer)
     broker = context(request).broker
@@ -73,7 +75,7 @@ async def open_session(request: web.Request, endpoint: str, at_least: str,
             kept = request.rel_url.with_query({k: v for k, v in request.rel_url.query.items() if k != "redirect"})
             location = node.rstrip("/") + str(kept)
             return web.Response(status=307, headers={"Location": location})
-    opened = await broker.open(endpoint, offer.grant, offer.sdp, request.query.get("title", ""))
+    opened = await broker.open(endpoint, offer.grant, offer.sdp, listing)
     return answer_response(request, opened)
 
 

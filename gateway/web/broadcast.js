@@ -168,8 +168,12 @@ async function publishOnce() {
       if (state.wantLive) reconnect(connected ? "Connection lost. Reconnecting…" : explain(iceFailure(pc)));
     }
   });
-  const title = $("#title").value.trim();
-  const url = `/whip/${encodeURIComponent(room)}` + (title ? `?title=${encodeURIComponent(title)}` : "");
+  // How the room shows in the room list: its title, category and tags (a few words, comma-separated).
+  const listing = new URLSearchParams();
+  for (const [key, value] of [["title", $("#title").value], ["category", $("#category").value], ["tags", $("#tags").value]]) {
+    if (value.trim()) listing.set(key, value.trim());
+  }
+  const url = `/whip/${encodeURIComponent(room)}` + (listing.size ? `?${listing}` : "");
   state.session = await exchange(pc, url, state.token);
   await applyBitrate();
 }
@@ -664,6 +668,9 @@ async function init() {
   const watch = `/watch?room=${encodeURIComponent(room)}`;
   $("#watch-link").href = watch;
   $("#watch-link").textContent = location.origin + watch;
+  pageSettings().then(({ categories }) => {
+    $("#category").append(...(categories || []).map((c) => new Option(c, c)));
+  });
   pageSettings().then(({ token_url: tokenUrl, dev }) => {
     // The link carries no token: viewers get theirs from the app's token URL (or dev mode's /dev/token).
     if (!tokenUrl && !dev) $("#watch-note").textContent = " · viewers need a token from your app (set pages.token_url "
@@ -692,6 +699,8 @@ async function init() {
   $("#camera-toggle").onclick = () => { state.cameraOff = !state.cameraOff; applyToggles(); };
   $("#screen-share").onclick = () => toggleScreen();
   $("#preset").onchange = async () => { await openDevices().catch((e) => show(explain(e), "error")); await applyBitrate(); };
+  // On a phone held upright the stream is upright too, unless the host turns it.
+  if (matchMedia("(max-width: 640px) and (orientation: portrait)").matches) $("#orientation").value = "portrait";
   $("#orientation").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
   $("#camera").onchange = () => openDevices().catch((e) => show(explain(e), "error"));
   $("#microphone").onchange = () => openDevices().catch((e) => show(explain(e), "error"));

@@ -12,7 +12,7 @@ let settings = null;
 export async function pageSettings() {
   if (!settings) {
     const response = await fetch("/pages/config").catch(() => null);
-    settings = response && response.ok ? await response.json() : { token_url: null, dev: false };
+    settings = response && response.ok ? await response.json() : { token_url: null, dev: false, categories: [] };
   }
   return settings;
 }

@@ -274,7 +274,8 @@ def test_pk_between_two_host_studios_shows_both_pictures_to_viewers(context, gat
     assert viewer.eval_on_selector("#pk-bar", "b => b.style.getPropertyValue('--red')") == "50%"
     viewer.select_option("#gift-side", "pk2")
     viewer.click("#gift-buttons button[data-gift=rocket]")
-    viewer.wait_for_function("document.querySelector('#pk-bar').style.getPropertyValue('--red') === '0%'", timeout=10000)
+    viewer.wait_for_function("document.querySelector('#pk-bar').style.getPropertyValue('--red') === '0%'",
+                             timeout=10000)
     # each host sees its partner
     host_a.wait_for_function("document.querySelector('#partner').videoWidth > 0", timeout=15000)
     viewer.screenshot(path=str(shots / "watch-pk.png"))

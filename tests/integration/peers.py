@@ -104,6 +104,7 @@ class Host:
     luma: int = 200  # brightness of the moving bar: tells hosts apart at the viewer
     track: MediaStreamTrack | None = None  # default: a MovingBarTrack of this luma
     answer: str = ""
+    query: str = ""  # e.g. "?title=...&category=..."
 
     async def publish(self, http: aiohttp.ClientSession) -> None:
         video = self.pc.addTransceiver(self.track or MovingBarTrack(luma=self.luma), direction="sendonly")
@@ -112,7 +113,7 @@ class Host:
                                        if c.mimeType in (self.video_codec, "video/rtx")])
         self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        status, body, headers = await post_sdp(http, f"{self.base}/whip/{self.room}", self.token,
+        status, body, headers = await post_sdp(http, f"{self.base}/whip/{self.room}{self.query}", self.token,
                                                self.pc.localDescription.sdp)
         assert status == 201, f"WHIP publish failed: {status} {body}"
         self.location = headers["Location"]
