@@ -8,6 +8,7 @@ const RESUME_FRAMES = 5;
 
 const room = roomFromUrl();
 const video = $("#player");
+video.addEventListener("resize", () => fitTiles());
 const SLOTS = 4;
 const state = { pc: null, session: null, token: null, attempt: 0, frames: 0, framesAt: 0, last: null,
   playing: false, stopped: false, openedAt: performance.now(), firstFrameMs: null };
@@ -215,6 +216,8 @@ const PK_ASPECT = { min: 9 / 8, max: 16 / 9 };
 
 function fitTiles() {
   const stageBox = document.querySelector(".stage");
+  // An upright picture on an upright phone fills the screen (style.css); a landscape one is shown whole.
+  stageBox.dataset.shape = video.videoHeight > video.videoWidth ? "portrait" : "landscape";
   const tiles = [...document.querySelectorAll(".tile")].filter((t) => !t.hidden);
   const pk = chat.layout.some((s) => s.role === "partner" && s.live) && tiles.length === 2;
   stageBox.classList.toggle("pk", pk);

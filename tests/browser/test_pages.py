@@ -163,8 +163,47 @@ def test_host_studio_reconnects_after_its_session_is_dropped(context, gateway):
     host.click("#stop")
 
 
+BOX_JS = "e => { const r = e.getBoundingClientRect(); return {left: r.left, top: r.top, right: r.right, " \
+    "bottom: r.bottom, width: r.width, height: r.height}; }"
+
+
+def _listed(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return [a.get_attribute("data-room") for a in page.query_selector_all("#rooms a.card")]
+
+
+def test_room_list_searches_and_filters_by_category(context, gateway):  # type: ignore[no-untyped-def]
+    host = context.new_page()
+    host.goto(f"{gateway.base}/broadcast?room=list1&identity=lena")
+    host.wait_for_function("document.querySelector('#preview').videoWidth > 0", timeout=15000)
+    host.fill("#title", "Acoustic night")
+    host.wait_for_selector("#category option[value=Music]", state="attached", timeout=5000)
+    host.select_option("#category", "Music")
+    host.fill("#tags", "guitar, chill")
+    host.click("#go-live")
+    host.wait_for_selector("body[data-state=live]", timeout=15000)
+    other = go_live(context, gateway.base, "list2", identity="max", title="Retro speedruns")
+    rooms = context.new_page()
+    rooms.goto(f"{gateway.base}/")
+    rooms.wait_for_selector("a.card[data-room=list1]", timeout=10000)
+    card = rooms.inner_text("a.card[data-room=list1]")
+    assert "Acoustic night" in card and "Music" in card and "#guitar" in card and "#chill" in card, card
+    assert "LIVE" in card and "👁" in card, card
+    rooms.fill("#search", "guitar")
+    rooms.wait_for_function("!document.querySelector('a.card[data-room=list2]')", timeout=5000)
+    assert "list1" in _listed(rooms)
+    rooms.fill("#search", "")
+    rooms.wait_for_selector("a.card[data-room=list2]", timeout=5000)
+    rooms.click("#categories .chip[data-category=Music]")
+    rooms.wait_for_function("!document.querySelector('a.card[data-room=list2]')", timeout=5000)
+    assert rooms.get_attribute("#categories .chip[data-category=Music]", "aria-pressed") == "true"
+    rooms.fill("#search", "speedruns")  # Music and speedruns: nothing
+    rooms.wait_for_selector("#no-match:not([hidden])", timeout=5000)
+    host.click("#stop")
+    other.click("#stop")
+
+
 def test_pages_fit_a_phone_screen(browser, gateway, shots):
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, bypass_csp=True)
     try:
         for path in ("/", "/broadcast?room=b7", "/watch?room=b7"):
             page = phone.new_page()
@@ -174,6 +213,34 @@ def test_pages_fit_a_phone_screen(browser, gateway, shots):
             assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a phone"
             if path.startswith("/watch"):
                 page.screenshot(path=str(shots / "watch-phone.png"))
+        # Held upright, as live apps are used. The studio streams upright, the preview is upright and going
+        # live is at hand without scrolling.
+        studio = phone.new_page()
+        studio.goto(f"{gateway.base}/broadcast?room=b7&identity=phonehost")
+        studio.wait_for_function("(v => v.videoHeight > v.videoWidth)(document.querySelector('#preview'))",
+                                 timeout=15000)
+        assert studio.input_value("#orientation") == "portrait"
+        preview = studio.eval_on_selector(".stage", BOX_JS)
+        assert preview["height"] > preview["width"], preview
+        assert studio.eval_on_selector("#go-live", BOX_JS)["bottom"] <= 844, "go live is below the fold"
+        studio.click("#go-live")
+        studio.wait_for_selector("body[data-state=live]", timeout=15000)
+        # The player: the picture fills the screen, chat over its lower part, likes and gifts on its right edge.
+        player = phone.new_page()
+        player.goto(f"{gateway.base}/watch?room=b7")
+        # (Everything on it is fixed to the screen, so the body itself has no size: attached, not visible.)
+        player.wait_for_selector("body[data-state=playing]", state="attached", timeout=20000)
+        player.wait_for_selector("#gift-buttons button", timeout=15000)
+        stage = player.eval_on_selector(".stage", BOX_JS)
+        assert (stage["left"], stage["top"], stage["width"], stage["height"]) == (0, 0, 390, 844), stage
+        chat = player.eval_on_selector("#composer", BOX_JS)
+        assert chat["bottom"] <= 844 and chat["top"] > 844 / 2, chat
+        for selector in ("#like", "#gift-buttons button:last-child", "#toggle-danmaku"):
+            box = player.eval_on_selector(selector, BOX_JS)
+            assert box["right"] <= 390 and box["bottom"] <= 844 and box["top"] >= 0, (selector, box)
+        assert player.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+        player.screenshot(path=str(shots / "watch-phone.png"))
+        studio.click("#stop")
     finally:
         phone.close()
 
