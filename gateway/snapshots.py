@@ -61,7 +61,7 @@ class CoverStore(Protocol):
 
 class SnapshotMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.rounds = Counter("cherry_snapshot_rounds", "Snapshot rounds over this worker's live rooms",
+        self.rounds = Counter("cherry_snapshot_rounds", "Snapshot rounds done over this worker's live rooms",
                               registry=registry)
         self.decodes = Counter("cherry_snapshot_decodes", "Keyframes decoded for room covers (at most one per room "
                                "per round, none per viewer)", registry=registry)
@@ -141,7 +141,12 @@ class Snapshots:
 
     async def take_round(self) -> int:
         """One snapshot of each room held here whose keyframe changed, one after another; how many decoded."""
-        self.metrics.rounds.inc()
+        try:
+            return await self._take_round()
+        finally:
+            self.metrics.rounds.inc()  # counted once done: a round counted has its decodes counted too
+
+    async def _take_round(self) -> int:
         loop = asyncio.get_running_loop()
         decoded = 0
         unchanged: list[str] = []
