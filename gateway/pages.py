@@ -39,8 +39,8 @@ def _room_summary(room: RoomDump, cover: str | None = None) -> dict[str, object]
 def _cover_url(request: web.Request, room: str) -> str | None:
     """The room's cover with its version in the query (a new snapshot is a new URL), or None while it has none."""
     snapshots = request.app.get(SNAPSHOTS)
-    cover = snapshots.cover(room) if snapshots is not None else None
-    return None if cover is None else f"/rooms/{room}/cover.jpg?v={cover.version}"
+    version = snapshots.version(room) if snapshots is not None else None
+    return None if version is None else f"/rooms/{room}/cover.jpg?v={version}"
 
 
 async def live_rooms(request: web.Request) -> web.Response:

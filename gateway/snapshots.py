@@ -58,6 +58,9 @@ class CoverStore(Protocol):
 
     async def get(self, room: str) -> tuple[int, bytes] | None: ...
 
+    async def versions(self, rooms: list[str]) -> dict[str, int]:
+        """The stored covers' versions of those of ``rooms`` that have one (without the pictures)."""
+
 
 class SnapshotMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -98,6 +101,8 @@ class Snapshots:
         self._taken: dict[str, int] = {}  # room -> number of the keyframe last decoded (or tried) there
         # Covers read from the store (None: it had none), with when they were read; bounded, oldest out first.
         self._remote: OrderedDict[str, tuple[float, Cover | None]] = OrderedDict()
+        # In a cluster: the versions of the origins' covers of the rooms this worker is an edge of, read each round.
+        self._edge_versions: dict[str, int] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._store_ok = True
         rooms.observers.add(self)
@@ -112,6 +117,11 @@ class Snapshots:
             if remembered is not None and self._clock() - remembered[0] <= self._remote_age():
                 cover = remembered[1]
         return cover
+
+    def version(self, room: str) -> int | None:
+        """The version of the room's cover as far as this worker knows (the room list names it), or None."""
+        cover = self.cover(room)
+        return cover.version if cover is not None else self._edge_versions.get(room)
 
     async def lookup(self, room: str) -> Cover | None:
         """The room's cover from wherever it is: this worker's, or (in a cluster) its origin's through the store."""
@@ -150,7 +160,11 @@ class Snapshots:
         loop = asyncio.get_running_loop()
         decoded = 0
         unchanged: list[str] = []
+        edges: list[str] = []
         for room in self._rooms:
+            if room.pulled_from is not None:
+                edges.append(room.name)  # its origin takes the cover: the store tells its version
+                continue
             publication = room.host_video()
             keyframe = publication.last_keyframe() if publication is not None else None
             if publication is None or keyframe is None:
@@ -177,12 +191,18 @@ class Snapshots:
             self._covers[room.name] = cover
             await self._publish(cover)
         self.metrics.covers.set(len(self._covers))
-        if unchanged and self.store is not None:
-            try:
-                await self.store.touch(unchanged, self._ttl())
-            except Exception as exc:
-                self._store_failed(exc)
+        if self.store is not None:
+            await self._refresh_store(unchanged, edges)
         return decoded
+
+    async def _refresh_store(self, unchanged: list[str], edges: list[str]) -> None:
+        assert self.store is not None
+        try:
+            if unchanged:
+                await self.store.touch(unchanged, self._ttl())
+            self._edge_versions = await self.store.versions(edges) if edges else {}
+        except Exception as exc:
+            self._store_failed(exc)
 
     def _next_version(self, room: str) -> int:
         previous = self._covers.get(room)
@@ -221,6 +241,7 @@ class Snapshots:
         if isinstance(room, Room):
             self._covers.pop(room.name, None)
             self._taken.pop(room.name, None)
+            self._edge_versions.pop(room.name, None)
             self.metrics.covers.set(len(self._covers))
 
     # -- lifecycle -------------------------------------------------------------------------------------

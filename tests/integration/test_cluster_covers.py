@@ -104,6 +104,14 @@ async def test_only_the_origin_decodes_and_either_node_serves_the_same_cover(clu
         assert jpeg_a == jpeg_b, "one version, two pictures"
         assert jpeg_a[:2] == b"\xff\xd8" and jpeg_size(jpeg_a) == (160, 120)
 
+        async def edge_lists_it() -> bool:  # the edge's room list names the origin's cover, by its version
+            version = (await get_cover(http, cluster.nodes[origin_node], room))[2].strip('"')
+            async with http.get(cluster.nodes[edge_node].base + "/rooms") as r:
+                listed = {entry["room"]: entry for entry in (await r.json())["rooms"]}
+            return room in listed and listed[room]["cover"] == f"/rooms/{room}/cover.jpg?v={version}"
+
+        await until(edge_lists_it, 5 * INTERVAL, "the edge's room list did not name the origin's cover")
+
         rounds = await worker_metric(http, cluster, edge_node, "cherry_snapshot_rounds_total")
 
         async def edge_ran_rounds() -> bool:

@@ -78,6 +78,9 @@ class FakeStore:
         self.gets += 1
         return self.covers.get(room)
 
+    async def versions(self, rooms: list[str]) -> dict[str, int]:
+        return {room: self.covers[room][0] for room in rooms if room in self.covers}
+
 
 async def test_one_decode_per_new_keyframe_and_none_for_viewers():
     rooms = registry()
@@ -200,6 +203,23 @@ async def test_another_worker_serves_the_origins_cover_from_the_store():
     await other.lookup("r")
     assert store.gets == 1, "read again only after a short while"
     assert await other.lookup("nowhere") is None
+
+
+async def test_an_edge_names_its_origins_cover_version_in_the_room_list():
+    store = FakeStore()
+    origin_rooms = registry()
+    Feed(origin_rooms.get_or_create("r")).frame(KEY)
+    origin = service(origin_rooms, store)
+    await origin.take_round()
+    edge_rooms = registry()
+    edge_room = edge_rooms.get_or_create("r")
+    Feed(edge_room).frame(KEY)
+    edge_room.pulled_from = "worker-a"
+    edge = service(edge_rooms, store)
+    assert await edge.take_round() == 0, "an edge never decodes"
+    assert edge.version("r") == store.covers["r"][0]
+    edge_room.close("test")
+    assert edge.version("r") is None
 
 
 async def test_cover_route_serves_the_jpeg_with_its_version_and_404_without_one():
