@@ -16,6 +16,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 import aiortc_bridge
 from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import pin_ice_hosts
+from cluster.covers import RedisCovers
 from cluster.events_bus import BusSettings, ClusterBus
 from cluster.runtime import ClusterRuntime
 from cluster.worker import WorkerSlot
@@ -23,6 +24,7 @@ from gateway.config import GatewayConfig, operations_token
 from gateway.operations import WEBHOOKS, install_operations, metrics_response
 from gateway.pages import add_page_routes
 from gateway.security import operations_gate, page_policy, request_id_middleware, security_headers
+from gateway.snapshots import SNAPSHOTS, Snapshots
 from gateway.startup import offers_loopback
 from gateway.webhooks import RoomWebhooks
 from relay.core import Relay, RelayConfig
@@ -250,6 +252,9 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
     app.on_response_prepare.append(worker_header(app[SLOT].worker_id))
     app.on_response_prepare.append(security_headers(page_policy(config.pages.token_url)))
     ops = install_operations(app, config)  # before _lifecycle: webhooks outlive the room shutdown
+    snapshots = None
+    if config.snapshots.enabled:
+        snapshots = app[SNAPSHOTS] = Snapshots(config.snapshots, app[CONTEXT].rooms, ops.registry)
     _pk_webhooks(app)
     r = app.router
     r.add_get("/healthz", healthz)
@@ -280,9 +285,13 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
             ops.label_all({"node": app[SLOT].node_id, "worker": app[SLOT].worker_id})
             runtime.internal.metrics = lambda: metrics_response(ops)
         app[CONTEXT].broker = runtime.broker
+        if snapshots is not None:  # the origin's covers, served by any worker
+            snapshots.store = RedisCovers(runtime.registry.client)
         app[CLUSTER] = runtime
         app.cleanup_ctx.append(runtime.lifetime)
     app.cleanup_ctx.append(_lifecycle)
+    if snapshots is not None:  # last in, first out: its rounds end before the rooms close and Redis goes
+        app.cleanup_ctx.append(snapshots.lifetime)
     return app
 
 

@@ -128,6 +128,16 @@ class DrainConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotsConfig:
+    # A cover per live room for the room list (GET /rooms/{room}/cover.jpg): the host's last keyframe, decoded off the
+    # forwarding path in one worker thread, at most once per room per interval and only when it changed.
+    enabled: bool = True
+    interval_s: float = 10.0
+    # JPEG width in pixels; the height keeps the stream's aspect ratio.
+    width: int = 320
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     ice: IceConfig = field(default_factory=IceConfig)
@@ -143,6 +153,7 @@ class GatewayConfig:
     drain: DrainConfig = field(default_factory=DrainConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     pages: PagesConfig = field(default_factory=PagesConfig)
+    snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dev: bool = False
 
@@ -270,6 +281,8 @@ class GatewayConfig:
         need(hooks.queue_size >= 1, "webhooks.queue_size", "must be at least 1")
         need(hooks.concurrency >= 1, "webhooks.concurrency", "must be at least 1")
         need(self.drain.timeout_s >= 0, "drain.timeout_s", "must be >= 0")
+        need(self.snapshots.interval_s >= 1, "snapshots.interval_s", "must be at least 1 (seconds between decodes)")
+        need(64 <= self.snapshots.width <= 1280, "snapshots.width", "must be 64-1280")
         for key in ("server.trusted_proxies", "limits.offer_limit_exempt"):
             section, name = key.split(".")
             for i, net in enumerate(getattr(getattr(self, section), name)):

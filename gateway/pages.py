@@ -7,8 +7,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config import PagesConfig
+from gateway.snapshots import SNAPSHOTS
 from relay.dump import RoomDump
-from signaling.context import context
+from signaling.context import context, room_name
 from signaling.errors import HttpError
 
 WEB = Path(__file__).parent / "web"
@@ -22,7 +23,7 @@ def _page(name: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-def _room_summary(room: RoomDump) -> dict[str, object]:
+def _room_summary(room: RoomDump, cover: str | None = None) -> dict[str, object]:
     return {
         "room": room.name,
         "title": room.title,
@@ -34,7 +35,15 @@ def _room_summary(room: RoomDump) -> dict[str, object]:
         "guests": len(room.guests),
         "category": room.category,
         "tags": list(room.tags),
+        "cover": cover,
     }
+
+
+def _cover_url(request: web.Request, room: str) -> str | None:
+    """The room's cover with its version in the query (a new snapshot is a new URL), or None while it has none."""
+    snapshots = request.app.get(SNAPSHOTS)
+    version = snapshots.version(room) if snapshots is not None else None
+    return None if version is None else f"/rooms/{room}/cover.jpg?v={version}"
 
 
 MAX_SEARCH = 64
@@ -56,14 +65,28 @@ async def live_rooms(request: web.Request) -> web.Response:
     words = q.casefold().split()
     live = sorted((r for r in context(request).relay.dump().rooms if r.live and _matches(r, words, category)),
                   key=lambda r: -r.viewers)
-    return web.json_response({"rooms": [_room_summary(r) for r in live]})
+    return web.json_response({"rooms": [_room_summary(r, _cover_url(request, r.name)) for r in live]})
 
 
 async def room_status(request: web.Request) -> web.Response:
     room = context(request).rooms.get(request.match_info["room"])
     if room is None:
         return web.json_response({"room": request.match_info["room"], "live": False}, status=404)
-    return web.json_response(_room_summary(room.dump()))
+    return web.json_response(_room_summary(room.dump(), _cover_url(request, room.name)))
+
+
+async def room_cover(request: web.Request) -> web.Response:
+    """The room's latest snapshot (public, like the room list); 404 until one was taken."""
+    name = room_name(request)
+    snapshots = request.app.get(SNAPSHOTS)
+    cover = await snapshots.lookup(name) if snapshots is not None else None
+    if snapshots is None or cover is None:
+        raise HttpError(404, "no_cover", "this room has no cover (yet)")
+    etag = f'"{cover.version}"'
+    headers = {"Cache-Control": f"max-age={int(snapshots.config.interval_s)}", "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=cover.jpeg, content_type="image/jpeg", headers=headers)
 
 
 def pages_config(pages: PagesConfig, dev: bool, categories: tuple[str, ...]):  # type: ignore[no-untyped-def]
@@ -88,5 +111,6 @@ def add_page_routes(app: web.Application, pages: PagesConfig, dev: bool, categor
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/rooms", live_rooms)
     app.router.add_get("/rooms/{room}", room_status)
+    app.router.add_get("/rooms/{room}/cover.jpg", room_cover)
     app.router.add_get("/pages/config", pages_config(pages, dev, categories))
     app.router.add_static("/static/", WEB, append_version=False)

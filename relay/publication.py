@@ -12,11 +12,13 @@ join or leave; a sink that raises is detached and told, and the loop goes on.
 A video publication also keeps its *keyframe cache*: the packets from its last keyframe on (``gop``,
 a new list at every keyframe, appended to by reference; dropped when it outgrows its byte bound or
 the stream restarts). A new subscription starts from it instead of asking the host for a keyframe:
-see :meth:`Publication.keyframe_cache`.
+see :meth:`Publication.keyframe_cache`. The room's snapshot (its cover) reads the same cache's keyframe
+through :meth:`Publication.last_keyframe`, which changes nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -36,6 +38,9 @@ log = logging.getLogger("cherry.relay.publication")
 # RFC 3550 appendix A.1: a jump wider than this is a restart, not loss or reordering.
 MAX_DROPOUT = 3000
 PADDING_MEMORY = 512  # padding sequence numbers remembered, to place late packets correctly
+# One numbering for every cached keyframe of the process: a snapshot taker that remembers the last number it
+# decoded never mistakes a new publication's keyframe for the old one (an object id could be reused).
+_KEYFRAME_SERIALS = itertools.count(1)
 
 
 class PacketSink(Protocol):
@@ -126,6 +131,7 @@ class Publication:
         self.gop: list[MediaPacket] | None = None
         self._gop_bytes = 0
         self._gop_at = 0.0
+        self._gop_serial = 0
         self._gop_overflowed = False
         # An edge's copy of an origin's track: the pipe's origin end starts from the origin's cache (or asks
         # the host itself), so a joiner here never needs to ask for the first keyframe.
@@ -205,6 +211,7 @@ class Publication:
                 self.gop = [packet]
                 self._gop_bytes = size
                 self._gop_at = arrival
+                self._gop_serial = next(_KEYFRAME_SERIALS)
                 self._gop_overflowed = False
         elif gop is not None:
             self._gop_bytes += size
@@ -316,6 +323,29 @@ class Publication:
             if not self._keyframe_wanted:  # a refresh already asked for is retried by the throttle itself
                 self.request_keyframe()
         return gop
+
+    def last_keyframe(self) -> tuple[int, list[bytes]] | None:
+        """The cached keyframe for a snapshot: (its number, unique in the process, so an unchanged keyframe is
+        not decoded twice; the payloads of its access unit in sequence order), or None while there is no cached
+        keyframe or its last packet (the marker) has not arrived in sequence.
+
+        A read only: unlike :meth:`keyframe_cache` it is no joiner's start and asks the host for nothing, so
+        however often snapshots are taken the host's keyframes stay what its viewers need.
+        """
+        gop = self.gop
+        if gop is None or self.closed:
+            return None
+        first = gop[0]
+        # Arrival order may be off by reordering: place each packet of the keyframe's timestamp by its offset.
+        unit: dict[int, MediaPacket] = {}
+        for packet in gop:
+            if packet.timestamp == first.timestamp:
+                unit[(packet.seq - first.seq) & 0xFFFF] = packet
+        ordered = [unit.get(i) for i in range(len(unit))]
+        last = ordered[-1]
+        if last is None or not last.marker or any(p is None or p.marker for p in ordered[:-1]):
+            return None  # a gap, a packet placed before the first, or the frame not complete yet
+        return self._gop_serial, [p.payload for p in ordered if p is not None]
 
     def cache_state(self) -> tuple[int, int, float | None]:
         """(packets, payload bytes, age in seconds or None) of the keyframe cache now."""

@@ -392,6 +392,13 @@ class Room:
         """This worker is the room's origin: its host or a guest publishes here (not through a pipe)."""
         return self.on_mic and self.pulled_from is None
 
+    def host_video(self) -> Publication | None:
+        """The host's own video here, what the room's snapshot (its cover) is taken from. None on an edge or a PK
+        mirror (its host is a pipe: the origin takes the room's snapshot), and while the host sends no video."""
+        if self.closed or self.host is None or self.pulled_from is not None:
+            return None
+        return self.publications.get("video")
+
     # -- PK --------------------------------------------------------------------------------------------
 
     def link_pk(self, other: Room) -> None:

@@ -2,7 +2,11 @@
 
 Every way aiortc or PyAV can make an encoder or decoder is wrapped; the counts
 are served at GET /test/codecs so a test can assert they stay zero while the
-gateway forwards. GET /test/forwarding/{room} gives one consistent snapshot of
+gateway forwards. The room covers' decodes (gateway/snapshots.py) are the one codec
+work the gateway does, off the forwarding path in their own thread: what is made
+in that thread is counted apart, at GET /test/snapshot-codecs, so the forwarding
+counts stay zero and the covers' are checked against their rounds.
+GET /test/forwarding/{room} gives one consistent snapshot of
 a room's packets in (per publication) and out (per viewer and subscription),
 which /api/stats only reports summed over the room.
 """
@@ -10,6 +14,7 @@ which /api/stats only reports summed over the room.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -19,12 +24,16 @@ import aiortc.rtcrtpsender
 import av
 from aiohttp import web
 
+from aiortc_bridge.snapshot import SNAPSHOT_THREAD
+
 COUNTS = {"encoders": 0, "decoders": 0, "codec_contexts": 0}
+SNAPSHOT_COUNTS = dict.fromkeys(COUNTS, 0)  # made in the snapshot thread
 
 
 def _counting(name: str, original: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        COUNTS[name] += 1
+        snapshot = threading.current_thread().name.startswith(SNAPSHOT_THREAD)
+        (SNAPSHOT_COUNTS if snapshot else COUNTS)[name] += 1
         return original(*args, **kwargs)
 
     return wrapper
@@ -41,6 +50,10 @@ av.CodecContext.create = _counting("codec_contexts", av.CodecContext.create)  # 
 
 async def codecs(request: web.Request) -> web.Response:
     return web.json_response(COUNTS)
+
+
+async def snapshot_codecs(request: web.Request) -> web.Response:
+    return web.json_response(SNAPSHOT_COUNTS)
 
 
 def _raise(*args: Any, **kwargs: Any) -> bool:
@@ -92,6 +105,7 @@ def main() -> int:
     def create_app(config: Any, **kwargs: Any) -> web.Application:
         app = original_create_app(config, **kwargs)
         app.router.add_get("/test/codecs", codecs)
+        app.router.add_get("/test/snapshot-codecs", snapshot_codecs)
         app.router.add_post("/test/break-sink/{session}", break_sink)
         app.router.add_get("/test/forwarding/{room}", forwarding)
         app.router.add_post("/test/block-loop", block_loop)

@@ -52,6 +52,10 @@ def test_unknown_section_is_an_error(tmp_path):
     ("[operations]\nport = 70000\n", "operations.port"),
     ('[operations]\ntoken_env = "CHERRY_SURELY_UNSET_VARIABLE"\n', "operations.token_env"),
     ('[operations]\ntoken_file = "/nonexistent/ops-token"\n', "operations.token_file"),
+    ("[snapshots]\ninterval_s = 0.5\n", "snapshots.interval_s"),
+    ("[snapshots]\nwidth = 32\n", "snapshots.width"),
+    ("[snapshots]\nwidth = 1920\n", "snapshots.width"),
+    ("[snapshots]\nquality = 5\n", "snapshots.quality"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):

@@ -494,3 +494,51 @@ def test_keyframe_cache_is_on_by_default_and_can_be_turned_off(tmp_path: Path):
     path.write_text("[media]\nkeyframe_cache_bytes = 0\n")
     assert MediaConfig().keyframe_cache_bytes > 0
     assert load_config(path, {"dev": True}).media.keyframe_cache_bytes == 0
+
+
+def test_a_snapshot_reads_the_cached_keyframe_access_unit_without_asking_or_counting():
+    clock = FakeClock()
+    upstream = FakeUpstream()
+    pub = publication(clock, upstream=upstream)
+    assert pub.last_keyframe() is None, "no keyframe yet"
+    key = [VP8_KEY + b"a", VP8_CONT + b"b", VP8_CONT + b"c"]
+    for i, payload in enumerate(key):  # a three-packet keyframe, then delta frames
+        pub.on_rtp(0x1234, 100 + i, 9000, i == len(key) - 1, payload, clock.now)
+    pub.on_rtp(0x1234, 103, 9000 + FRAME, True, VP8_DELTA, clock.now)
+    pub.on_rtp(0x1234, 103, 9000 + FRAME, True, VP8_DELTA, clock.now)  # and a duplicate, dropped
+    found = pub.last_keyframe()
+    assert found is not None
+    serial, payloads_ = found
+    assert payloads_ == key, "only the keyframe's own packets, in order"
+    assert pub.last_keyframe() == found, "unchanged keyframe, same number"
+    assert upstream.requests == 0 and pub.stats.keyframe_requests == 0, "a snapshot asks the host for nothing"
+    assert pub.stats.cache_starts == 0 and pub.stats.cache_empty == 0, "and is no joiner"
+    gop(pub, clock, 104, 9000 + 2 * FRAME, 1)  # the next keyframe
+    again = pub.last_keyframe()
+    assert again is not None and again[0] != serial
+
+
+def test_a_snapshot_waits_for_the_whole_keyframe_and_places_reordered_packets():
+    clock = FakeClock()
+    pub = publication(clock)
+    pub.on_rtp(0x1234, 10, 9000, False, VP8_KEY, clock.now)
+    assert pub.last_keyframe() is None, "the marker has not come"
+    pub.on_rtp(0x1234, 12, 9000, True, VP8_CONT + b"z", clock.now)
+    assert pub.last_keyframe() is None, "a gap: packet 11 is missing"
+    pub.on_rtp(0x1234, 11, 9000, False, VP8_CONT + b"y", clock.now)
+    found = pub.last_keyframe()
+    assert found is not None and found[1] == [VP8_KEY, VP8_CONT + b"y", VP8_CONT + b"z"]
+
+
+def test_no_snapshot_from_a_closed_publication_or_a_gop_past_its_bound():
+    clock = FakeClock()
+    pub = publication(clock, limit=100)
+    gop(pub, clock, 1, 0, 1)
+    assert pub.last_keyframe() is not None
+    for i in range(3):  # delta frames that outgrow the bound: the cache is dropped
+        pub.on_rtp(0x1234, 2 + i, (i + 1) * FRAME, True, VP8_DELTA + bytes(60), clock.now)
+    assert pub.gop is None and pub.last_keyframe() is None
+    pub2 = publication(clock)
+    gop(pub2, clock, 1, 0, 1)
+    pub2.close()
+    assert pub2.last_keyframe() is None

@@ -315,3 +315,16 @@ async def test_dump_describes_the_room_and_its_participants():
     assert by_id["v"].sockets == 1 and len(by_id["v"].sessions) == 1 and by_id["lurker"].sessions == ()
     assert by_id["host-d"].role == "host"
     assert [p.owner for p in dump.publications] == ["host-d"]
+
+
+async def test_only_the_origin_takes_its_rooms_snapshot_from_the_hosts_own_video():
+    registry = rooms()
+    room, host, pub = live(registry, "a")
+    assert room.host_video() is pub
+    edge, _, _ = live(registry, "b")
+    edge.pulled_from = "worker-1"  # its host is the pipe: the origin takes the room's snapshot
+    assert edge.host_video() is None
+    room.release_host(host)
+    assert room.host_video() is None, "no host, nothing to take"
+    room.close("test")
+    assert room.host_video() is None
