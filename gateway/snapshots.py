@@ -3,9 +3,13 @@
 Forwarding never decodes (adding a viewer adds no codec work); this is the one decoding the gateway does, and
 it is bounded apart from it. Every ``snapshots.interval_s`` one round walks the rooms this worker is the origin
 of (an edge's copy is the origin's business) and takes each host video's cached keyframe
-(``Publication.last_keyframe``, a read that asks the host for nothing) if it changed since the room's last
-snapshot. The decodes run one after another in a single worker thread, so a round costs at most one core and
-never blocks the event loop, and each room costs at most one decode per interval however many watch it.
+(``Publication.last_keyframe``) if it changed since the room's last snapshot. A cover about to be older than
+the interval with no new keyframe to take asks the host for one, through its keyframe throttle, and the
+round waits a moment for it: browsers send keyframes only when asked, and a long GOP outgrows the cache, so
+without asking a cover would stay the stream's first picture. That is one keyframe per room per interval at
+most, what a 10 s GOP costs. The decodes run one after another in a single worker thread, so a round costs at
+most one core and never blocks the event loop, and each room costs at most one decode per interval however many
+watch it.
 Covers live in memory, dropped with their room; in a cluster the origin also writes them to a
 :class:`CoverStore` (Redis) so that any worker can answer ``GET /rooms/{room}/cover.jpg``.
 
@@ -37,6 +41,7 @@ FAILURE_REASONS = ("codec", "too_large", "depayload", "decode", "encode")
 STORE_TTL_INTERVALS = 3  # a stored cover outlives its origin by a few rounds at most
 REMOTE_MEMORY = 1024  # rooms whose stored cover (or its absence) this worker remembers
 MAX_REMOTE_AGE_S = 2.0  # how long a cover read from the store is served before it is read again
+KEYFRAME_WAIT_S = 0.5  # how long a round waits for the keyframes it asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,8 @@ class SnapshotMetrics:
                                         "snapshot thread (depayload, decode, scale, JPEG)", buckets=DECODE_BUCKETS,
                                         registry=registry)
         self.covers = Gauge("cherry_snapshot_covers", "Room covers held by this worker", registry=registry)
+        self.keyframe_requests = Counter("cherry_snapshot_keyframe_requests", "Keyframes asked of hosts for a "
+                                         "cover due for renewal (at most one per room per round)", registry=registry)
 
 
 def _timed_decode(mime_type: str, payloads: list[bytes], width: int) -> tuple[bytes, float]:
@@ -156,8 +163,29 @@ class Snapshots:
         finally:
             self.metrics.rounds.inc()  # counted once done: a round counted has its decodes counted too
 
+    def _ask_for_keyframes(self) -> bool:
+        """Ask each host whose cover is due and has no new keyframe to take for one; True if any was asked."""
+        due = self._clock() * 1000 - self.config.interval_s * 1000 * 0.9
+        asked = False
+        for room in self._rooms:
+            publication = room.host_video() if room.pulled_from is None else None
+            if publication is None:
+                continue
+            keyframe = publication.last_keyframe()
+            if keyframe is not None and self._taken.get(room.name) != keyframe[0]:
+                continue  # a new one is there to take
+            cover = self._covers.get(room.name)
+            if cover is not None and cover.version > due:
+                continue
+            publication.request_keyframe()
+            self.metrics.keyframe_requests.inc()
+            asked = True
+        return asked
+
     async def _take_round(self) -> int:
         loop = asyncio.get_running_loop()
+        if self._ask_for_keyframes():
+            await asyncio.sleep(KEYFRAME_WAIT_S)  # the hosts' answers are a round trip and a frame away
         decoded = 0
         unchanged: list[str] = []
         edges: list[str] = []

@@ -23,7 +23,9 @@ def netns() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def gateway(netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    proc = GatewayProcess([], None, tmp_path_factory.mktemp("browser-gw"), netns=netns, port=8080, module="gateway")
+    # Covers every 2 s instead of 10: the room-list test watches a few rounds.
+    proc = GatewayProcess([], "[snapshots]\ninterval_s = 2.0\n", tmp_path_factory.mktemp("browser-gw"), netns=netns,
+                          port=8080, module="gateway")
     yield proc
     proc.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.browser.test_pages import PIXELS, go_live, moderate
+from tests.browser.waits import until
 
 # The studio's monitor of its co-stream slots: the guest's inbound audio, as Chromium measures it.
 AUDIO_JS = """async () => {
@@ -60,7 +61,8 @@ def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gate
     second = host.eval_on_selector(GUEST_VIDEO, PIXELS)
     assert second["mean"] > 10 and first["fingerprint"] != second["fingerprint"], "guest picture black or still"
     assert host.eval_on_selector(GUEST_VIDEO, "v => v.muted") is False, "the studio does not play the guest's voice"
-    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level > 0)", timeout=10000)
+    until(host, f"async () => {{ const a = await ({AUDIO_JS})(); return a && a.level > 0; }}",
+          "the studio measures no voice from its guest")
     # (That the monitor never carries the host's own slot is checked on the wire: tests/integration/test_costream.py.)
     assert "singer on mic" in host.inner_text("#guests")
 
@@ -72,9 +74,11 @@ def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gate
     # Mic off: the track stays, silent, so the host's monitor measures no more voice; on again: it comes back.
     guest.click("#mic-toggle")
     assert guest.inner_text("#mic-toggle") == "Turn mic on"
-    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level < 0.001)", timeout=10000)
+    until(host, f"async () => {{ const a = await ({AUDIO_JS})(); return a && a.level < 0.001; }}",
+          "the guest's mic is off, yet the studio still measures its voice")
     guest.click("#mic-toggle")
-    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level > 0)", timeout=10000)
+    until(host, f"async () => {{ const a = await ({AUDIO_JS})(); return a && a.level > 0; }}",
+          "the guest's mic is on again, yet the studio measures no voice")
     guest.click("#camera-toggle")
     assert guest.inner_text("#camera-toggle") == "Turn camera on"
 
@@ -85,7 +89,7 @@ def test_host_sees_and_hears_its_guest_and_the_guest_hears_no_echo(context, gate
     host.click("#stop")
 
 
-BYTES_JS = f"({AUDIO_JS})().then(a => a ? a.bytes : 0)"
+BYTES_JS = f"async () => {{ const a = await ({AUDIO_JS})(); return a ? a.bytes : 0; }}"
 
 
 def _on_mic(context, base: str, room: str, host, identity: str):  # type: ignore[no-untyped-def]
@@ -99,7 +103,11 @@ def _on_mic(context, base: str, room: str, host, identity: str):  # type: ignore
     guest.wait_for_selector("#guest-prompt:not([hidden])", timeout=10000)
     guest.click("#guest-accept")
     guest.wait_for_selector("#on-mic:not([hidden])", timeout=15000)
-    host.wait_for_function(f"({AUDIO_JS})().then(a => a && a.level > 0)", timeout=15000)
+    try:
+        until(host, f"async () => {{ const a = await ({AUDIO_JS})(); return a && a.level > 0; }}",
+              "the studio measures no voice from its guest", 15)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}: {host.evaluate(MONITOR_STATE_JS)} {host.inner_text('#costream')}") from None
     return guest
 
 
@@ -119,7 +127,7 @@ def test_the_host_mutes_its_guest_for_everyone_and_the_guest_moderates(context, 
     host.wait_for_timeout(1500)
     assert host.evaluate(BYTES_JS) == settled, f"muted guest's audio still arriving ({before} -> {settled} -> more)"
     host.click(f'{bar} button[data-kind="audio"]')  # unmute for all
-    host.wait_for_function(f"{BYTES_JS}.then(b => b > {settled})", timeout=10000)
+    until(host, f"async () => (await ({BYTES_JS})()) > {settled}", "unmuted for all, the guest's voice is not back")
     guest.wait_for_function("document.querySelector('#host-muted').textContent === ''", timeout=10000)
 
     # On mic, the guest moderates: a viewer's name opens a card with mute and kick (no ban, no invite).

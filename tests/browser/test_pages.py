@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.waits import until
+
 
 def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go: $CHERRY_SCREENSHOTS when set (``make screenshots`` sets docs/screenshots),
@@ -167,6 +169,14 @@ BOX_JS = "e => { const r = e.getBoundingClientRect(); return {left: r.left, top:
     "bottom: r.bottom, width: r.width, height: r.height}; }"
 
 
+# The snapshot figures from the gateway's /metrics, read inside the page (the namespace holds the gateway).
+SNAPSHOT_FIGURES_JS = """async () => {
+  const text = await (await fetch('/metrics')).text();
+  const read = (name) => Number((text.match(new RegExp('^' + name + ' ([0-9.e+-]+)$', 'm')) || [0, 0])[1]);
+  return {decodes: read('cherry_snapshot_decodes_total'), rounds: read('cherry_snapshot_rounds_total')};
+}"""
+
+
 def _listed(page) -> list[str]:  # type: ignore[no-untyped-def]
     return [a.get_attribute("data-room") for a in page.query_selector_all("#rooms a.card")]
 
@@ -198,8 +208,27 @@ def test_room_list_searches_and_filters_by_category(context, gateway):  # type: 
     assert rooms.get_attribute("#categories .chip[data-category=Music]", "aria-pressed") == "true"
     rooms.fill("#search", "speedruns")  # Music and speedruns: nothing
     rooms.wait_for_selector("#no-match:not([hidden])", timeout=5000)
+
+    # Covers: a still of each stream, renewed while it streams (a browser host sends keyframes only when asked:
+    # the snapshot rounds ask), decoded once per room per round however many watch.
+    rooms.fill("#search", "")
+    rooms.click("#categories .chip[data-category='']")
+    cover = "a.card[data-room=list1] .cover img"
+    rooms.wait_for_function(f"(i => i && i.complete && i.naturalWidth === 320)(document.querySelector('{cover}'))",
+                            timeout=15000)
+    first = rooms.get_attribute(cover, "src")
+    rooms.wait_for_function(f"document.querySelector('{cover}').getAttribute('src') !== '{first}'", timeout=20000)
+    other.click("#stop")  # one room with video left: the round's decodes are its own
+    before = rooms.evaluate(SNAPSHOT_FIGURES_JS)
+    viewers = [open_player(context, gateway.base, "list1") for _ in range(3)]
+    for viewer in viewers:
+        viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
+    until(rooms, f"async () => (await ({SNAPSHOT_FIGURES_JS})()).rounds >= {before['rounds'] + 3}",
+          "three snapshot rounds did not run", 20)
+    after = rooms.evaluate(SNAPSHOT_FIGURES_JS)
+    decodes, rounds = after["decodes"] - before["decodes"], after["rounds"] - before["rounds"]
+    assert 1 <= decodes <= rounds, f"{decodes} cover decodes in {rounds} rounds with 3 viewers watching"
     host.click("#stop")
-    other.click("#stop")
 
 
 def test_pages_fit_a_phone_screen(browser, gateway, shots):

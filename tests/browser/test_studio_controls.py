@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.browser.test_pages import PIXELS, go_live, open_player
+from tests.browser.waits import until
 
 # The player's inbound audio level, as Chromium measures it.
 LEVEL_JS = """async () => {
@@ -21,13 +22,14 @@ def test_mic_camera_screen_share_and_uptime(context, gateway):  # type: ignore[n
     viewer = open_player(context, gateway.base, "ctl2")
     viewer.wait_for_selector("body[data-state=playing]", timeout=20000)
     viewer.click("#unmute")
-    viewer.wait_for_function(f"({LEVEL_JS})().then(l => l > 0)", timeout=10000)
+    until(viewer, f"async () => (await ({LEVEL_JS})()) > 0", "the viewer hears no host")
 
     host.click("#mic-toggle")
     assert host.inner_text("#mic-toggle") == "Mic on"
-    viewer.wait_for_function(f"({LEVEL_JS})().then(l => l !== null && l < 0.001)", timeout=10000)
+    until(viewer, f"async () => {{ const l = await ({LEVEL_JS})(); return l !== null && l < 0.001; }}",
+          "the host's mic is off, yet the viewer still hears it")
     host.click("#mic-toggle")
-    viewer.wait_for_function(f"({LEVEL_JS})().then(l => l > 0)", timeout=10000)
+    until(viewer, f"async () => (await ({LEVEL_JS})()) > 0", "the host's mic is on again, yet the viewer hears nothing")
 
     host.click("#camera-toggle")  # black frames, same session
     viewer.wait_for_function(f"({PIXELS})(document.querySelector('#player')).mean < 3", timeout=10000)

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
@@ -82,12 +83,20 @@ class FakeStore:
         return {room: self.covers[room][0] for room in rooms if room in self.covers}
 
 
+@pytest.fixture(autouse=True)
+def no_keyframe_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway.snapshots, "KEYFRAME_WAIT_S", 0.0)  # keyframes here come by hand, not by waiting
+
+
 async def test_one_decode_per_new_keyframe_and_none_for_viewers():
     rooms = registry()
     room = rooms.get_or_create("r")
     feed = Feed(room)
-    snapshots = service(rooms)
+    now = [1000.0]
+    snapshots = Snapshots(SnapshotsConfig(interval_s=1.0, width=160), rooms, CollectorRegistry(auto_describe=False),
+                          clock=lambda: now[0])
     assert await snapshots.take_round() == 0 and snapshots.cover("r") is None, "no keyframe yet"
+    assert value(snapshots, "cherry_snapshot_keyframe_requests_total") == 1, "no keyframe: the host is asked"
     feed.frame(KEY)
     feed.frame([VP8_DELTA])
     assert await snapshots.take_round() == 1
@@ -98,14 +107,17 @@ async def test_one_decode_per_new_keyframe_and_none_for_viewers():
         sub = Subscription("video", 90000, FakeSink(), media=MediaConfig(), cname="c")
         room.add_viewer(member, [sub])
     assert [await snapshots.take_round() for _ in range(3)] == [0, 0, 0], "the keyframe did not change"
-    assert feed.pub.stats.keyframe_requests == 0, "snapshots never ask the host for a keyframe"
+    assert value(snapshots, "cherry_snapshot_keyframe_requests_total") == 1, "a fresh cover asks for nothing"
+    now[0] += 1.0  # an interval on: the cover is due, and the host is asked once per round
+    assert await snapshots.take_round() == 0
+    assert value(snapshots, "cherry_snapshot_keyframe_requests_total") == 2
     feed.frame(KEY)
     feed.frame(KEY)  # two keyframes within one round: one decode
     assert await snapshots.take_round() == 1
     second = snapshots.cover("r")
     assert second is not None and second.version > first.version
     assert value(snapshots, "cherry_snapshot_decodes_total") == 2
-    assert value(snapshots, "cherry_snapshot_rounds_total") == 6
+    assert value(snapshots, "cherry_snapshot_rounds_total") == 7
 
 
 async def test_an_edge_or_a_room_without_video_is_not_decoded():
