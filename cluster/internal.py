@@ -28,7 +28,7 @@ from aiohttp import web
 
 from relay.errors import RelayError
 from relay.participant import Grant
-from relay.pipe import PIPE_ROLE, Exchange
+from relay.pipe import PIPE_IDENTITY, PIPE_ROLE, Exchange
 from relay.room import Listing
 from signaling.broker import LocalBroker, Mismatch, NotYours, Opened
 from signaling.errors import HttpError, error_response, relay_error
@@ -281,7 +281,7 @@ class InternalClient:
 
     def pipe_exchange(self, base_url: str, room: str, worker_id: str) -> Exchange:
         """How worker ``worker_id`` pulls ``room`` from the origin at ``base_url``: its pipe offer there."""
-        grant = Grant(room, f"edge:{worker_id}", PIPE_ROLE)
+        grant = Grant(room, f"{PIPE_IDENTITY}{worker_id}", PIPE_ROLE)
 
         async def exchange(offer: str) -> str:
             return await self.pipe(base_url, grant, offer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from cluster.broker import ClusterBroker
 from cluster.config import ClusterConfig
 from cluster.events_bus import ClusterBus
 from cluster.internal import LABEL, InternalClient, InternalServer
+from cluster.listings import ClusterListings, Listings
 from cluster.pk_media import PkMedia
 from cluster.placement import Placement
 from cluster.registry import RedisRegistry, RegistryUnavailable, WorkerLoad, wait_for_redis
@@ -52,6 +53,10 @@ class ClusterRuntime:
                                        pk=self.pk.apply, admin=local_admin.apply)
         ctx.admin = ClusterAdmin(local_admin, self.registry, self.client)  # the admin API from any worker
         self.registry_ok = True
+        # The public room list across the cluster: this worker's live origin rooms as GET /rooms shows them
+        # (gateway/pages.py sets the source: the summaries are the pages' shape), published with each heartbeat.
+        self.listings = ClusterListings(self.registry.client, slot.worker_id, config.stale_after_s)
+        self.listings_source: Callable[[], Listings] = dict
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # Room events across workers (cluster/events_bus.py); gateway/app.py builds it with the hub.
@@ -113,6 +118,7 @@ class ClusterRuntime:
         while True:
             try:
                 await self.registry.heartbeat(self.load())
+                await self.listings.publish(self.listings_source())
                 await self.follow_origins()
                 if not self.registry_ok:
                     log.warning("cluster registry reachable again")
@@ -151,6 +157,7 @@ class ClusterRuntime:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.registry.withdraw()
+        await self.listings.withdraw()
         await self.client.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -160,3 +167,6 @@ class ClusterRuntime:
         await self.start()
         yield
         await self.stop()
+
+
+CLUSTER = web.AppKey("cluster", ClusterRuntime)

@@ -18,11 +18,11 @@ from aiortc_bridge.guard import DATAGRAMS, PACKETS
 from aiortc_bridge.ice import pin_ice_hosts
 from cluster.covers import RedisCovers
 from cluster.events_bus import BusSettings, ClusterBus
-from cluster.runtime import ClusterRuntime
+from cluster.runtime import CLUSTER, ClusterRuntime
 from cluster.worker import WorkerSlot
 from gateway.config import GatewayConfig, operations_token
 from gateway.operations import WEBHOOKS, install_operations, metrics_response
-from gateway.pages import add_page_routes
+from gateway.pages import add_page_routes, origin_listings
 from gateway.security import operations_gate, page_policy, request_id_middleware, security_headers
 from gateway.snapshots import SNAPSHOTS, Snapshots
 from gateway.startup import offers_loopback
@@ -56,7 +56,6 @@ from signaling.whip import post_whip
 
 log = logging.getLogger("cherry.gateway")
 CONFIG = web.AppKey("config", GatewayConfig)
-CLUSTER = web.AppKey("cluster", ClusterRuntime)
 STARTED_AT = web.AppKey("started_at", float)
 SLOT = web.AppKey("slot", WorkerSlot)  # which worker of this host this process is
 
@@ -287,6 +286,7 @@ def create_app(config: GatewayConfig, *, slot: WorkerSlot | None = None) -> web.
         app[CONTEXT].broker = runtime.broker
         if snapshots is not None:  # the origin's covers, served by any worker
             snapshots.store = RedisCovers(runtime.registry.client)
+        runtime.listings_source = lambda: origin_listings(app[CONTEXT].relay, snapshots)
         app[CLUSTER] = runtime
         app.cleanup_ctx.append(runtime.lifetime)
     app.cleanup_ctx.append(_lifecycle)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from cluster.registry import RegistryUnavailable
+from cluster.runtime import CLUSTER
 from gateway.config import PagesConfig
-from gateway.snapshots import SNAPSHOTS
+from gateway.snapshots import SNAPSHOTS, Snapshots
+from relay.core import Relay
 from relay.dump import RoomDump
 from signaling.context import context, room_name
 from signaling.errors import HttpError
@@ -39,21 +43,41 @@ def _room_summary(room: RoomDump, cover: str | None = None) -> dict[str, object]
     }
 
 
-def _cover_url(request: web.Request, room: str) -> str | None:
+def _cover_url(snapshots: Snapshots | None, room: str) -> str | None:
     """The room's cover with its version in the query (a new snapshot is a new URL), or None while it has none."""
-    snapshots = request.app.get(SNAPSHOTS)
     version = snapshots.version(room) if snapshots is not None else None
     return None if version is None else f"/rooms/{room}/cover.jpg?v={version}"
+
+
+def origin_listings(relay: Relay, snapshots: Snapshots | None) -> dict[str, dict[str, object]]:
+    """The live rooms this worker is the origin of, as the room list shows them (a cluster's share of it)."""
+    return {room.name: _room_summary(room.dump(), _cover_url(snapshots, room.name))
+            for room in list(relay.rooms) if room.held_here and room.live}
 
 
 MAX_SEARCH = 64
 
 
-def _matches(room: RoomDump, words: list[str], category: str) -> bool:
-    if category and room.category != category:
+def _matches(room: dict[str, Any], words: list[str], category: str) -> bool:
+    if category and room.get("category") != category:
         return False
-    text = " ".join((room.name, room.title, room.host or "", room.category, *room.tags)).casefold()
+    text = " ".join(str(part) for part in (room.get("room"), room.get("title"), room.get("host") or "",
+                                           room.get("category"), *room.get("tags", []))).casefold()
     return all(word in text for word in words)
+
+
+async def _live(request: web.Request) -> list[dict[str, Any]]:
+    """Every live room, busiest first: the cluster's (from its listings) or, alone or with Redis away, this
+    worker's own."""
+    runtime = request.app.get(CLUSTER)
+    if runtime is not None:
+        try:
+            return await runtime.listings.read(runtime.registry.workers)
+        except RegistryUnavailable:
+            pass  # the rooms this worker holds are better than none
+    snapshots = request.app.get(SNAPSHOTS)
+    live = sorted((r for r in context(request).relay.dump().rooms if r.live), key=lambda r: -r.viewers)
+    return [_room_summary(r, _cover_url(snapshots, r.name)) for r in live]
 
 
 async def live_rooms(request: web.Request) -> web.Response:
@@ -63,16 +87,14 @@ async def live_rooms(request: web.Request) -> web.Response:
     if len(q) > MAX_SEARCH or len(category) > MAX_SEARCH:
         raise HttpError(400, "bad_query", f"'q' and 'category' are at most {MAX_SEARCH} characters")
     words = q.casefold().split()
-    live = sorted((r for r in context(request).relay.dump().rooms if r.live and _matches(r, words, category)),
-                  key=lambda r: -r.viewers)
-    return web.json_response({"rooms": [_room_summary(r, _cover_url(request, r.name)) for r in live]})
+    return web.json_response({"rooms": [r for r in await _live(request) if _matches(r, words, category)]})
 
 
 async def room_status(request: web.Request) -> web.Response:
     room = context(request).rooms.get(request.match_info["room"])
     if room is None:
         return web.json_response({"room": request.match_info["room"], "live": False}, status=404)
-    return web.json_response(_room_summary(room.dump(), _cover_url(request, room.name)))
+    return web.json_response(_room_summary(room.dump(), _cover_url(request.app.get(SNAPSHOTS), room.name)))
 
 
 async def room_cover(request: web.Request) -> web.Response:

@@ -46,6 +46,7 @@ log = logging.getLogger("cherry.relay.pipe")
 
 Exchange = Callable[[str], Awaitable[str]]  # an offer to the origin -> its answer
 PIPE_ROLE = "edge"
+PIPE_IDENTITY = "edge:"  # a pipe's participant at either end: edge:<the other worker>
 
 
 def pipe_policy(media: MediaConfig) -> MediaConfig:
@@ -98,7 +99,7 @@ class EdgePipe:
     # relay.ports.Member
     @property
     def identity(self) -> str:
-        return f"edge:{self.origin}"
+        return f"{PIPE_IDENTITY}{self.origin}"
 
     @property
     def role(self) -> str:

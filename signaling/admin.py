@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from relay.dump import RoomDump
+from relay.pipe import PIPE_IDENTITY
 from relay.room import Room
 from signaling.context import SignalingContext, authorize, context
 from signaling.errors import HttpError
@@ -118,7 +119,8 @@ class LocalAdmin:
         if room is None:
             return None
         return [{"identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
-                 "sockets": p.sockets, "sessions": len(p.sessions)} for p in room.dump(detailed=True).participants]
+                 "sockets": p.sockets, "sessions": len(p.sessions)} for p in room.dump(detailed=True).participants
+                if not p.identity.startswith(PIPE_IDENTITY)]  # a pipe is the cluster's plumbing, nobody in the room
 
     async def end(self, name: str) -> dict[str, Any] | None:
         room = self.ctx.rooms.get(name)

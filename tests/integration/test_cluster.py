@@ -205,6 +205,47 @@ async def test_a_host_publishing_through_either_node_lands_on_the_rooms_one_orig
         await first.stop(http)
 
 
+async def listed_by_every_worker(cluster: Cluster, want: set[str], unwanted: frozenset[str] = frozenset(),
+                                 timeout: float = 15.0) -> dict[str, list[str]]:
+    """GET /rooms on new connections to both nodes (the kernel picks a worker each time) until every worker has
+    answered with all of ``want`` and none of ``unwanted`` listed; what each listed last. Listings travel with
+    heartbeats (another process's), so this polls, bounded, and says which worker did not list what."""
+    seen: dict[str, list[str]] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        while True:
+            for node in cluster.nodes.values():
+                async with fresh.get(node.base + "/rooms") as r:
+                    seen[r.headers[WORKER_HEADER]] = [e["room"] for e in (await r.json())["rooms"]]
+            good = {w for w, rooms in seen.items() if want <= set(rooms) and not unwanted & set(rooms)}
+            if good == set(cluster.workers):
+                return seen
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"not every worker lists {want} without {unwanted}: {seen}")
+            await asyncio.sleep(0.1)
+
+
+async def test_every_worker_lists_every_live_room_of_the_cluster(cluster, http):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    hosts = [Host(a.base, "list-a", await dev_token(http, a.base, "list-a", "host", "ann"),
+                  query="?title=Morning%20run&category=Sports&tags=5k"),
+             Host(b.base, "list-b", await dev_token(http, b.base, "list-b", "host", "bo"))]
+    try:
+        for host in hosts:
+            await host.publish(http)
+        await listed_by_every_worker(cluster, {"list-a", "list-b"})
+        async with http.get(b.base + "/rooms?category=Sports") as r:
+            (entry,) = (await r.json())["rooms"]
+        assert (entry["room"], entry["title"], entry["host"], entry["tags"]) == ("list-a", "Morning run", "ann",
+                                                                                 ["5k"]), entry
+        await hosts.pop(0).stop(http)  # a room that ends leaves every worker's list
+        await listed_by_every_worker(cluster, {"list-b"}, frozenset({"list-a"}))
+    finally:
+        for host in hosts:
+            await host.stop(http)
+
+
 async def test_unknown_and_forged_internal_requests_are_refused(cluster, http):
     node = cluster.nodes["a"]
     internal = _internal_url(node.log_path.parent / "gateway.toml")
@@ -376,7 +417,7 @@ async def test_the_cluster_view_and_the_admin_api_answer_for_the_whole_cluster_f
         async with http.get(f"{b.base}/api/rooms/{room}/participants?offset=2&limit=2",
                             headers={"Authorization": f"Bearer {host.token}"}) as r:
             second = await r.json()
-        assert first["count"] == second["count"] == 4, (first, second)
+        assert first["count"] == second["count"] == 4, (first["participants"], second["participants"])
         listed = [p["identity"] for p in first["participants"] + second["participants"]]
         assert listed == ["anchor", "fan0", "fan1", "fan2"], listed
         # A kick from the node that holds neither session ends it where it is.
