@@ -1,7 +1,7 @@
 // Host studio: pick devices, preview, go live over WHIP, show live figures, reconnect after failures.
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 import { UserCard } from "/static/usercard.js";
-import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
+import { $, backoff, endSession, exchange, hangUp, explain, formatBitrate, GatewayError, getToken, rememberToken,
   iceFailure, mediaDevices, PageError, pageSettings, REFUSED_FOR_GOOD, roomFromUrl, sleep } from "/static/common.js";
 
 const PRESETS = {
@@ -240,8 +240,9 @@ async function reconnect(why) {
 }
 
 function teardown() {
-  if (state.pc) { state.pc.close(); state.pc = null; }
-  if (state.session) endSession(state.session, state.token);
+  if (state.pc) hangUp(state.pc, state.session, state.token);
+  else if (state.session) endSession(state.session, state.token);
+  state.pc = null;
   state.session = null;
 }
 
@@ -313,7 +314,7 @@ function planMoveOffDrainingGateway(message) {
 // -- room events: chat, gifts, moderation ------------------------------------------------------------
 
 const chat = { events: null, me: null, gifts: {}, battle: null, partner: null, invitation: null, layout: [],
-  monitor: null, bans: new Map(), card: null };
+  monitor: null, monitorFailures: 0, bans: new Map(), card: null };
 window.cherryStudioChat = chat;
 
 // -- the user card: moderation behind one click on a name, and a ban only after its confirmation -----------
@@ -445,8 +446,7 @@ async function watchPartner(partnerRoom, token) {
 
 function stopPartner() {
   if (!chat.partner) return;
-  chat.partner.pc.close();
-  endSession(chat.partner.session, chat.partner.token);
+  hangUp(chat.partner.pc, chat.partner.session, chat.partner.token);
   chat.partner = null;
   $("#partner").hidden = true;
 }
@@ -537,22 +537,25 @@ async function openMonitor() {
     monitor.session = await exchange(pc, `/whep/${encodeURIComponent(room)}?monitor=costream`, state.token);
   } catch (error) {
     pc.close();
-    if (chat.monitor === monitor) chat.monitor = null;
+    if (chat.monitor !== monitor) return; // the last guest left meanwhile
+    chat.monitor = null;
     pkStatus(`Cannot show your guests: ${explain(error)}`);
+    // A refusal that a retry may change (capacity, a network hiccup): tried again a few times, then left.
+    if (!REFUSED_FOR_GOOD.includes(error.code) && chat.monitorFailures++ < 3) {
+      setTimeout(() => { if (!chat.monitor) showGuests(chat.layout); }, backoff(chat.monitorFailures));
+    }
     return;
   }
-  if (chat.monitor !== monitor) { // the last guest left while this negotiated
-    pc.close();
-    endSession(monitor.session, state.token);
-  }
+  chat.monitorFailures = 0;
+  if ($("#pk-status").textContent.startsWith("Cannot show your guests")) pkStatus("");
+  if (chat.monitor !== monitor) hangUp(pc, monitor.session, state.token); // the last guest left meanwhile
 }
 
 function closeMonitor() {
   const monitor = chat.monitor;
   if (!monitor) return;
   chat.monitor = null;
-  monitor.pc.close();
-  if (monitor.session) endSession(monitor.session, state.token);
+  hangUp(monitor.pc, monitor.session, state.token);
   document.querySelectorAll("#guests .guest video").forEach((v) => { v.srcObject = null; });
 }
 

@@ -143,6 +143,13 @@ export async function endSession(url, token) {
   } catch { /* the session times out on the gateway anyway */ }
 }
 
+/** End a session: its DELETE first, then the connection. Closed first, the connection's end would end the
+ * session at the gateway before the DELETE arrived, which then finds nothing (a 404 in the error counts). */
+export function hangUp(pc, url, token) {
+  if (!url) { pc.close(); return; }
+  endSession(url, token).finally(() => pc.close());
+}
+
 /** Words a host or viewer understands, for an error from the gateway. */
 export function explain(error) {
   if (error instanceof PageError) return error.message;

@@ -1,5 +1,5 @@
 // Player: WHEP playback, "waiting for host" while the host is away, automatic resume and retry.
-import { $, backoff, endSession, exchange, explain, formatBitrate, GatewayError, getToken, rememberToken,
+import { $, backoff, endSession, exchange, hangUp, explain, formatBitrate, GatewayError, getToken, rememberToken,
   iceFailure, mediaDevices, PageError, REFUSED_FOR_GOOD, roomFromUrl, sleep } from "/static/common.js";
 import { appendCapped, feedLine, giftIcon, noticeLine, RoomEvents } from "/static/events.js";
 import { UserCard } from "/static/usercard.js";
@@ -112,8 +112,9 @@ function retry(why) {
 }
 
 function teardown() {
-  if (state.pc) { state.pc.close(); state.pc = null; }
-  if (state.session) endSession(state.session, state.token);
+  if (state.pc) hangUp(state.pc, state.session, state.token);
+  else if (state.session) endSession(state.session, state.token);
+  state.pc = null;
   state.session = null;
 }
 
@@ -139,8 +140,7 @@ async function moveOffDrainingGateway(message) {
       state.moveAttempts += 1;
       try {
         await playOnce();
-        old.pc.close();
-        endSession(old.session, state.token);
+        hangUp(old.pc, old.session, state.token);
         state.moves += 1;
         $("#chat-state").textContent = "";
         return;
@@ -465,9 +465,8 @@ function setToggle(selector, tracks, what) {
 function leaveMic() {
   const guest = chat.guest;
   if (!guest) return;
-  guest.pc.close();
   guest.stream.getTracks().forEach((t) => t.stop());
-  endSession(guest.session, guest.token);
+  hangUp(guest.pc, guest.session, guest.token);
   chat.guest = null;
   chat.events.useToken(state.token);
   $("#on-mic").hidden = true;
