@@ -46,7 +46,7 @@ def _text_layer(width: int, height: int, title: str, subtitle: str) -> npt.NDArr
         return None
     shadow = Image.new("L", (width, height), 0)
     text = Image.new("L", (width, height), 0)
-    big, small = _font(height // 7), _font(height // 16)
+    big, small = _font(min(height // 7, width // 7)), _font(min(height // 16, width // 15))  # upright clips too
     for layer in (shadow, text):
         draw = ImageDraw.Draw(layer)
         draw.text((width / 2, height * 0.44), title, fill=255, font=big, anchor="mm")
@@ -56,9 +56,11 @@ def _text_layer(width: int, height: int, title: str, subtitle: str) -> npt.NDArr
 
 
 def frame_rgb(width: int, height: int, phase: float, colours: tuple[Colour, Colour],
-              text: npt.NDArray[np.float32] | None) -> npt.NDArray[np.uint8]:
-    """One frame at ``phase`` (0..1 around the loop): a drifting two-colour gradient, a glowing dot, the text."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+              text: npt.NDArray[np.float32] | None,
+              grid: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.uint8]:
+    """One frame at ``phase`` (0..1 around the loop): a drifting two-colour gradient, a glowing dot, the text.
+    ``grid``: the pixel coordinates (``np.mgrid``), computed once per clip by the caller."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32) if grid is None else grid
     turn = 2 * math.pi * phase
     mix = 0.5 + 0.5 * np.sin(2 * math.pi * (0.7 * x / width + 0.5 * y / height) - turn)
     a, b = (np.array(c, np.float32) / 255 for c in colours)
@@ -78,11 +80,13 @@ def write_clip(path: Path, *, title: str, subtitle: str, colours: tuple[Colour, 
                height: int = 360, fps: int = 30, seconds: float = 4.0) -> Path:
     """Write the clip to ``path`` (about 350 kB per frame at 640x360: a few seconds is tens of MB)."""
     text = _text_layer(width, height, title, subtitle)
+    grid = np.mgrid[0:height, 0:width].astype(np.float32)
     count = max(1, round(fps * seconds))
     with path.open("wb") as out:
         out.write(y4m_header(width, height, fps))
         for i in range(count):
-            frame = av.VideoFrame.from_ndarray(frame_rgb(width, height, i / count, colours, text), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(frame_rgb(width, height, i / count, colours, text, grid),
+                                               format="rgb24")
             # yuv420p as one (h * 3/2, w) array: the Y plane, then U and V, without the planes' row padding.
             planes = frame.reformat(format="yuv420p").to_ndarray()
             out.write(b"FRAME\n")

@@ -1,11 +1,12 @@
 """The README's screenshots: real pages in real Chromium, staged, written to docs/screenshots.
 
-``make screenshots`` runs ``python -m tools.screenshots [--out DIR]``. It starts a dev gateway and two
-headless Chromiums (two fake cameras, so a PK or a guest shows two different pictures) together in a
-loopback-only network namespace of its own, as the browser tests do, then plays a small evening of
-live rooms: four hosts go live, viewers chat, send gifts and likes, one goes on mic, two hosts battle
-in a PK, and the SRE dashboard watches. Each scene waits on the pages' own state and is bounded in
-time; the gateway, the browsers and the namespace are gone when it exits, whatever happened.
+``make screenshots`` runs ``python -m tools.screenshots [--out DIR]``. It starts a dev gateway and a
+headless Chromium per camera (each with a generated clip, so every room, cover, PK partner and guest
+shows its own picture) together in a loopback-only network namespace of its own, as the browser tests
+do, then plays a small evening of live rooms: four hosts go live, viewers chat, send gifts and likes,
+one goes on mic, two hosts battle in a PK, and the SRE dashboard watches. Each scene waits on the
+pages' own state and is bounded in time; the gateway, the browsers and the namespace are gone when it
+exits, whatever happened.
 
 Needs root, iproute2, Debian's /usr/bin/chromium, Python Playwright and an emoji font (gifts are emoji:
 Debian's fonts-noto-color-emoji). Exit: 0 written, 1 a scene failed, 2 cannot run here.
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 
 from loadtests.webrtc.process import GatewayProcess
 from tests import chromium
-from tools.camera_clip import write_clip
+from tools.camera_clip import Colour, write_clip
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
@@ -162,12 +164,18 @@ class Stage:
 
 # -- the pages, driven as the browser tests drive them (tests/browser/test_pages.py) --------------------
 
-def go_live(stage: Stage, scene: Scene, context: BrowserContext, room: str, identity: str, title: str,
-            preset: str | None = None) -> Page:
+def go_live(stage: Stage, scene: Scene, context: BrowserContext, room: str, preset: str | None = None) -> Page:
+    listing = ROOMS[room]
     page = stage.watch(context, f"studio {room}")
-    page.goto(f"{stage.base}/broadcast?room={room}&identity={identity}", timeout=scene.left_ms())
+    page.goto(f"{stage.base}/broadcast?room={room}&identity={listing.host}", timeout=scene.left_ms())
     scene.until(page, "document.querySelector('#preview').videoWidth > 0")
-    page.fill("#title", title)
+    if listing.upright:
+        page.select_option("#orientation", "portrait")
+        scene.until(page, "(v => v.videoHeight > v.videoWidth)(document.querySelector('#preview'))")
+    page.fill("#title", listing.title)
+    scene.selector(page, f"#category option[value='{listing.category}']", state="attached")  # from /pages/config
+    page.select_option("#category", listing.category)
+    page.fill("#tags", listing.tags)
     if preset:
         page.select_option("#preset", preset)
     scene.click(page, "#go-live")
@@ -187,7 +195,8 @@ def open_player(stage: Stage, scene: Scene, context: BrowserContext, room: str, 
 
 
 def playing(scene: Scene, page: Page) -> None:
-    scene.selector(page, "body[data-state=playing]")
+    # Attached, not visible: on a phone everything is fixed to the screen and the body itself has no size.
+    scene.selector(page, "body[data-state=playing]", state="attached")
     scene.until(page, "window.cherryPlayer.quality && window.cherryPlayer.quality.framesDecoded > 10")
     scene.selector(page, "#gift-buttons button")  # the room socket's welcome is in
 
@@ -216,65 +225,91 @@ def feed_has(text: str) -> str:
 
 # -- the evening ----------------------------------------------------------------------------------------
 
-ROOMS = {  # room: (host identity, title)
-    "festival": ("mika", "Summer festival warm-up 🎆"),
-    "lofi": ("jun", "Late-night lo-fi coding ☕"),
-    "kitchen": ("ana", "Dumplings from scratch 🥟"),
-    "chess": ("leo", "Sunday blitz chess ♟️"),
+@dataclass(frozen=True)
+class Room:
+    host: str
+    title: str
+    category: str  # one of the gateway's default rooms.categories
+    tags: str
+    upright: bool = False  # a phone-first host: portrait orientation, from an upright clip
+
+
+
+
+ROOMS = {
+    "festival": Room("mika", "Summer festival warm-up 🎆", "Outdoors", "fireworks, summer"),
+    "lofi": Room("jun", "Late-night lo-fi coding ☕", "Music", "lofi, python", upright=True),
+    "kitchen": Room("ana", "Dumplings from scratch 🥟", "Food", "cooking"),
+    "chess": Room("leo", "Sunday blitz chess ♟️", "Gaming", "chess, blitz"),
 }
+# One browser per camera (Chromium's fake camera is one clip per browser process), so every room's picture,
+# cover, PK partner and guest looks like somebody else: whose camera -> (the clip's words, its two colours).
+CAMERAS: dict[str, tuple[str, tuple[Colour, Colour]]] = {
+    "mika": ("mika · summer festival", ((226, 54, 96), (255, 176, 64))),
+    "jun": ("jun · lo-fi coding", ((40, 70, 200), (40, 200, 170))),
+    "ana": ("ana · dumplings", ((230, 120, 40), (250, 220, 120))),
+    "leo": ("leo · blitz chess", ((70, 60, 90), (150, 150, 170))),
+    "tomo": ("tomo · on mic", ((120, 40, 200), (230, 90, 200))),
+}
+COVERS_SHOWN = """[...document.querySelectorAll('a.card')].every((card) => {
+  const img = card.querySelector('.cover img'); return img && img.complete && img.naturalWidth > 0; })"""
 
 
-def stage_evening(stage: Stage, first: Browser, second: Browser) -> None:
+def stage_evening(stage: Stage, browsers: dict[str, Browser]) -> None:
     """All the scenes, in an order where each leaves the next what it needs (and as few streams as it can)."""
-    # Two browsers, two cameras: the festival's host (and its phone viewer) on the warm clip, everyone
-    # else on the cool one, so a PK partner or a guest on mic looks like somebody else.
-    warm = first.new_context(viewport=DESKTOP, bypass_csp=True)  # bypass_csp: wait_for_function evals strings
-    cool = second.new_context(viewport=DESKTOP, bypass_csp=True)
-    for context in (warm, cool):
+    contexts: dict[str, BrowserContext] = {}
+    for who, browser in browsers.items():
+        context = contexts[who] = browser.new_context(viewport=DESKTOP, bypass_csp=True)  # for wait_for_function
         context.add_init_script(CAMERA_NAME_JS)
         # A backstop for the calls not given a scene's remaining time (fill, select, screenshot).
         context.set_default_timeout(stage.scene_seconds * 1000)
+    # Viewers use no camera: they sit in the browser of the host they watch (tomo has its own, to go on mic).
+    festival, lofi = contexts["mika"], contexts["jun"]
 
     with stage.scene("four rooms go live") as scene:
-        hosts = {"festival": go_live(stage, scene, warm, "festival", *ROOMS["festival"])}
-        for room in ("lofi", "kitchen", "chess"):
-            hosts[room] = go_live(stage, scene, cool, room, *ROOMS[room], preset="360")
+        hosts = {room: go_live(stage, scene, contexts[listing.host], room, preset=None if room == "festival" else "360")
+                 for room, listing in ROOMS.items()}
         # Open from the start, so its charts have the whole evening behind them when its turn comes.
-        dashboard = stage.watch(warm, "dashboard")
+        dashboard = stage.watch(festival, "dashboard")
         dashboard.goto(f"{stage.base}/dashboard", timeout=scene.left_ms())
 
     # Players join together (each connects while the others do): one after the other took most of a scene's time.
     with stage.scene("viewers join") as scene:
-        sakura = open_player(stage, scene, warm, "festival", "sakura", wait=False)
-        tomo = open_player(stage, scene, cool, "festival", "tomo", wait=False)
-        rin = open_player(stage, scene, cool, "lofi", "rin", wait=False)
+        sakura = open_player(stage, scene, festival, "festival", "sakura", wait=False)
+        tomo = open_player(stage, scene, contexts["tomo"], "festival", "tomo", wait=False)
+        rin = open_player(stage, scene, lofi, "lofi", "rin", wait=False)
         for page in (sakura, tomo, rin):
             playing(scene, page)
 
     with stage.scene("an audience for the rooms list") as scene:
-        extras = [open_player(stage, scene, cool, room, wait=False) for room in ("festival", "kitchen", "chess")]
+        extras = [open_player(stage, scene, contexts[ROOMS[room].host], room, wait=False)
+                  for room in ("festival", "kitchen", "chess")]
         for page in extras:
             playing(scene, page)
 
     with stage.scene("rooms.png") as scene:
-        rooms = stage.watch(warm, "rooms")
+        rooms = stage.watch(festival, "rooms")
         rooms.goto(f"{stage.base}/", timeout=scene.left_ms())
-        # The list refreshes every 5 s: wait for all four rooms and the festival's audience in one refresh.
-        scene.until(rooms, """document.querySelectorAll('a.card').length >= 4 &&
-            /[3-9] watching/.test(document.querySelector('a.card[data-room=festival]').textContent)""")
+        # The list refreshes every 5 s and a cover is made at most every 10 s: wait for all four rooms, their
+        # covers and the festival's audience in one refresh.
+        scene.until(rooms, f"""document.querySelectorAll('a.card').length >= 4 && {COVERS_SHOWN} &&
+            /[3-9]/.test(document.querySelector('a.card[data-room=festival] .count').textContent)""")
         stage.shoot(rooms, "rooms.png")
         rooms.close()
+
+    with stage.scene("two rooms end") as scene:
         # Their decoders and encoders would slow every later scene (and stutter its video) on two cores.
         for page in extras:
             page.close()
         for room in ("kitchen", "chess"):
-            page = hosts.pop(room)
-            scene.click(page, "#stop")
-            page.close()
+            scene.click(hosts.pop(room), "#stop")
+    for who in ("ana", "leo"):
+        contexts.pop(who).close()
+        browsers.pop(who).close()
 
     with stage.scene("watch.png, broadcast.png") as scene:
         # A fresh player, so its stats overlay counts only this calmer part of the evening.
-        viewer = open_player(stage, scene, warm, "festival")
+        viewer = open_player(stage, scene, festival, "festival")
         scene.until(viewer, "window.cherryPlayer.quality.framesDecoded > 60")
         scene.click(viewer, "#toggle-quality")
         scene.until(viewer, "/fps/.test(document.querySelector('#quality').textContent)")
@@ -309,11 +344,12 @@ def stage_evening(stage: Stage, first: Browser, second: Browser) -> None:
         sakura.wait_for_timeout(1200)  # the newest lines enter from the right edge: let them fly in
         stage.shoot(sakura, "watch-chat.png")
 
-    phone_context = first.new_context(viewport=PHONE, is_mobile=True, has_touch=True, bypass_csp=True)
+    phone_context = browsers["mika"].new_context(viewport=PHONE, is_mobile=True, has_touch=True, bypass_csp=True)
     phone_context.set_default_timeout(stage.scene_seconds * 1000)
     try:
         with stage.scene("watch-phone.png") as scene:
-            phone = open_player(stage, scene, phone_context, "festival", "kai")
+            # An upright host fills an upright phone.
+            phone = open_player(stage, scene, phone_context, "lofi", "kai")
             say(scene, phone, "watching on the train 🚃")
             scene.until(phone, feed_has("train"))
             stage.shoot(phone, "watch-phone.png")
@@ -398,13 +434,17 @@ def guest_on_mic(stage: Stage, host: Page, guest: Page, identity: str) -> None:
     raise SceneFailed("scene 'broadcast-guest.png': the studio could not show its guest, twice")
 
 
-def make_clips(folder: Path) -> tuple[Path, Path]:
-    # 24 fps rather than 30: a fifth less encoding and decoding in every page, on a box already saturated.
-    warm = write_clip(folder / "warm.y4m", title="Cherry Live", subtitle="mika · summer festival",
-                      colours=((226, 54, 96), (255, 176, 64)), fps=24)
-    cool = write_clip(folder / "cool.y4m", title="Cherry Live", subtitle="live from the studio",
-                      colours=((40, 70, 200), (40, 200, 170)), fps=24)
-    return warm, cool
+def make_clips(folder: Path) -> dict[str, Path]:
+    """A clip per camera, two at a time (numpy lets go of the GIL for most of a frame)."""
+    def one(who: str) -> Path:
+        words, colours = CAMERAS[who]
+        # 24 fps rather than 30: a fifth less encoding and decoding in every page, on a box already saturated.
+        width, height = (360, 640) if any(r.upright for r in ROOMS.values() if r.host == who) else (640, 360)
+        return write_clip(folder / f"{who}.y4m", title="Cherry Live", subtitle=words, colours=colours, fps=24,
+                          width=width, height=height)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(CAMERAS, pool.map(one, CAMERAS), strict=True))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -417,24 +457,23 @@ def run(args: argparse.Namespace) -> int:
         netns = stack.enter_context(chromium.namespace(f"cherry-shots-{os.getpid()}"))
         gateway = GatewayProcess(work / "gateway.log", module="gateway", port=args.port, netns=netns, cwd=ROOT)
         stack.callback(gateway.stop)
-        # Two browsers' encoders and decoders saturate two cores; a gateway whose event loop runs late refuses
+        # The browsers' encoders and decoders saturate two cores; a gateway whose event loop runs late refuses
         # viewers as overloaded and delays packets (stutter in the shots). Its pid is the Python's
         # (`ip netns exec` execs), and root may raise a priority.
         os.setpriority(os.PRIO_PROCESS, gateway.process.pid, -5)
-        clips = (None, None) if args.plain_camera else make_clips(work)
+        clips: dict[str, Path | None] = dict.fromkeys(CAMERAS) if args.plain_camera else {**make_clips(work)}
         gateway.wait_healthy(timeout=20)
         stage = Stage(gateway.base_url, args.out, args.scene_timeout)
         wrapper = str(chromium.chromium_in(netns, work))
         playwright = stack.enter_context(sync_playwright())
-        browsers = []
-        for clip in clips:
+        browsers: dict[str, Browser] = {}
+        for who, clip in clips.items():
             flags = [*chromium.FLAGS, *([f"--use-file-for-fake-video-capture={clip}"] if clip else [])]
-            browser = playwright.chromium.launch(executable_path=wrapper, headless=True, args=flags)
-            stack.callback(browser.close)
-            browsers.append(browser)
+            browser = browsers[who] = playwright.chromium.launch(executable_path=wrapper, headless=True, args=flags)
+            stack.callback(browser.close)  # closing twice is harmless
         print(f"gateway {gateway.base_url} in namespace {netns}; staging:", flush=True)
         try:
-            stage_evening(stage, browsers[0], browsers[1])
+            stage_evening(stage, browsers)
         except SceneFailed as failure:
             print(f"screenshots: {failure}", file=sys.stderr)
             for error in stage.errors:
