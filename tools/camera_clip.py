@@ -46,7 +46,8 @@ def _text_layer(width: int, height: int, title: str, subtitle: str) -> npt.NDArr
         return None
     shadow = Image.new("L", (width, height), 0)
     text = Image.new("L", (width, height), 0)
-    big, small = _font(min(height // 7, width // 7)), _font(min(height // 16, width // 15))  # upright clips too
+    # Sized by the narrow side too: an upright clip is shown cropped to a phone or a PK tile, its middle kept.
+    big, small = _font(min(height // 7, width // 10)), _font(min(height // 16, width // 18))
     for layer in (shadow, text):
         draw = ImageDraw.Draw(layer)
         draw.text((width / 2, height * 0.44), title, fill=255, font=big, anchor="mm")
