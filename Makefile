@@ -37,10 +37,14 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-# The browser tests alone, keeping their screenshots in docs/screenshots (other runs write them to a
-# pytest temp directory: tests never modify tracked files). Needs root and `ip netns`, like `make test`.
+# The README's screenshots (docs/screenshots/*.png) from tools/screenshots.py: a dev gateway and headless Chromium
+# in a loopback-only namespace of its own, staging live rooms, chat and gifts, a guest on mic, a PK and the dashboard
+# (about two minutes). Needs root, `ip netns`, Debian's chromium and fonts-noto-color-emoji (gifts are emoji); as root
+# it installs the font when missing. ARGS go to the tool, e.g. ARGS="--out /tmp/shots". The tests write no screenshots.
 screenshots: $(STAMP)
-	CHERRY_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/browser
+	@[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || [ "$$(id -u)" != 0 ] || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji || true
+	$(BIN)/python -m tools.screenshots $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -40,6 +40,20 @@ def unavailable() -> str | None:
 
 
 @contextmanager
+def namespace(name: str) -> Iterator[str]:
+    """A fresh network namespace ``name`` with only ``lo`` up, deleted on exit (root and iproute2 needed).
+
+    Plain, for tools outside pytest (``tools.screenshots``); the tests use :func:`loopback_netns`.
+    """
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@contextmanager
 def loopback_netns(prefix: str, what: str) -> Iterator[str]:
     """A fresh namespace with only ``lo`` up; skipped with the reason (failed under CI) when impossible."""
     reason = unavailable()
@@ -47,13 +61,8 @@ def loopback_netns(prefix: str, what: str) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"{what} cannot run in CI: {reason}")
         pytest.skip(reason)
-    name = f"{prefix}-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    with namespace(f"{prefix}-{os.getpid()}") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def chromium_in(netns: str, folder: Path) -> Path:

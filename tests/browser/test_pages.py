@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,9 @@ from tests.browser.waits import until
 
 
 def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots go: $CHERRY_SCREENSHOTS when set (``make screenshots`` sets docs/screenshots),
-    else a fresh pytest temp directory, so a plain test run never modifies tracked files."""
-    target = os.environ.get("CHERRY_SCREENSHOTS")
-    path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where the tests' screenshots go, for debugging: a fresh pytest temp directory (the README's are made by
+    ``make screenshots``, tools/screenshots.py), so a test run never modifies tracked files."""
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
