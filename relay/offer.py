@@ -86,7 +86,9 @@ def _check_bundle(description: aiortc_sdp.SessionDescription) -> None:
         return
     items = [str(item) for item in groups[0].items]
     if len(set(items)) != len(items) or set(items) != set(active):
-        raise BadOffer("a=group:BUNDLE must list each active m-line's mid exactly once")
+        listed, mids = " ".join(items)[:64], " ".join(active)[:64]
+        raise BadOffer(f"a=group:BUNDLE must list each active m-line's mid exactly once (it lists {listed}; "
+                       f"the active mids are {mids})")
 
 
 def check_offer(text: str, *, sending: bool, limits: LimitsConfig) -> CheckedOffer:

@@ -115,6 +115,9 @@ export async function exchange(pc, url, token) {
   await gatheringComplete(pc);
   const hasCandidate = () => /^a=candidate:/m.test(pc.localDescription.sdp);
   if (!hasCandidate()) await gatheringComplete(pc, 3000); // a slow interface: a little longer, once
+  // Closed while gathering (the page moved on: a guest left, the player stopped): nothing could use the
+  // session, so the gateway is not asked for one.
+  if (pc.signalingState === "closed") throw new PageError("closed", "This connection was closed before it was set up.");
   if (!hasCandidate()) {
     // Nothing to connect from (a browser with no usable interface stays "gathering" for ever), and these pages
     // do not trickle: no offer could ever connect, so say why instead of "Connecting…" forever.
