@@ -91,7 +91,17 @@ async def read_body(request: web.Request, content_type: str) -> str:
     limit = context(request).max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
-    body = await request.content.read(limit + 1)
+    # read(n) answers what has arrived, up to n bytes: an offer in several TCP segments (a 6-m-line offer is 18 KB)
+    # came in truncated by one read whenever its tail was still on the way, and was refused as bad SDP.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
     if len(body) > limit:
         raise HttpError(413, "body_too_large", f"body exceeds {limit} bytes")
     try:

@@ -98,6 +98,43 @@ async def test_whip_wrong_content_type_is_415(gateway, http):
         await expect_error((r.status, await r.text(), CIMultiDict(r.headers)), 415, "unsupported_media_type")
 
 
+async def test_an_offer_arriving_in_many_pieces_is_read_whole(gateway, http):
+    """A body is read to its end, not as far as the first read got: an 8-m-line offer (a player with co-stream
+    slots, ~20 KB) arriving in pieces was cut off and refused as bad SDP whenever its tail was still on the way."""
+    host = Host(gateway.base, "pieces", await dev_token(http, gateway.base, "pieces", "host"))
+    await host.publish(http)
+    viewer = RTCPeerConnection(LOOPBACK)
+    try:
+        for kind in ("video",) * 4 + ("audio",) * 4:
+            viewer.addTransceiver(kind, direction="recvonly")
+        await viewer.setLocalDescription(await viewer.createOffer())
+        body = viewer.localDescription.sdp.encode()
+
+        async def pieces():  # type: ignore[no-untyped-def]
+            for start in range(0, len(body), 700):
+                yield body[start:start + 700]
+                await asyncio.sleep(0.005)  # the network's pace between segments, not a synchronization
+
+        token = await dev_token(http, gateway.base, "pieces", "viewer")
+        async with http.post(f"{gateway.base}/whep/pieces", data=pieces(), headers={
+                "Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 201, await r.text()
+            location = r.headers["Location"]
+        async with http.delete(gateway.base + location, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+    finally:
+        await viewer.close()
+        await host.stop(http)
+    # max_rooms = 2: the next tests need this room gone (rooms.empty_room_grace_s after its last session).
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with http.get(f"{gateway.base}/rooms/pieces") as r:
+            if r.status == 404:
+                break
+        assert asyncio.get_running_loop().time() < deadline, "room 'pieces' did not close"
+        await asyncio.sleep(0.1)
+
+
 async def test_whip_oversized_body_is_413(gateway, http):
     token = await dev_token(http, gateway.base, "a", "host")
     big = (await offer_sdp()) + "a=x-padding:" + "x" * 20000 + "\r\n"
