@@ -11,7 +11,7 @@ const video = $("#player");
 video.addEventListener("resize", () => fitTiles());
 const SLOTS = 4;
 const state = { pc: null, session: null, token: null, attempt: 0, frames: 0, framesAt: 0, last: null,
-  playing: false, stopped: false, openedAt: performance.now(), firstFrameMs: null };
+  playing: false, hostAway: false, stopped: false, openedAt: performance.now(), firstFrameMs: null };
 window.cherryPlayer = state; // read by tests and by curious operators in the console
 
 function stage(text) {
@@ -390,9 +390,11 @@ function startRoomEvents() {
     likes(message) { chat.likes = message.total; $("#likes").textContent = chat.likes; },
     viewers(message) { setViewers(message.count, message.online); },
     host(message) {
+      // While the host is away, frames still on their way (and the decoded count, read once a second, catching
+      // up with them) must not read as the stream being back: only the host's return ends the wait.
+      state.hostAway = !message.live;
       if (!message.live && state.playing) {
         state.playing = false;
-        // Frames still on their way when the host left must not read as the stream being back.
         state.resumeAfter = state.frames + RESUME_FRAMES;
         stage("Waiting for host… The stream resumes when the host is back.");
       }
@@ -521,7 +523,7 @@ async function watchQuality() {
       if (state.firstFrameMs == null) state.firstFrameMs = now - state.openedAt;
       state.frames = decoded;
       state.framesAt = now;
-      if (!state.playing && decoded >= (state.resumeAfter || 0)) { state.playing = true; stage(""); }
+      if (!state.playing && !state.hostAway && decoded >= (state.resumeAfter || 0)) { state.playing = true; stage(""); }
     } else if (state.playing && now - state.framesAt > 2500) {
       state.playing = false;
       const status = await roomStatus();
