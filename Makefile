@@ -43,7 +43,8 @@ integration: $(STAMP)
 # it installs the font when missing. ARGS go to the tool, e.g. ARGS="--out /tmp/shots". The tests write no screenshots.
 screenshots: $(STAMP)
 	@[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || [ "$$(id -u)" != 0 ] || \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji || true
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji || \
+	    { apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji; }; } || true
 	$(BIN)/python -m tools.screenshots $(ARGS)
 
 test: $(STAMP)
