@@ -175,7 +175,7 @@ def check_name(name: object) -> None:
         raise ValueError("name must be a string")
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"name must be at most {MAX_NAME_LENGTH} characters")
-    if name != name.strip() or any(_unfit_in_name(c) for c in name):
+    if name != name.strip() or any(unfit_in_shown_text(c) for c in name):
         raise ValueError("name must hold no control, surrogate or bidi-override characters and no leading or "
                          "trailing spaces")
 
@@ -184,7 +184,8 @@ def check_name(name: object) -> None:
 _BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 
-def _unfit_in_name(char: str) -> bool:
+def unfit_in_shown_text(char: str) -> bool:
+    """A character text shown to others (a name, a room's title or tags) may not hold."""
     # Joiners (U+200C/D, in Persian names and emoji sequences) and no-break spaces are fine; controls are not.
     return unicodedata.category(char) in ("Cc", "Cs") or char in _BIDI_CONTROLS
 

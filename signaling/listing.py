@@ -6,10 +6,10 @@ is one of ``rooms.categories`` and tags are a few short words.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 
 from relay.room import Listing
+from signaling.auth import unfit_in_shown_text
 from signaling.errors import HttpError
 
 MAX_TITLE = 120
@@ -21,8 +21,8 @@ def _clean(value: str, name: str, limit: int) -> str:
     value = value.strip()
     if len(value) > limit:
         raise HttpError(400, "bad_query", f"'{name}' is longer than {limit} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-        raise HttpError(400, "bad_query", f"'{name}' holds control characters")
+    if any(unfit_in_shown_text(c) for c in value):
+        raise HttpError(400, "bad_query", f"'{name}' holds control, surrogate or bidi-override characters")
     return value
 
 
