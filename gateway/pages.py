@@ -12,7 +12,7 @@ from cluster.runtime import CLUSTER
 from gateway.config import PagesConfig
 from gateway.snapshots import SNAPSHOTS, Snapshots
 from relay.core import Relay
-from relay.dump import RoomDump
+from relay.room import Room
 from signaling.context import context, room_name
 from signaling.errors import HttpError
 
@@ -27,12 +27,14 @@ def _page(name: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-def _room_summary(room: RoomDump, cover: str | None = None) -> dict[str, object]:
+def _room_summary(room: Room, cover: str | None = None) -> dict[str, object]:
+    """What the room list shows of a room: read from the room itself, not from a dump, whose traffic counters
+    (every subscription's) the list never shows; it is asked for on every visitor's refresh and heartbeat."""
     return {
         "room": room.name,
-        "title": room.title,
-        "host": room.host,
-        "viewers": room.viewers,
+        "title": room.title or room.name,
+        "host": room.host_identity,
+        "viewers": room.viewer_count,
         "live": room.live,
         "live_since": room.live_since,
         "pk": room.pk_partner is not None,
@@ -51,7 +53,7 @@ def _cover_url(snapshots: Snapshots | None, room: str) -> str | None:
 
 def origin_listings(relay: Relay, snapshots: Snapshots | None) -> dict[str, dict[str, object]]:
     """The live rooms this worker is the origin of, as the room list shows them (a cluster's share of it)."""
-    return {room.name: _room_summary(room.dump(), _cover_url(snapshots, room.name))
+    return {room.name: _room_summary(room, _cover_url(snapshots, room.name))
             for room in list(relay.rooms) if room.held_here and room.live}
 
 
@@ -76,7 +78,7 @@ async def _live(request: web.Request) -> list[dict[str, Any]]:
         except RegistryUnavailable:
             pass  # the rooms this worker holds are better than none
     snapshots = request.app.get(SNAPSHOTS)
-    live = sorted((r for r in context(request).relay.dump().rooms if r.live), key=lambda r: -r.viewers)
+    live = sorted((r for r in context(request).rooms if r.live), key=lambda r: -r.viewer_count)
     return [_room_summary(r, _cover_url(snapshots, r.name)) for r in live]
 
 
@@ -94,7 +96,7 @@ async def room_status(request: web.Request) -> web.Response:
     room = context(request).rooms.get(request.match_info["room"])
     if room is None:
         return web.json_response({"room": request.match_info["room"], "live": False}, status=404)
-    return web.json_response(_room_summary(room.dump(), _cover_url(request.app.get(SNAPSHOTS), room.name)))
+    return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
 
 
 async def room_cover(request: web.Request) -> web.Response:

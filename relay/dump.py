@@ -165,8 +165,6 @@ class RoomDump:
     publications: tuple[PublicationDump, ...]  # the host's, then its guests'
     traffic: Traffic  # everything this room ever moved, closed objects included
     participants: tuple[ParticipantDump, ...] = ()  # only in a detailed dump
-    category: str = ""
-    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -605,7 +605,7 @@ class Room:
             created_at=self.created_at, host=self.host.identity if self.host else None,
             viewers=self.viewer_count, guests=tuple(g.identity for g in self.guests.values()),
             pk_partner=self.pk_partner.name if self.pk_partner else None, publications=tuple(publications),
-            traffic=traffic, participants=participants, category=self.category, tags=self.tags)
+            traffic=traffic, participants=participants)
 
 
 class Rooms:
