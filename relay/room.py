@@ -590,16 +590,19 @@ class Room:
                 traffic.add_subscription(subscription.dump())
         return traffic
 
+    def participant_dumps(self) -> tuple[ParticipantDump, ...]:
+        """Who is in the room, by identity, with their sessions (the detailed dump's, and the participant list's
+        without the rest of a dump)."""
+        return tuple(
+            ParticipantDump(p.identity, p.display_name, self.role_of(p.identity) or "viewer",
+                            tuple(s.dump() for s in p.sessions.values() if hasattr(s, "dump")),
+                            len(p.sockets), p.identity in self.guest_grants)
+            for p in sorted(self.participants.values(), key=lambda p: p.identity))
+
     def dump(self, detailed: bool = False, live: Traffic | None = None) -> RoomDump:
         publications = self._publication_dumps()
         traffic = self.retired.plus(live if live is not None else self.live_traffic())
-        participants: tuple[ParticipantDump, ...] = ()
-        if detailed:
-            participants = tuple(
-                ParticipantDump(p.identity, p.display_name, self.role_of(p.identity) or "viewer",
-                                tuple(s.dump() for s in p.sessions.values() if hasattr(s, "dump")),
-                                len(p.sockets), p.identity in self.guest_grants)
-                for p in sorted(self.participants.values(), key=lambda p: p.identity))
+        participants = self.participant_dumps() if detailed else ()
         return RoomDump(
             name=self.name, title=self.title or self.name, live=self.live, live_since=self.live_since,
             created_at=self.created_at, host=self.host.identity if self.host else None,

@@ -119,7 +119,7 @@ class LocalAdmin:
         if room is None:
             return None
         return [{"identity": p.identity, "display_name": p.display_name, "role": p.role, "on_mic": p.on_mic,
-                 "sockets": p.sockets, "sessions": len(p.sessions)} for p in room.dump(detailed=True).participants
+                 "sockets": p.sockets, "sessions": len(p.sessions)} for p in room.participant_dumps()
                 if not p.identity.startswith(PIPE_IDENTITY)]  # a pipe is the cluster's plumbing, nobody in the room
 
     async def end(self, name: str) -> dict[str, Any] | None:
