@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -56,6 +56,23 @@ class NodesOnRedis:
         self.redis = process.RedisServer(tmp / "redis")
         self.redis.wait_ready()
         self.nodes: dict[str, GatewayProcess] = {}
+        self.internal: dict[str, int] = {}  # a one-worker node's internal port (its own /metrics), by node
+
+    @classmethod
+    def single_workers(cls, tmp: Path, config: Callable[[str, str, int], str],
+                       names: tuple[str, ...] = ("a", "b")) -> NodesOnRedis:
+        """Nodes of one worker each on a new Redis, ``config(redis_url, node, internal_port)`` their config text;
+        everything started is stopped again if one fails."""
+        nodes = cls(tmp)
+        try:
+            for name in names:
+                (tmp / name).mkdir(exist_ok=True)
+                nodes.internal[name] = free_port()
+                nodes.nodes[name] = GatewayProcess([], config(nodes.redis.url, name, nodes.internal[name]), tmp / name)
+        except BaseException:
+            nodes.stop()
+            raise
+        return nodes
 
     def stop(self) -> None:
         for node in self.nodes.values():

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token, free_port
+from tests.integration.conftest import NodesOnRedis, dev_token
 from tests.integration.peers import Host, Viewer
 from tests.integration.test_covers import get_cover, jpeg_size, until
 from tests.integration.test_forwarding import close_all
@@ -42,29 +41,14 @@ edge_linger_s = 1.0
 """
 
 
-class Cluster(NodesOnRedis):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        self.internal: dict[str, int] = {}  # each node's one worker's internal port (its /metrics)
-        try:
-            for name in ("a", "b"):
-                (tmp / name).mkdir(exist_ok=True)
-                self.internal[name] = free_port()
-                self.nodes[name] = GatewayProcess([], node_config(self.redis.url, name, self.internal[name]),
-                                                  tmp / name)
-        except BaseException:
-            self.stop()
-            raise
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    started = Cluster(tmp_path_factory.mktemp("cluster-covers"))
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodesOnRedis]:
+    started = NodesOnRedis.single_workers(tmp_path_factory.mktemp("cluster-covers"), node_config)
     yield started
     started.stop()
 
 
-async def worker_metric(http: aiohttp.ClientSession, cluster: Cluster, node: str, name: str) -> float:
+async def worker_metric(http: aiohttp.ClientSession, cluster: NodesOnRedis, node: str, name: str) -> float:
     """One worker's own series, from its internal port (the shared public port may answer from any worker)."""
     async with http.get(f"http://127.0.0.1:{cluster.internal[node]}/metrics") as r:
         assert r.status == 200

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +16,7 @@ import pytest
 
 from cluster.config import ClusterConfig
 from cluster.registry import RedisRegistry
-from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token, free_port
+from tests.integration.conftest import GatewayProcess, NodesOnRedis, dev_token
 from tests.integration.events_client import EventsClient
 from tests.integration.peers import Host
 
@@ -43,21 +42,9 @@ stale_after_s = 2.0
 """
 
 
-class Cluster(NodesOnRedis):
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        try:
-            for name in ("a", "b"):
-                (tmp / name).mkdir(exist_ok=True)
-                self.nodes[name] = GatewayProcess([], node_config(self.redis.url, name, free_port()), tmp / name)
-        except BaseException:
-            self.stop()
-            raise
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    started = Cluster(tmp_path_factory.mktemp("cluster-events"))
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodesOnRedis]:
+    started = NodesOnRedis.single_workers(tmp_path_factory.mktemp("cluster-events"), node_config)
     yield started
     started.stop()
 
@@ -67,7 +54,7 @@ async def join(http: aiohttp.ClientSession, node: GatewayProcess, room: str, ide
     return await EventsClient.connect(http, node.base, room, await dev_token(http, node.base, room, role, identity))
 
 
-async def tied(cluster: Cluster, timeout: float = 10.0) -> None:
+async def tied(cluster: NodesOnRedis, timeout: float = 10.0) -> None:
     """Until every worker's heartbeat reports the same load (the last test's leaves reach the registry with the
     next heartbeat): placement is by load, so a test that needs a room where it posts starts from a tie. The
     heartbeats are other processes': this polls the registry, bounded."""
