@@ -49,6 +49,7 @@ class Profile:
     freeze_every_s: float = 0.0
     freeze_for_s: float = 0.0
     freeze_first_s: float = 2.0
+    freeze_count: int = 0  # 0: pause until the run ends
     viewers: int = 20
     spawn_rate: float = 10.0
     start_after_s: float = 3.0
@@ -92,7 +93,8 @@ class Profile:
     def freeze(self) -> dict[str, float] | None:
         if self.freeze_every_s <= 0 or self.freeze_for_s <= 0:
             return None
-        return {"every_s": self.freeze_every_s, "for_s": self.freeze_for_s, "first_s": self.freeze_first_s}
+        return {"every_s": self.freeze_every_s, "for_s": self.freeze_for_s, "first_s": self.freeze_first_s,
+                "count": self.freeze_count}
 
 
 def profile_path(name_or_path: str) -> Path:
@@ -120,7 +122,8 @@ def load_profile(name_or_path: str) -> Profile:
     )
     rooms = _take(top["rooms"], f"{where} [rooms]", {"count": 1, "prefix": "lt"})
     hosts = _take(top["hosts"], f"{where} [hosts]",
-                  {"freeze_rooms": [], "freeze_every_s": 0.0, "freeze_for_s": 0.0, "freeze_first_s": 2.0})
+                  {"freeze_rooms": [], "freeze_every_s": 0.0, "freeze_for_s": 0.0, "freeze_first_s": 2.0,
+                   "freeze_count": 0})
     viewers = _take(
         top["viewers"],
         f"{where} [viewers]",
@@ -150,6 +153,7 @@ def load_profile(name_or_path: str) -> Profile:
         freeze_every_s=float(hosts["freeze_every_s"]),
         freeze_for_s=float(hosts["freeze_for_s"]),
         freeze_first_s=float(hosts["freeze_first_s"]),
+        freeze_count=int(hosts["freeze_count"]),
         viewers=int(viewers["count"]),
         spawn_rate=float(viewers["spawn_rate"]),
         start_after_s=float(viewers["start_after_s"]),

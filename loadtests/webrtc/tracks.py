@@ -26,7 +26,8 @@ MAX_LAG = 0.5
 class FreezeSchedule:
     """Known freezes for truth tests: no frame for ``for_s`` seconds every ``every_s`` seconds.
 
-    The first pause starts ``first_s`` after the first frame. Like a camera that stalls: the
+    The first pause starts ``first_s`` after the first frame; after ``count`` pauses (0: no
+    limit) the stream runs on, so a run can end well clear of a pause. Like a camera that stalls: the
     frames due during a pause are never sent, pacing resumes when it ends, and the RTP
     timestamps jump by the pause (players' jitter buffers follow them).
     """
@@ -34,6 +35,7 @@ class FreezeSchedule:
     every_s: float
     for_s: float
     first_s: float = 2.0
+    count: int = 0
 
 
 class PacketLoopTrack(MediaStreamTrack):
@@ -87,12 +89,13 @@ class PacketLoopTrack(MediaStreamTrack):
             self._clock_start = now
             self._clock_frames = 0
         delay = self._due(self._clock_frames) - now
-        if self._freeze is not None and self._first_at is not None:
+        freeze = self._freeze
+        if freeze is not None and self._first_at is not None and (not freeze.count or self._next_pause < freeze.count):
             due = now + max(delay, 0.0)
-            start = self._first_at + self._freeze.first_s + self._next_pause * self._freeze.every_s
+            start = self._first_at + freeze.first_s + self._next_pause * freeze.every_s
             if due >= start:
                 # Skip the frames due inside the pause; pacing restarts at its end.
-                end = start + self._freeze.for_s
+                end = start + freeze.for_s
                 self._next_pause += 1
                 self._paused_since = self._last_wall
                 # Like a stalled camera: the next frame's timestamp is its real capture time.
