@@ -93,10 +93,23 @@ async def live_rooms(request: web.Request) -> web.Response:
 
 
 async def room_status(request: web.Request) -> web.Response:
-    room = context(request).rooms.get(request.match_info["room"])
-    if room is None:
-        return web.json_response({"room": request.match_info["room"], "live": False}, status=404)
-    return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
+    """One room as the room list shows it (public: the player's title and "waiting for host"). In a cluster the
+    room may live in another worker or node: its origin's listing says how it is, not this worker's edge copy
+    (or nothing) of it."""
+    name = room_name(request)
+    room = context(request).rooms.get(name)
+    runtime = request.app.get(CLUSTER)
+    if room is not None and (runtime is None or room.held_here):
+        return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
+    if runtime is not None:
+        try:
+            for listed in await runtime.listings.read(runtime.registry.workers):
+                if listed.get("room") == name:
+                    return web.json_response(listed)
+        except RegistryUnavailable:
+            if room is not None:  # Redis away: this worker's copy is better than nothing
+                return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
+    return web.json_response({"room": name, "live": False}, status=404)
 
 
 async def room_cover(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -226,6 +227,23 @@ async def listed_by_every_worker(cluster: Cluster, want: set[str], unwanted: fro
             await asyncio.sleep(0.1)
 
 
+async def status_from_every_worker(cluster: Cluster, room: str, timeout: float = 15.0) -> dict[str, Any]:
+    """GET /rooms/{room} on new connections to both nodes until every worker has answered; each one's answer."""
+    seen: dict[str, Any] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        while set(seen) != set(cluster.workers):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"not every worker answered for {room}: {sorted(seen)} of {cluster.workers}")
+            for node in cluster.nodes.values():
+                async with fresh.get(f"{node.base}/rooms/{room}") as r:
+                    body = await r.json()
+                    assert r.status == (200 if body["live"] else 404), (r.status, body)
+                    seen[r.headers[WORKER_HEADER]] = body
+    return seen
+
+
 async def test_every_worker_lists_every_live_room_of_the_cluster(cluster, http):
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     hosts = [Host(a.base, "list-a", await dev_token(http, a.base, "list-a", "host", "ann"),
@@ -239,8 +257,14 @@ async def test_every_worker_lists_every_live_room_of_the_cluster(cluster, http):
             (entry,) = (await r.json())["rooms"]
         assert (entry["room"], entry["title"], entry["host"], entry["tags"]) == ("list-a", "Morning run", "ann",
                                                                                  ["5k"]), entry
+        # One room's status (the player's title, "waiting for host") is its origin's, whichever worker is asked.
+        statuses = await status_from_every_worker(cluster, "list-a")
+        assert {(s["live"], s["title"], s["host"]) for s in statuses.values()} == {(True, "Morning run", "ann")}, \
+            statuses
         await hosts.pop(0).stop(http)  # a room that ends leaves every worker's list
         await listed_by_every_worker(cluster, {"list-b"}, frozenset({"list-a"}))
+        statuses = await status_from_every_worker(cluster, "list-a")
+        assert {s["live"] for s in statuses.values()} == {False}, statuses
     finally:
         for host in hosts:
             await host.stop(http)

@@ -185,6 +185,8 @@ async def test_bad_room_name_is_400(gateway, http):
     token = await dev_token(http, gateway.base, "a", "viewer")
     await expect_error(await post_sdp(http, f"{gateway.base}/whep/bad%20name%21", token, await offer_sdp()),
                        400, "bad_room_name")
+    async with http.get(f"{gateway.base}/rooms/bad%20name%21") as r:
+        await expect_error((r.status, await r.text(), CIMultiDict(r.headers)), 400, "bad_room_name")
 
 
 async def test_refusals_around_a_live_room(gateway, http):
