@@ -234,9 +234,17 @@ class RedisServer:
         return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start again after :meth:`stop`, on the same port and empty (nothing is persisted)."""
+    def respawn(self) -> None:
+        """Start again after :meth:`stop`, on the same port and empty (nothing is persisted), without waiting.
+
+        The server gets SIGKILL when the *thread* that started it exits (PR_SET_PDEATHSIG follows threads): start
+        it from a thread that outlives it, such as an event loop's, never from an executor's (``to_thread``),
+        whose threads end with their loop. :meth:`wait_ready` may then wait in any thread."""
         self.process = self._spawn()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """:meth:`respawn` and wait until it answers (mind the thread: see :meth:`respawn`)."""
+        self.respawn()
         self.wait_ready(timeout)
 
     def restart(self, timeout: float = 10.0) -> None:
