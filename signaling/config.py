@@ -49,7 +49,8 @@ class EventsConfig:
     quality_burst: int = 3
     max_gift_count: int = 999
     gifts: tuple[GiftConfig, ...] = field(default_factory=lambda: DEFAULT_GIFTS)
-    # Frames queued to one socket before it is cut off as too slow (close code 4008).
+    # A socket with this many frames queued and none taken for a second (or four times as many) is cut off as
+    # too slow (close code 4008).
     send_queue_limit: int = 256
     max_frame_bytes: int = 4096
     # Nesting depth of a client frame's JSON.

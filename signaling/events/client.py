@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
@@ -35,6 +36,11 @@ log = logging.getLogger("cherry.signaling.events")
 # Why the relay ends a socket (RoomSocket.end) -> the close code the client sees.
 END_CODES = {"kicked": CLOSE_KICKED, "banned": CLOSE_KICKED, "room_closed": CLOSE_ROOM_ENDED}
 CONNECTION_LOST = 1006  # recorded only: no close frame can reach a connection that is gone
+# A full send queue is a slow client only once its writer has taken nothing for this long: a burst (a
+# backlog delivered at once after a Redis outage) fills it faster than any writer can run, yet drains.
+SLOW_AFTER_S = 1.0
+# Past this many times the queue limit, a socket is cut off even while its writer keeps up (memory).
+BURST_FACTOR = 4
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -48,11 +54,13 @@ class Client:
     """A room socket: ``offer`` queues an encoded frame, its writer task sends them in order."""
 
     __slots__ = ("ws", "identity", "name", "granted_role", "relay_room", "closed", "close_code", "close_reason",
-                 "expiry", "errors", "ref", "_transport", "_queue", "_writer", "_stats", "_on_gone", "_writer_failed")
+                 "expiry", "errors", "ref", "_transport", "_queue", "_limit", "_taken_at", "_clock", "_writer",
+                 "_stats", "_on_gone", "_writer_failed")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, identity: str,
                  granted_role: str, relay_room: Room, queue_limit: int, stats: EventStats,
-                 on_gone: Callable[[Client], None], name: str = "") -> None:
+                 on_gone: Callable[[Client], None], name: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ws = ws
         self.identity = identity
         self.name = name
@@ -65,7 +73,10 @@ class Client:
         self.errors = 0  # protocol errors in a row
         self.ref = ""  # this socket among the worker's (the hub numbers them; the cluster bus qualifies it)
         self._transport = transport
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(queue_limit)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()  # bounded by offer(): limit, time and burst
+        self._limit = queue_limit
+        self._clock = clock
+        self._taken_at = clock()  # the writer's last take, or when frames began waiting for it
         self._writer: asyncio.Task[None] | None = None
         self._stats = stats
         self._on_gone = on_gone
@@ -101,16 +112,21 @@ class Client:
         self.offer(encode(message))
 
     def offer(self, data: bytes) -> bool:
-        """Queue one encoded frame; a full queue means the client stopped reading, and it is cut off."""
+        """Queue one encoded frame. A full queue (``queue_limit`` frames) whose writer has taken nothing for
+        ``SLOW_AFTER_S`` means the client stopped reading, and it is cut off; so is a queue past
+        ``BURST_FACTOR`` times the limit."""
         if self.closed:
             return False
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
+        queued = self._queue.qsize()
+        if queued == 0:
+            self._taken_at = self._clock()  # the writer had nothing to take until now
+        elif queued >= self._limit and (queued >= BURST_FACTOR * self._limit
+                                        or self._clock() - self._taken_at > SLOW_AFTER_S):
             self._stats["dropped_slow"] += 1
-            log.info("%s socket too slow (%d frames queued): cutting it off", self.tag(), self._queue.qsize())
+            log.info("%s socket too slow (%d frames queued): cutting it off", self.tag(), queued)
             self.cut(CLOSE_TOO_SLOW, "too slow")
             return False
+        self._queue.put_nowait(data)
         self._stats["messages_out"] += 1
         return True
 
@@ -118,6 +134,7 @@ class Client:
         """Send queued frames in order. One frame that fails is logged and dropped; the loop keeps serving."""
         while True:
             data = await self._queue.get()
+            self._taken_at = self._clock()
             try:
                 await self.ws.send_frame(data, WSMsgType.TEXT)
             except ConnectionError:

@@ -7,7 +7,7 @@ EventStats = dict[str, int]
 KEYS = (
     "messages_in",  # client frames received
     "messages_out",  # frames queued to sockets
-    "dropped_slow",  # sockets cut off because their send queue overflowed
+    "dropped_slow",  # sockets cut off as too slow: a full send queue not drained for a second, or a runaway one
     "rate_limited",  # client frames refused for their rate
     "errors",  # client frames refused for any reason
     "sockets",  # open room sockets
@@ -24,6 +24,7 @@ KEYS = (
     "cluster_dropped",  # items and events dropped because a bounded backlog was full
     "cluster_taken_over",  # rooms whose events this worker started to decide
     "cluster_handed_off",  # rooms whose events this worker handed to another
+    "cluster_resynced",  # sockets welcomed again: the room's state became known after they joined (Redis away)
 )
 
 

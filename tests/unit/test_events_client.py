@@ -17,7 +17,7 @@ import pytest
 
 from relay.participant import Notice
 from relay.room import Room
-from signaling.events.client import Client, close_frame
+from signaling.events.client import BURST_FACTOR, SLOW_AFTER_S, Client, close_frame
 from signaling.events.stats import new_stats
 
 
@@ -78,9 +78,19 @@ class FakeRoom:
     acting_role = Room.acting_role  # the relay's own rule, not a copy of it
 
 
-def client(limit: int = 4, role: str = "viewer") -> tuple[Client, FakeWebSocket, FakeTransport, list[Client]]:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def client(limit: int = 4, role: str = "viewer",
+           clock: Clock | None = None) -> tuple[Client, FakeWebSocket, FakeTransport, list[Client]]:
     ws, transport, gone = FakeWebSocket(), FakeTransport(), []
-    c = Client(ws, transport, "ann", role, FakeRoom(), limit, new_stats(), gone.append)  # type: ignore[arg-type]
+    c = Client(ws, transport, "ann", role, FakeRoom(), limit, new_stats(), gone.append,  # type: ignore[arg-type]
+               clock=clock or Clock())
     return c, ws, transport, gone
 
 
@@ -110,18 +120,34 @@ async def test_the_writer_drops_a_frame_it_cannot_send_logs_once_and_keeps_servi
 
 
 async def test_a_full_queue_cuts_the_socket_off_with_a_reset() -> None:
-    c, ws, transport, gone = client(limit=2)
+    clock = Clock()
+    c, ws, transport, gone = client(limit=2, clock=clock)
     ws.stall.set()
     c.start()
     assert c.offer(b"one")
     await asyncio.wait_for(ws.sending.wait(), 2)  # the writer is stuck sending it
     transport.buffered = 300_000
     assert c.offer(b"two") and c.offer(b"three")
-    assert not c.offer(b"four")  # the queue is full: the client stopped reading
+    assert c.offer(b"four") and not c.closed  # full, but the writer took a frame just now: a burst, maybe
+    clock.now += SLOW_AFTER_S + 0.1
+    assert not c.offer(b"five")  # full, and nothing taken for that long: the client stopped reading
     assert c.closed and c.close_code == 4008 and gone == [c] and c._stats["dropped_slow"] == 1
     assert transport.aborted and not transport.written, "nothing more is queued behind what it does not read"
     assert transport.sock.options == [(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))]
-    assert not c.offer(b"five")
+    assert not c.offer(b"six")
+
+
+async def test_a_burst_that_fills_the_queue_is_kept_until_it_grows_past_the_burst_cap() -> None:
+    """A backlog delivered in one go (nothing else runs meanwhile) fills the queue at once; the writer drains it
+    once it runs. Only a burst past BURST_FACTOR times the limit cuts a socket whose writer keeps up."""
+    c, ws, _, gone = client(limit=4)
+    c.start()
+    burst = [f"frame {i}".encode() for i in range(BURST_FACTOR * 4)]
+    assert all(c.offer(data) for data in burst) and not c.closed
+    await drained(c, ws, len(burst))
+    assert ws.sent == burst and gone == []
+    assert all(c.offer(b"x") for _ in range(BURST_FACTOR * 4)) and not c.offer(b"one too many")
+    assert c.closed and c.close_code == 4008 and c._stats["dropped_slow"] == 1
 
 
 async def test_a_socket_that_keeps_up_gets_its_close_frame_then_the_connection_closes() -> None:
