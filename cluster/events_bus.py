@@ -64,6 +64,8 @@ from signaling.events.state import RoomState
 log = logging.getLogger("cherry.cluster.events")
 # How long stop() waits for its cancelled loops.
 STOP_TIMEOUT_S = 2.0
+# Stream entries the reader handles before it lets the rest of the worker run.
+YIELD_EVERY = 64
 
 NEW, FOLLOWER, TAKING_OVER, OWNER, HANDING_OFF = "new", "follower", "taking_over", "owner", "handing_off"
 
@@ -220,6 +222,12 @@ class ClusterBus:
 
     def _recovered(self) -> None:
         """Redis was away or restarted: offer again everything it may have lost (receivers skip duplicates)."""
+        now = self._clock()
+        for r in self._rooms.values():
+            # The time Redis was away does not count against an owner's lease: it gets a whole lease from now
+            # to claim its rooms back, before any other worker may (two owners would each number the events).
+            if r.seen_owner is not None:
+                r.seen_at = now
         for channel in self._channels.values():
             channel.rewind()
         for r in self._rooms.values():
@@ -580,6 +588,7 @@ class ClusterBus:
 
     async def _take_over(self, r: _Room) -> None:
         previous = r.phase
+        stateless = r.replica is None and previous != OWNER and self.host.channels.online(r.name) > 0
         r.phase = TAKING_OVER
         try:
             state, top = await self._load(r.name, r.replica)
@@ -598,6 +607,8 @@ class ClusterBus:
         log.info("room=%s events decided here from %d-%d", r.name, position[0], position[1])
         self._count("taken_over")
         self.host.take_over(r.name, state)
+        if stateless:  # sockets here joined before the room's state was known (Redis away): now it is
+            self._count("resynced", self.host.resync(r.name))
         pending = list(r.pending)
         r.pending.clear()
         for item in pending:
@@ -606,13 +617,19 @@ class ClusterBus:
 
     async def _follow(self, r: _Room, owner: str, replica: bool) -> None:
         changed = r.owner != owner
+        resync = False
         if replica and r.replica is None:
             state, _ = await self._load(r.name, None)
             r.replica, r.cursor = state, Cursor(state.epoch, state.seq)
+            # Sockets here that joined before this worker knew the room's state (Redis away), or while it decided
+            # the room itself: the owner's state covers what they missed, so they get it as a welcome again.
+            resync = self.host.channels.online(r.name) > 0
         r.owner, r.phase = owner, FOLLOWER
         if changed:
             log.info("room=%s events decided by worker %s", r.name, owner)
             self._announce(r)
+        if resync:
+            self._count("resynced", self.host.resync(r.name))
         pending = list(r.pending)
         r.pending.clear()
         for item in pending:
@@ -722,9 +739,15 @@ class ClusterBus:
         self._ok()
         acks: dict[str, tuple[str, int]] = {}  # sender boot -> (its worker, last taken)
         nacks: dict[str, tuple[str, int]] = {}
+        handled = 0
         for key, entries in result or []:
             key = str(key)
             for entry_id, fields in entries:
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    # A backlog (what waited while Redis was away) is delivered in rounds: the sockets' writers
+                    # drain between them, so a burst cannot fill a reading client's send queue and cut it off.
+                    await asyncio.sleep(0)
                 try:
                     if key == inbox:
                         self._inbox_id = str(entry_id)

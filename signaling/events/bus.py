@@ -130,6 +130,10 @@ class BusHost(Protocol):
     def step_down(self, room: str) -> None:
         """Another worker decides the room from now on: forget what only the owner keeps."""
 
+    def resync(self, room: str) -> int:
+        """The room's state became known here after its sockets here joined: each gets a welcome again (how
+        many)."""
+
     def pk_item(self, item: dict[str, Any]) -> None:
         """A PK message another worker sent this one (a battle decided here, or a room owned here)."""
 

@@ -340,6 +340,14 @@ class EventHub:
                 "layout": {"type": "layout", "slots": state.layout or default_layout(room)}}
         self._counts[room] = (state.viewers, state.online)  # the first tick here sends only a change
 
+    def resync(self, room: str) -> int:
+        clients = self.channels.clients(room)
+        for client in clients:
+            client.send(self._welcome(client))
+        if clients:
+            log.info("room=%s its state is known again: %d sockets here welcomed again", room, len(clients))
+        return len(clients)
+
     def step_down(self, room: str) -> None:
         self.chat.room_closed(room)
         self.guests.room_closed(room)

@@ -8,6 +8,7 @@ it (or its host's worker): each test picks which node that is by where it connec
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -303,6 +304,13 @@ async def test_a_rooms_events_move_to_the_node_its_host_goes_live_on_history_and
         await asyncio.gather(star.stop(http), *((guest.stop(http),) if guest else ()), return_exceptions=True)
 
 
+async def redis_back(cluster: NodesOnRedis) -> None:
+    """Redis up again, started from this (the loop's) thread: one started in an executor's thread would be killed
+    when that thread ends with the test's loop (its PDEATHSIG), leaving the next test without Redis."""
+    cluster.redis.respawn()
+    await asyncio.to_thread(cluster.redis.wait_ready)
+
+
 async def test_the_owners_own_sockets_keep_getting_events_while_redis_is_down(cluster, http):
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     room = "redis-down"
@@ -318,7 +326,7 @@ async def test_the_owners_own_sockets_keep_getting_events_while_redis_is_down(cl
             await al.next("chat", text="while down")  # decided and delivered on node a without Redis
             await bob.send(type="chat", text="from b while down")  # waits on node b for Redis
         finally:
-            await asyncio.to_thread(cluster.redis.start)
+            await redis_back(cluster)
         # Once Redis is back, node b gets what it missed, and node a what b could not forward.
         await bob.next("chat", timeout=15, text="while down")
         for client in (ann, al, bob):
@@ -329,38 +337,121 @@ async def test_the_owners_own_sockets_keep_getting_events_while_redis_is_down(cl
         await close(ann, al, bob)
 
 
-async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing(cluster, http):
+def storm_report(clients: list[EventsClient], cluster: NodesOnRedis, room: str) -> str:
+    """What each socket got of each sender's gifts and errors, and what the nodes logged of the room's events:
+    a lost gift says where it was lost."""
+    got = []
+    for client in clients:
+        you = client.of("welcome")[0]["you"]["identity"]
+        senders = Counter(str((g.get("from") or {}).get("identity")) for g in client.of("gift"))
+        got.append(f"{you}: {dict(senders)}, errors {[e.get('code') for e in client.of('error')][:5]}")
+    logged = {name: [line for line in node.log().splitlines() if f"room={room}" in line or "room events" in line][-15:]
+              for name, node in cluster.nodes.items()}
+    return f"gifts by sender per socket: {got}; node logs: {logged}"
+
+
+@pytest.mark.parametrize("outage_s", [0.0, 3.0], ids=["restart", "outage-longer-than-a-lease"])
+async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing(cluster, http, outage_s):
+    """Redis restarts (empty) mid-storm, at once or after an outage longer than a lease (2 s here). Then node b's
+    backlog reaches the owner in one read: every socket still gets every gift once, none is cut off as too slow
+    (the backlog outgrows a send queue), and the owner keeps the room (no second numbering of its events)."""
     a, b = cluster.nodes["a"], cluster.nodes["b"]
-    room = "storm"
+    room = f"storm-{int(outage_s)}"
     senders = [await join(http, a, room, "ann"), await join(http, b, room, "bob")]  # node a decides the room
     watchers = [await join(http, a, room, "al"), await join(http, b, room, "bea")]
     everyone = senders + watchers
-    per_sender = 150
+    per_sender = 400 if outage_s else 150  # the storm outlasts the outage, and b's backlog a send queue (256)
 
     async def storm(sender: EventsClient) -> None:
         for i in range(per_sender):
             assert not sender.closed.is_set(), \
-                f"the server closed a sender's socket mid-storm: {sender.ws.close_code} {sender.close_reason}"
+                f"the server closed a sender's socket mid-storm: {sender.ws.close_code} {sender.close_reason}; " \
+                f"{storm_report(everyone, cluster, room)}"
             await sender.send(type="gift", kind="heart", count=1, ref=f"g{i}")
             await asyncio.sleep(0.01)  # a steady pace: the storm spans the restart
 
+    # The room is decided (by a) before Redis goes: a word from each side reaches the other.
+    try:
+        await senders[0].send(type="chat", text="hi from ann")
+        await senders[1].next("chat", text="hi from ann")
+        await senders[1].send(type="chat", text="hi from bob")
+        await senders[0].next("chat", text="hi from bob")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {storm_report(everyone, cluster, room)}") from None
     refilled = (await event_stats(http, a))["cluster_refilled"]
+    taken_over = (await event_stats(http, b)).get("cluster_taken_over", 0)
     try:
         gifts = [asyncio.ensure_future(storm(s)) for s in senders]
         await asyncio.sleep(0.4)  # pace only: the restart falls in the middle of the storm
-        await asyncio.to_thread(cluster.redis.restart)
+        await asyncio.to_thread(cluster.redis.stop)
+        await asyncio.sleep(outage_s)  # the outage itself: Redis is away this long
+        await redis_back(cluster)
         await asyncio.gather(*gifts)
         # Each sender's last word comes after all its gifts (one sender's frames keep their order).
         for sender in senders:
             await sender.send(type="chat", text=f"done {sender.of('welcome')[0]['you']['identity']}")
         for client in everyone:
-            await client.wait_until(lambda c=client: {f["text"] for f in c.of("chat")} == {"done ann", "done bob"},
+            await client.wait_until(lambda c=client: {"done ann", "done bob"} <= {f["text"] for f in c.of("chat")},
                                     "both senders' last words", timeout=30)
             ids = [g["id"] for g in client.of("gift")]
-            assert len(ids) == 2 * per_sender, f"{len(ids)} gifts, sent {2 * per_sender}"
+            assert len(ids) == 2 * per_sender, \
+                f"{len(ids)} gifts, sent {2 * per_sender}; {storm_report(everyone, cluster, room)}"
             assert len(set(ids)) == len(ids), "a gift arrived twice"
             assert not client.of("error"), client.of("error")[:3]
         # The restart did hit the room: its owner appended again what the new, empty Redis lacked.
         assert (await event_stats(http, a))["cluster_refilled"] > refilled
+        assert (await event_stats(http, b)).get("cluster_taken_over", 0) == taken_over, \
+            f"node b took the room over: {storm_report(everyone, cluster, room)}"
+    finally:
+        await close(*everyone)
+
+
+def room_view(client: EventsClient) -> tuple[int, list[str], list[int]]:
+    """What a socket knows of the room from its last welcome on: hearts given, chat lines, gift ids after it."""
+    frames = client.frames
+    last = max(i for i, f in enumerate(frames) if f["type"] == "welcome")
+    snapshot, after = frames[last]["snapshot"], frames[last + 1:]
+    hearts = snapshot["gifts"].get("heart", 0) + sum(f["count"] for f in after if f["type"] == "gift")
+    chats = [m["text"] for m in snapshot["chat"]] + [f["text"] for f in after if f["type"] == "chat"]
+    return hearts, chats, [f["id"] for f in after if f["type"] == "gift"]
+
+
+async def test_a_room_that_starts_while_redis_is_away_comes_together_once_redis_is_back(cluster, http):
+    """Nobody decides a room that starts while Redis is away: each node holds its sockets' frames until one
+    claims the room, and the owner decides them all at once. That burst (more than a send queue holds) reaches
+    every socket without cutting one off as too slow; sockets that joined before their node knew the room's
+    state are welcomed again with it; so every socket ends up knowing every gift once and both last words."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    room = "storm-away"
+    per_sender = 300
+    resynced = sum([(await event_stats(http, node)).get("cluster_resynced", 0) for node in (a, b)])
+    await asyncio.to_thread(cluster.redis.stop)
+    try:
+        senders = [await join(http, a, room, "ann"), await join(http, b, room, "bob")]
+        watchers = [await join(http, a, room, "al"), await join(http, b, room, "bea")]
+        everyone = senders + watchers
+        for i in range(per_sender):
+            for sender in senders:
+                await sender.send(type="gift", kind="heart", count=1, ref=f"g{i}")
+    finally:
+        await redis_back(cluster)
+    try:
+        for sender in senders:
+            await sender.send(type="chat", text=f"done {sender.of('welcome')[0]['you']['identity']}")
+        for client in everyone:
+            try:
+                await client.wait_until(lambda c=client: {"done ann", "done bob"} <= set(room_view(c)[1]),
+                                        "both senders' last words", timeout=30)
+            except AssertionError:
+                views = {c.of("welcome")[0]["you"]["identity"]: room_view(c)[:2] for c in everyone}
+                raise AssertionError(f"{views}; {storm_report(everyone, cluster, room)}") from None
+            hearts, _, ids = room_view(client)
+            assert hearts == 2 * per_sender, f"{hearts} hearts, sent {2 * per_sender}; " \
+                                             f"{storm_report(everyone, cluster, room)}"
+            assert len(set(ids)) == len(ids), "a gift arrived twice"
+            assert not client.of("error"), client.of("error")[:3]
+            assert not client.closed.is_set(), f"a socket was cut off: {client.close_reason}"
+        # The node that did not decide the room had sockets that joined without its state: they were welcomed again.
+        assert sum([(await event_stats(http, node)).get("cluster_resynced", 0) for node in (a, b)]) > resynced
     finally:
         await close(*everyone)
