@@ -79,7 +79,10 @@ def _check_bundle(description: aiortc_sdp.SessionDescription) -> None:
     groups = [g for g in description.group if g.semantic == "BUNDLE"]
     if len(groups) > 1:
         raise BadOffer("offer has more than one BUNDLE group")
-    active = [m.rtp.muxId for m in description.media if m.port != 0]
+    for m in description.media:
+        if m.port != 0 and not m.rtp.muxId:
+            raise BadOffer(f"{m.kind[:16]} m-line lacks a=mid")
+    active = [str(m.rtp.muxId) for m in description.media if m.port != 0]
     if not groups:
         if len(active) > 1:
             raise BadOffer("an offer of several m-lines must BUNDLE them (a=group:BUNDLE)")

@@ -184,6 +184,9 @@ def test_every_mutation_of_a_real_offer_is_a_session_or_a_precise_refusal(loop, 
     # transceiver a transport, and its connect task and close() raised.
     @example(case=("whip", "\r\n".join(["m=text" + line[len("m=video"):] if line.startswith("m=video") else line
                                         for line in offers["whip"]]) + "\r\n"))
+    # Found by this test: a bare "a=mid" (no value) in a BUNDLEd offer; the BUNDLE check's refusal message
+    # joined the mids and raised TypeError on the missing one instead of refusing.
+    @example(case=("whip", "\r\n".join(["a=mid" if line == "a=mid:0" else line for line in offers["whip"]]) + "\r\n"))
     def check(case: tuple[str, str]) -> None:
         endpoint, sdp = case
         number = next(COUNTER)
