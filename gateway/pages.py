@@ -99,17 +99,18 @@ async def room_status(request: web.Request) -> web.Response:
     name = room_name(request)
     room = context(request).rooms.get(name)
     runtime = request.app.get(CLUSTER)
-    if room is not None and (runtime is None or room.held_here):
-        return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
-    if runtime is not None:
+    if runtime is not None and (room is None or not room.held_here):
         try:
-            for listed in await runtime.listings.read(runtime.registry.workers):
-                if listed.get("room") == name:
-                    return web.json_response(listed)
+            listings = await runtime.listings.read(runtime.registry.workers)
+            listed = next((entry for entry in listings if entry.get("room") == name), None)
+            if listed is not None:
+                return web.json_response(listed)
+            room = None  # not live anywhere: this worker's copy (an edge's) has nothing more to say
         except RegistryUnavailable:
-            if room is not None:  # Redis away: this worker's copy is better than nothing
-                return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
-    return web.json_response({"room": name, "live": False}, status=404)
+            pass  # Redis away: this worker's copy, if any, is better than nothing
+    if room is None:
+        return web.json_response({"room": name, "live": False}, status=404)
+    return web.json_response(_room_summary(room, _cover_url(request.app.get(SNAPSHOTS), room.name)))
 
 
 async def room_cover(request: web.Request) -> web.Response:
