@@ -223,14 +223,12 @@ class ClusterBus:
     def _recovered(self) -> None:
         """Redis was away or restarted: offer again everything it may have lost (receivers skip duplicates)."""
         now = self._clock()
-        for r in self._rooms.values():
-            # The time Redis was away does not count against an owner's lease: it gets a whole lease from now
-            # to claim its rooms back, before any other worker may (two owners would each number the events).
-            if r.seen_owner is not None:
-                r.seen_at = now
         for channel in self._channels.values():
             channel.rewind()
         for r in self._rooms.values():
+            # The time Redis was away does not count against an owner's lease: it gets a whole lease from now
+            # to claim its rooms back, before any other worker may (two owners would each number the events).
+            r.seen_at = now
             if r.outbox is not None:
                 r.outbox.rewind()
                 r.snapshot_at = None
