@@ -337,6 +337,41 @@ async def test_the_owners_own_sockets_keep_getting_events_while_redis_is_down(cl
         await close(ann, al, bob)
 
 
+async def storm_sockets(http: aiohttp.ClientSession, cluster: NodesOnRedis,
+                        room: str) -> tuple[list[EventsClient], list[EventsClient]]:
+    """A storm's senders (ann on node a, which joins first and so decides the room; bob on b) and everyone:
+    the senders and a watcher on each node (al, bea)."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    senders = [await join(http, a, room, "ann"), await join(http, b, room, "bob")]
+    watchers = [await join(http, a, room, "al"), await join(http, b, room, "bea")]
+    return senders, senders + watchers
+
+
+async def last_words(senders: list[EventsClient], everyone: list[EventsClient], cluster: NodesOnRedis,
+                     room: str) -> None:
+    """Each sender's last word, after all its gifts (one sender's frames keep their order), until every socket
+    knows both (from its last welcome on); what each knew, and the nodes' logs, if one never does."""
+    for sender in senders:
+        await sender.send(type="chat", text=f"done {sender.of('welcome')[0]['you']['identity']}")
+    for client in everyone:
+        try:
+            await client.wait_until(lambda c=client: {"done ann", "done bob"} <= set(room_view(c)[1]),
+                                    "both senders' last words", timeout=30)
+        except AssertionError:
+            views = {c.of("welcome")[0]["you"]["identity"]: room_view(c)[:2] for c in everyone}
+            raise AssertionError(f"{views}; {storm_report(everyone, cluster, room)}") from None
+
+
+def room_view(client: EventsClient) -> tuple[int, list[str], list[int]]:
+    """What a socket knows of the room from its last welcome on: hearts given, chat lines, gift ids after it."""
+    frames = client.frames
+    last = max(i for i, f in enumerate(frames) if f["type"] == "welcome")
+    snapshot, after = frames[last]["snapshot"], frames[last + 1:]
+    hearts = snapshot["gifts"].get("heart", 0) + sum(f["count"] for f in after if f["type"] == "gift")
+    chats = [m["text"] for m in snapshot["chat"]] + [f["text"] for f in after if f["type"] == "chat"]
+    return hearts, chats, [f["id"] for f in after if f["type"] == "gift"]
+
+
 def storm_report(clients: list[EventsClient], cluster: NodesOnRedis, room: str) -> str:
     """What each socket got of each sender's gifts and errors, and what the nodes logged of the room's events:
     a lost gift says where it was lost."""
@@ -357,9 +392,7 @@ async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing
     (the backlog outgrows a send queue), and the owner keeps the room (no second numbering of its events)."""
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     room = f"storm-{int(outage_s)}"
-    senders = [await join(http, a, room, "ann"), await join(http, b, room, "bob")]  # node a decides the room
-    watchers = [await join(http, a, room, "al"), await join(http, b, room, "bea")]
-    everyone = senders + watchers
+    senders, everyone = await storm_sockets(http, cluster, room)
     per_sender = 400 if outage_s else 150  # the storm outlasts the outage, and b's backlog a send queue (256)
 
     async def storm(sender: EventsClient) -> None:
@@ -387,12 +420,8 @@ async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing
         await asyncio.sleep(outage_s)  # the outage itself: Redis is away this long
         await redis_back(cluster)
         await asyncio.gather(*gifts)
-        # Each sender's last word comes after all its gifts (one sender's frames keep their order).
-        for sender in senders:
-            await sender.send(type="chat", text=f"done {sender.of('welcome')[0]['you']['identity']}")
+        await last_words(senders, everyone, cluster, room)
         for client in everyone:
-            await client.wait_until(lambda c=client: {"done ann", "done bob"} <= {f["text"] for f in c.of("chat")},
-                                    "both senders' last words", timeout=30)
             ids = [g["id"] for g in client.of("gift")]
             assert len(ids) == 2 * per_sender, \
                 f"{len(ids)} gifts, sent {2 * per_sender}; {storm_report(everyone, cluster, room)}"
@@ -406,16 +435,6 @@ async def test_a_gift_storm_through_a_redis_restart_loses_and_duplicates_nothing
         await close(*everyone)
 
 
-def room_view(client: EventsClient) -> tuple[int, list[str], list[int]]:
-    """What a socket knows of the room from its last welcome on: hearts given, chat lines, gift ids after it."""
-    frames = client.frames
-    last = max(i for i, f in enumerate(frames) if f["type"] == "welcome")
-    snapshot, after = frames[last]["snapshot"], frames[last + 1:]
-    hearts = snapshot["gifts"].get("heart", 0) + sum(f["count"] for f in after if f["type"] == "gift")
-    chats = [m["text"] for m in snapshot["chat"]] + [f["text"] for f in after if f["type"] == "chat"]
-    return hearts, chats, [f["id"] for f in after if f["type"] == "gift"]
-
-
 async def test_a_room_that_starts_while_redis_is_away_comes_together_once_redis_is_back(cluster, http):
     """Nobody decides a room that starts while Redis is away: each node holds its sockets' frames until one
     claims the room, and the owner decides them all at once. That burst (more than a send queue holds) reaches
@@ -427,24 +446,15 @@ async def test_a_room_that_starts_while_redis_is_away_comes_together_once_redis_
     resynced = sum([(await event_stats(http, node)).get("cluster_resynced", 0) for node in (a, b)])
     await asyncio.to_thread(cluster.redis.stop)
     try:
-        senders = [await join(http, a, room, "ann"), await join(http, b, room, "bob")]
-        watchers = [await join(http, a, room, "al"), await join(http, b, room, "bea")]
-        everyone = senders + watchers
+        senders, everyone = await storm_sockets(http, cluster, room)
         for i in range(per_sender):
             for sender in senders:
                 await sender.send(type="gift", kind="heart", count=1, ref=f"g{i}")
     finally:
         await redis_back(cluster)
     try:
-        for sender in senders:
-            await sender.send(type="chat", text=f"done {sender.of('welcome')[0]['you']['identity']}")
+        await last_words(senders, everyone, cluster, room)
         for client in everyone:
-            try:
-                await client.wait_until(lambda c=client: {"done ann", "done bob"} <= set(room_view(c)[1]),
-                                        "both senders' last words", timeout=30)
-            except AssertionError:
-                views = {c.of("welcome")[0]["you"]["identity"]: room_view(c)[:2] for c in everyone}
-                raise AssertionError(f"{views}; {storm_report(everyone, cluster, room)}") from None
             hearts, _, ids = room_view(client)
             assert hearts == 2 * per_sender, f"{hearts} hearts, sent {2 * per_sender}; " \
                                              f"{storm_report(everyone, cluster, room)}"
